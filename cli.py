@@ -1,0 +1,408 @@
+"""`postroom`: the click root group and the core commands. Plugins add their groups through
+the `postroom_cli_commands` hook, so a plugin's commands exist only while it is enabled."""
+import os
+import sys
+
+import click
+import peewee as pw
+
+from core import chatter, records, scheduler
+from core.config import Config
+from core.errors import DatabaseUnavailable, PostroomError
+from core.host import Host
+from core.output import created, fields, show, table, to_json
+
+HOST_KEY = "postroom.host"
+
+
+def get_host(ctx: click.Context) -> Host:
+    """The host for this invocation: the one a test passed as `obj`, or one opened from the
+    config (and closed when the command ends)."""
+    root = ctx.find_root()
+    if isinstance(root.obj, Host):
+        return root.obj
+    host = root.meta.get(HOST_KEY)
+    if host is None:
+        host = Host(Config.load(root.params.get("config"))).open()
+        root.meta[HOST_KEY] = host
+        root.call_on_close(host.close)
+    return host
+
+
+
+
+class PostroomGroup(click.Group):
+    """Root group: core commands plus those of enabled plugins; errors become one line."""
+
+    def _plugin_commands(self, ctx) -> dict:
+        if "postroom.plugin_commands" not in ctx.meta:
+            collector = click.Group()
+            try:
+                host = get_host(ctx)
+                host.hook.postroom_cli_commands(cli=collector)
+            except PostroomError:
+                pass  # core commands still work; the command itself will report the problem
+            ctx.meta["postroom.plugin_commands"] = collector.commands
+        return ctx.meta["postroom.plugin_commands"]
+
+    def list_commands(self, ctx):
+        return sorted(set(super().list_commands(ctx)) | set(self._plugin_commands(ctx)))
+
+    def get_command(self, ctx, name):
+        return super().get_command(ctx, name) or self._plugin_commands(ctx).get(name)
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except PostroomError as exc:
+            _fail(exc, exc.exit_code)
+        except pw.OperationalError as exc:
+            _fail(DatabaseUnavailable(f"database error: {str(exc).strip().splitlines()[0] if str(exc).strip() else exc}"), 75)
+        except pw.IntegrityError as exc:
+            _fail(f"refused by the database (nothing was written): {str(exc).strip().splitlines()[0]}", 4)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except Exception as exc:  # noqa: BLE001 - never show an operator a traceback
+            if os.environ.get("POSTROOM_DEBUG"):
+                raise
+            import logging
+            logging.getLogger("postroom").exception("unexpected error in %s", ctx.invoked_subcommand)
+            _fail(f"unexpected error: {type(exc).__name__}: {exc} (details in postroom.log; "
+                  f"POSTROOM_DEBUG=1 shows the traceback)", 70)
+
+
+def _fail(error, code):
+    click.echo(f"Error: {error}", err=True)
+    sys.exit(code)
+
+
+@click.group(cls=PostroomGroup)
+@click.option("--config", "config", type=click.Path(dir_okay=False), envvar="POSTROOM_CONFIG",
+              help="Config file (default: $POSTROOM_CONFIG, else ./postroom.cfg if present).")
+@click.version_option("0.1.0", prog_name="postroom")
+def cli(config):
+    """Postroom: the mail backbone of a business application."""
+
+
+# --- init & admin ------------------------------------------------------------------
+
+@cli.command()
+@click.option("--admin-email", help="A real address for the admin partner.")
+@click.pass_context
+def init(ctx, admin_email):
+    """Create the database and the admin partner (running it again changes nothing)."""
+    host = get_host(ctx)
+    admin, was_created = records.ensure_admin(host, admin_email)
+    click.echo(f"database ready: {host.config.database_url}")
+    if records.admin_has_temporary_email(host):
+        click.echo(f"warning: the admin partner has the temporary address {admin.email}; mail from "
+                   f"or to it will fail. Set a real one: postroom admin set-email ADDRESS", err=True)
+    created("admin partner" + ("" if was_created else " (exists)"), admin.id)
+
+
+@cli.group()
+def admin():
+    """The admin partner."""
+
+
+@admin.command("set-email")
+@click.argument("address")
+@click.pass_context
+def admin_set_email(ctx, address):
+    """Replace the admin partner's (temporary) address."""
+    partner = records.set_admin_email(get_host(ctx), address)
+    click.echo(f"admin partner {partner.id} now has email {partner.email}")
+
+
+# --- plugins -----------------------------------------------------------------------
+
+@cli.group()
+def plugins():
+    """List, enable and disable plugins (stored per deployment)."""
+
+
+@plugins.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def plugins_list(ctx, as_json):
+    """Available plugins and whether this deployment enabled them."""
+    rows = get_host(ctx).plugin_rows()
+    for r in rows:
+        r["requires_"] = ", ".join(r["requires"]) or None
+    if as_json:
+        click.echo(to_json([{k: v for k, v in r.items() if k != "requires_"} for r in rows]))
+    else:
+        click.echo(table([dict(r, requires=r["requires_"]) for r in rows],
+                         ["name", "enabled", "requires", "description"]))
+
+
+@plugins.command("enable")
+@click.argument("name")
+@click.pass_context
+def plugins_enable(ctx, name):
+    """Enable NAME and what it requires: creates its tables and scheduled actions."""
+    new = get_host(ctx).enable_plugin(name)
+    click.echo(f"enabled: {', '.join(new)}" if new else f"{name} was already enabled")
+
+
+@plugins.command("disable")
+@click.argument("name")
+@click.pass_context
+def plugins_disable(ctx, name):
+    """Disable NAME (its data is kept); refused while an enabled plugin requires it."""
+    get_host(ctx).disable_plugin(name)
+    click.echo(f"disabled: {name}")
+
+
+# --- partners ----------------------------------------------------------------------
+
+@cli.group()
+def partner():
+    """Contacts."""
+
+
+@partner.command("add")
+@click.argument("name")
+@click.argument("email")
+@click.option("--inbox", is_flag=True, help="Notify inside Postroom only: no email is sent.")
+@click.pass_context
+def partner_add(ctx, name, email, inbox):
+    """Add a partner."""
+    created("partner", records.create_partner(get_host(ctx), name, email, inbox=inbox).id)
+
+
+@partner.command("import")
+@click.argument("file", type=click.File("r", encoding="utf-8-sig", errors="strict"))
+@click.pass_context
+def partner_import(ctx, file):
+    """Import partners from a CSV with columns name,email (all or nothing)."""
+    try:
+        text = file.read()
+    except UnicodeDecodeError:
+        raise click.ClickException(f"{file.name} is not valid UTF-8")
+    result = records.import_partners(get_host(ctx), text)
+    click.echo(f"imported {result['imported']}, skipped {result['skipped']} already known")
+
+
+@partner.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def partner_list(ctx, as_json):
+    """Partners, with their bounce counters."""
+    get_host(ctx)
+    from core.models import Partner
+    rows = [{"id": p.id, "name": p.name, "email": p.email, "notification_type": p.notification_type,
+             "message_bounce": p.message_bounce, "active": p.active}
+            for p in Partner.select().order_by(Partner.id)]
+    show(rows, ["id", "name", "email", "notification_type", "message_bounce", "active"], as_json)
+
+
+# --- records -----------------------------------------------------------------------
+
+@cli.group()
+def record():
+    """Records with a chatter."""
+
+
+@record.command("create")
+@click.argument("model")
+@click.argument("name")
+@click.pass_context
+def record_create(ctx, model, name):
+    """Create a record of type MODEL (see `record types`)."""
+    created(f"{model} record", records.create_record(get_host(ctx), model, name).id)
+
+
+@record.command("types")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def record_types(ctx, as_json):
+    """Record types registered by the core and the enabled plugins."""
+    rows = [{"name": t.name, "label": t.label} for t in get_host(ctx).record_types.values()]
+    show(sorted(rows, key=lambda r: r["name"]), ["name", "label"], as_json)
+
+
+@record.command("list")
+@click.option("--model")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def record_list(ctx, model, as_json):
+    """Records, optionally of one type."""
+    host = get_host(ctx)
+    from core.models import Record
+    query = Record.select().order_by(Record.id)
+    if model:
+        records.check_model(host, model)
+        query = query.where(Record.model == model)
+    rows = [{"id": r.id, "model": r.model, "name": r.name, "created_at": r.created_at} for r in query]
+    show(rows, ["id", "model", "name", "created_at"], as_json)
+
+
+@record.command("show")
+@click.argument("model")
+@click.argument("res_id")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def record_show(ctx, model, res_id, as_json):
+    """A record, its followers and its chatter with each message's envelope."""
+    host = get_host(ctx)
+    rec = records.get_record(host, model, res_id)
+    from core.models import Follower, Partner
+    followers = [{"partner_id": p.id, "name": p.name, "email": p.email}
+                 for p in Partner.select().join(Follower).where(Follower.record == rec).order_by(Partner.id)]
+    messages = chatter.chatter(rec)
+    env = chatter.envelopes([m.id for m in messages])
+    msgs = [{"id": m.id, "date": m.created_at, "type": m.message_type, "note": m.is_internal,
+             "author": m.email_from, "subject": m.subject, "envelope": env[m.id],
+             "message_id": m.message_id, "body": m.body} for m in messages]
+    data = {"id": rec.id, "model": rec.model, "name": rec.name, "values": rec.values,
+            "created_at": rec.created_at, "followers": followers, "messages": msgs}
+    if as_json:
+        click.echo(to_json(data))
+        return
+    click.echo(f"{rec.model},{rec.id}  {rec.name}")
+    click.echo("followers: " + (", ".join(f["email"] or f["name"] for f in followers) or "(none)"))
+    from core.html import to_text
+    click.echo(table([dict(m, body=to_text(m["body"])) for m in msgs],
+                     ["id", "date", "type", "envelope", "author", "subject", "body"], "(no messages)"))
+
+
+@record.command("follow")
+@click.argument("model")
+@click.argument("res_id")
+@click.argument("email")
+@click.pass_context
+def record_follow(ctx, model, res_id, email):
+    """Make the partner with EMAIL follow the record."""
+    host = get_host(ctx)
+    rec = records.get_record(host, model, res_id)
+    p = records.find_partner(host, email)
+    added = records.follow(host, rec, p)
+    click.echo(f"{p.email} {'now follows' if added else 'already follows'} {model},{rec.id}")
+
+
+# --- messages ----------------------------------------------------------------------
+
+@cli.group()
+def message():
+    """Chatter messages."""
+
+
+@message.command("post")
+@click.argument("model")
+@click.argument("res_id")
+@click.option("--body", required=True)
+@click.option("--subject")
+@click.option("--author", help="Author email (a partner's, or a raw address).")
+@click.option("--partner", "partners", multiple=True, help="Notify this partner too (repeatable).")
+@click.option("--note", is_flag=True, help="Internal note: notifies only --partner recipients.")
+@click.pass_context
+def message_post(ctx, model, res_id, body, subject, author, partners, note):
+    """Post on a record's chatter; followers are notified."""
+    host = get_host(ctx)
+    rec = records.get_record(host, model, res_id)
+    author_partner, email_from = None, None
+    if author:
+        author_partner = records.find_partner(host, author, required=False)
+        email_from = None if author_partner else author
+    ids = [records.find_partner(host, e).id for e in partners]
+    msg = chatter.post_message(host, rec, body, subject=subject, author=author_partner,
+                               email_from=email_from, partner_ids=ids, note=note)
+    created("message", msg.id)
+
+
+@message.command("show")
+@click.argument("message_id")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def message_show(ctx, message_id, as_json):
+    """A message and its notifications (recipient, status, failure type and reason)."""
+    host = get_host(ctx)
+    msg = chatter.get_message(host, message_id)
+    notes = chatter.notification_rows(msg)
+    data = {"id": msg.id, "model": msg.model, "res_id": msg.record_id, "subject": msg.subject,
+            "author": msg.email_from, "type": msg.message_type, "note": msg.is_internal,
+            "message_id": msg.message_id, "date": msg.created_at, "envelope": chatter.envelope(msg),
+            "notifications": notes}
+    if as_json:
+        click.echo(to_json(data))
+        return
+    fields(data, False)
+    click.echo("")
+    click.echo(table(notes, ["email", "channel", "status", "failure_type", "failure_reason"], "(no recipients)"))
+
+
+# --- scheduled actions ---------------------------------------------------------------
+
+@cli.group()
+def cron():
+    """Scheduled actions."""
+
+
+@cron.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def cron_list(ctx, as_json):
+    """Scheduled actions of the core and enabled plugins."""
+    show(scheduler.listing(get_host(ctx)),
+         ["name", "interval", "nextcall", "active", "running", "failure_count", "last_result"], as_json)
+
+
+@cron.command("run")
+@click.argument("name")
+@click.pass_context
+def cron_run(ctx, name):
+    """Run an action now (not recommended: it may interrupt a workflow)."""
+    click.echo("warning: running a scheduled action by hand is not recommended; it can disturb the "
+               "work of the scheduled runs and will not speed up large queues", err=True)
+    result = scheduler.run_by_hand(get_host(ctx), name)
+    if result["error"]:
+        raise click.ClickException(f"{result['name']} failed: {result['error']}")
+    click.echo(f"{result['name']}: done {result['done']}, remaining {result['remaining']} "
+               f"in {result['duration']:.2f}s")
+
+
+@cron.command("set-interval")
+@click.argument("name")
+@click.argument("interval")
+@click.pass_context
+def cron_set_interval(ctx, name, interval):
+    """Set an action's interval, e.g. 15m, 1h, 1d (floor: 5m)."""
+    action, warning = scheduler.set_interval(get_host(ctx), name, interval)
+    if warning:
+        click.echo(f"warning: {warning}", err=True)
+    click.echo(f"{action.name}: every {action.interval_number} {action.interval_type}")
+
+
+@cron.command("enable")
+@click.argument("name")
+@click.pass_context
+def cron_enable(ctx, name):
+    """Reactivate an action (and reset its failure count)."""
+    click.echo(f"{scheduler.set_active(get_host(ctx), name, True).name}: active")
+
+
+@cron.command("disable")
+@click.argument("name")
+@click.pass_context
+def cron_disable(ctx, name):
+    """Deactivate an action."""
+    click.echo(f"{scheduler.set_active(get_host(ctx), name, False).name}: inactive")
+
+
+# --- serve -------------------------------------------------------------------------
+
+@cli.command()
+@click.pass_context
+def serve(ctx):
+    """Run due scheduled actions and plugin services until Ctrl-C or SIGTERM."""
+    from core.serve import serve as run_serve
+    run_serve(get_host(ctx))
+
+
+def main():
+    cli(prog_name="postroom")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,133 @@
+"""Posting on a record's chatter, computing recipients, and the envelope state.
+
+Fan-out is set-based: one INSERT … SELECT creates every notification, so posting on a record
+with 10,000 followers runs the same number of statements as posting on one with 10.
+"""
+import secrets
+import time
+
+import peewee as pw
+
+from . import emails
+from .errors import InvalidInput, NotFound
+from .html import sanitize, text_to_html
+from .models import Follower, Message, Notification, Partner, Record
+from .records import find_partner
+
+MESSAGE_TYPES = ("comment", "notification", "email")
+FAILED = ("exception", "bounce")
+
+
+def make_message_id(host, record: Record | None = None) -> str:
+    """An RFC 5322 Message-Id carrying the record, like Odoo's, on the primary domain."""
+    token = f"{secrets.token_hex(8)}.{time.time_ns() // 1000}"
+    where = f"-postroom-{record.id}-{record.model}" if record is not None else ""
+    return f"<{token}{where}@{host.config.primary_domain}>"
+
+
+def email_channel_enabled(host) -> bool:
+    return bool(host.hook.postroom_email_channel(host=host))
+
+
+def post_message(host, record: Record, body: str, subject: str | None = None,
+                 author: Partner | None = None, email_from: str | None = None,
+                 partner_ids=(), note: bool = False, message_type: str = "comment",
+                 parent: Message | None = None, message_id: str | None = None,
+                 body_is_html: bool = False) -> Message:
+    """Post on `record`'s chatter and notify its recipients, in one transaction.
+
+    Recipients: the record's followers plus `partner_ids` (a note: only `partner_ids`),
+    never the author, never an inactive partner. Partners preferring email get a `ready`
+    email notification when an email channel exists; everyone else is notified in-app.
+    """
+    if message_type not in MESSAGE_TYPES:
+        raise InvalidInput(f"message type must be one of {', '.join(MESSAGE_TYPES)}")
+    if subject:
+        emails.check_header_text("subject", subject)
+    if email_from:
+        emails.split_address(email_from)
+    if author is not None and not email_from:
+        email_from = f"{author.name} <{author.email}>" if author.email else None
+    body_html = sanitize(body) if body_is_html else text_to_html(body)
+    partner_ids = sorted({int(p) for p in partner_ids})
+    email_channel = email_channel_enabled(host)
+    now = host.clock.now()
+    with host.transaction():
+        message = Message.create(
+            record=record, model=record.model if record else None, author=author,
+            email_from=email_from, subject=subject, body=body_html, message_type=message_type,
+            is_internal=note, parent=parent, message_id=message_id or make_message_id(host, record),
+            created_at=now)
+        notified = _fan_out(message, record, author, partner_ids, note, email_channel, now)
+        host.hook.postroom_message_posted(host=host, message=message, notified=notified)
+    host.log.info("message %s posted on %s,%s (%s, %s notified) msgid=%s", message.id,
+                  message.model, record.id if record else "-", message_type, notified, message.message_id)
+    return message
+
+
+def _fan_out(message, record, author, partner_ids, note, email_channel, now) -> int:
+    """One INSERT … SELECT for every recipient; returns how many were notified."""
+    wanted = pw.Value(False)
+    if not note and record is not None:
+        wanted = Partner.id.in_(Follower.select(Follower.partner).where(Follower.record == record))
+    if partner_ids:
+        wanted = wanted | Partner.id.in_(partner_ids)
+    condition = Partner.active & wanted
+    if author is not None:
+        condition &= Partner.id != author.id
+    by_email = (Partner.notification_type == "email") & pw.Value(email_channel)
+    query = Partner.select(
+        pw.Value(message.id),
+        Partner.id,
+        pw.Case(None, [(by_email, "email")], "inbox"),
+        pw.Case(None, [(by_email, "ready")], "sent"),
+        pw.Value(False),
+        pw.Value(now, converter=Notification.updated_at.db_value),
+    ).where(condition)
+    return (Notification.insert_from(query, [Notification.message, Notification.partner,
+                                             Notification.notification_type, Notification.status,
+                                             Notification.is_read, Notification.updated_at])
+            .as_rowcount().execute())
+
+
+def get_message(host, message_id) -> Message:
+    try:
+        mid = int(message_id)
+    except (TypeError, ValueError):
+        raise InvalidInput(f"message id must be a number, not {message_id!r}") from None
+    message = Message.get_or_none(Message.id == mid)
+    if message is None:
+        raise NotFound(f"no message with id {mid}")
+    return message
+
+
+def envelopes(message_ids) -> dict:
+    """{message id: 'red' | 'white' | 'none'} in one query: red while any notification is
+    `exception` or `bounce`; white when email notifications exist; none for in-app only."""
+    ids = list(message_ids)
+    if not ids:
+        return {}
+    failed = pw.fn.SUM(pw.Case(None, [(Notification.status.in_(FAILED), 1)], 0))
+    mailed = pw.fn.SUM(pw.Case(None, [(Notification.notification_type == "email", 1)], 0))
+    rows = (Notification.select(Notification.message, failed.alias("failed"), mailed.alias("mailed"))
+            .where(Notification.message.in_(ids)).group_by(Notification.message).tuples())
+    result = {i: "none" for i in ids}
+    for mid, nfailed, nmailed in rows:
+        result[mid] = "red" if nfailed else ("white" if nmailed else "none")
+    return result
+
+
+def envelope(message) -> str:
+    return envelopes([message.id])[message.id]
+
+
+def notification_rows(message) -> list[dict]:
+    query = (Notification.select(Notification, Partner).join(Partner)
+             .where(Notification.message == message).order_by(Notification.id))
+    return [{"id": n.id, "partner_id": n.partner.id, "email": n.partner.email_normalized,
+             "channel": n.notification_type, "status": n.status, "failure_type": n.failure_type,
+             "failure_reason": n.failure_reason} for n in query]
+
+
+def chatter(record) -> list[Message]:
+    return list(Message.select().where(Message.record == record).order_by(Message.id))

@@ -1,0 +1,125 @@
+"""The one module that owns database objects: URL → engine, statement counting, UTC times.
+
+`sqlite:///postroom.db` (relative), `sqlite:////abs/path.db` and `postgresql://user@host/db`
+are understood. Every datetime column stores naive UTC and gives back aware UTC.
+"""
+import contextlib
+import datetime as dt
+from urllib.parse import unquote, urlparse
+
+import peewee as pw
+
+from .clock import aware, naive
+from .errors import ConfigError, DatabaseUnavailable
+
+
+class _Counting:
+    """Counts executed statements (per database object) so tests and benches can assert
+    that an operation's statement count does not grow with the rows it touches."""
+
+    def execute_sql(self, sql, params=None):
+        self.statements += 1
+        return super().execute_sql(sql, params)
+
+
+class SqliteDatabase(_Counting, pw.SqliteDatabase):
+    engine = "sqlite"
+
+    def __init__(self, *args, **kwargs):
+        self.statements = 0
+        super().__init__(*args, **kwargs)
+
+    def transaction_block(self):
+        # IMMEDIATE takes the write lock at BEGIN, so two writers queue on the busy
+        # timeout instead of failing later with "database is locked" on upgrade.
+        return self.atomic(lock_type="IMMEDIATE")
+
+
+class PostgresqlDatabase(_Counting, pw.PostgresqlDatabase):
+    engine = "postgresql"
+
+    def __init__(self, *args, **kwargs):
+        self.statements = 0
+        super().__init__(*args, **kwargs)
+
+    def transaction_block(self):
+        return self.atomic()
+
+
+def open_database(url: str) -> pw.Database:
+    """Build (not connect) the database object for a URL."""
+    parsed = urlparse(url)
+    if parsed.scheme == "sqlite":
+        path = url[len("sqlite:///"):] if url.startswith("sqlite:///") else ""
+        if not path:
+            raise ConfigError(f"bad sqlite URL {url!r}: use sqlite:///relative.db or sqlite:////abs/path.db")
+        return SqliteDatabase(
+            path,
+            pragmas={"journal_mode": "wal", "foreign_keys": 1, "busy_timeout": 30000,
+                     "synchronous": "normal"},
+            timeout=30,
+            check_same_thread=False,
+        )
+    if parsed.scheme in ("postgres", "postgresql"):
+        name = (parsed.path or "/").lstrip("/")
+        if not name:
+            raise ConfigError(f"bad PostgreSQL URL {url!r}: the database name is missing")
+        kwargs = {"host": parsed.hostname or "127.0.0.1", "port": parsed.port or 5432,
+                  "user": unquote(parsed.username) if parsed.username else None,
+                  "password": unquote(parsed.password) if parsed.password else None,
+                  "connect_timeout": 5}
+        return PostgresqlDatabase(name, autorollback=True,
+                                  **{k: v for k, v in kwargs.items() if v is not None})
+    raise ConfigError(f"unsupported database URL {url!r}: use sqlite:///FILE or postgresql://USER@HOST/DB")
+
+
+def is_postgres(db) -> bool:
+    return getattr(db, "engine", "") == "postgresql"
+
+
+def transaction(db):
+    """One write transaction; multi-row writes go through here so nothing is half-written."""
+    return db.transaction_block()
+
+
+@contextlib.contextmanager
+def translate_errors(url: str):
+    """Turn driver errors about reaching the database into one operator-readable error."""
+    try:
+        yield
+    except pw.OperationalError as exc:
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DatabaseUnavailable(f"database {redact(url)} unavailable: {text}") from exc
+
+
+def redact(url: str) -> str:
+    parsed = urlparse(url)
+    if parsed.password:
+        return url.replace(":" + parsed.password + "@", ":***@")
+    return url
+
+
+class UTCDateTimeField(pw.DateTimeField):
+    """Stores naive UTC, returns aware UTC; accepts aware or naive-UTC input."""
+
+    def db_value(self, value):
+        if isinstance(value, dt.datetime):
+            value = naive(value)
+        return super().db_value(value)
+
+    def python_value(self, value):
+        return aware(super().python_value(value))
+
+
+class JSONField(pw.TextField):
+    """Small JSON documents stored as text on both engines."""
+
+    def db_value(self, value):
+        import json
+        return None if value is None else json.dumps(value, sort_keys=True)
+
+    def python_value(self, value):
+        import json
+        return None if value is None else json.loads(value)
+
+

@@ -1,0 +1,50 @@
+"""Email address parsing, validation and normalisation, shared by every part."""
+import email.utils
+import re
+
+from .errors import InvalidInput
+
+# Deliberately simple, like Odoo's: one @, a dotted domain, no spaces or control characters.
+_ADDR = re.compile(r"^[^@\s<>()\[\],;:\"\\]+@([A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z0-9-]{2,63}$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def has_control_chars(text: str) -> bool:
+    """True when text carries CR, LF or another control character (header injection)."""
+    return bool(_CONTROL.search(text or ""))
+
+
+def check_header_text(label: str, text: str) -> str:
+    """Refuse CR/LF and other control characters in anything that becomes a header."""
+    if has_control_chars(text):
+        raise InvalidInput(f"{label} contains a line break or control character; refused (header injection)")
+    return text
+
+
+def split_address(text: str) -> tuple[str, str]:
+    """'Name <a@b.c>' → ('Name', 'a@b.c'); raises InvalidInput if no valid address."""
+    if text is None or not text.strip():
+        raise InvalidInput("missing email address")
+    check_header_text("email address", text)
+    name, addr = email.utils.parseaddr(text.strip())
+    if not addr or not _ADDR.match(addr):
+        raise InvalidInput(f"not a valid email address: {text.strip()!r}")
+    return name, addr
+
+
+def normalize(text: str) -> str:
+    """The form used for matching: the bare address, lower-cased."""
+    return split_address(text)[1].lower()
+
+
+def is_valid(text: str | None) -> bool:
+    """True when text holds one valid address."""
+    try:
+        split_address(text or "")
+        return True
+    except InvalidInput:
+        return False
+
+
+def domain_of(address: str) -> str:
+    return normalize(address).rsplit("@", 1)[1]

@@ -1,0 +1,251 @@
+"""The Host: one deployment's config, database, plugin manager, clock and logger.
+
+Nothing here is global: build as many hosts as you like (tests do). A host binds the
+models of its enabled plugins to its own database when it opens; one process works with
+one open host at a time.
+"""
+import contextlib
+import logging
+import os
+import threading
+
+import peewee as pw
+from playhouse.migrations import Runner
+
+from . import logs, plugins as plugin_loader
+from .clock import SystemClock
+from .config import Config
+from .db import is_postgres, open_database, translate_errors
+from .errors import Conflict, InvalidInput
+from .models import CORE_MODELS, PluginState
+from .records import RecordType
+
+CORE_MIGRATIONS = os.path.join(os.path.dirname(__file__), "migrations")
+
+
+class _CoreHooks:
+    """The host's own hook implementations: the generic record type."""
+
+    @plugin_loader.hookimpl
+    def postroom_record_types(self, register):
+        register(RecordType("generic", "Generic record"))
+
+
+class Host:
+    """A deployment, opened. `Host.from_config(path)` is the usual way in."""
+
+    def __init__(self, config: Config, clock=None, available=None, extra=(), log_to_file=True):
+        self.config = config
+        self.clock = clock or SystemClock()
+        self.db = open_database(config.database_url)
+        self.available = dict(plugin_loader.discover() if available is None else available)
+        for plugin in extra:
+            info = plugin_loader.info_of(plugin)
+            if info is not None:
+                self.available[info.name] = plugin
+        self._always = [p for p in extra if plugin_loader.info_of(p) is None]
+        self.pm = plugin_loader.make_plugin_manager()
+        self.log = logging.getLogger("postroom")
+        self._log_handler = logs.install(self, config) if log_to_file else None
+        self._tx = threading.local()
+        self.enabled: list[str] = []
+        self.record_types: dict[str, RecordType] = {}
+        self.action_specs: dict = {}
+        self._opened = False
+
+    @classmethod
+    def from_config(cls, path=None, **kwargs) -> "Host":
+        return cls(Config.load(path), **kwargs).open()
+
+    # --- opening -------------------------------------------------------------------
+
+    def open(self) -> "Host":
+        with translate_errors(self.config.database_url):
+            self.db.connect(reuse_if_open=True)
+            self.db.bind(CORE_MODELS)
+            self._migrate([("core", CORE_MIGRATIONS)])
+            self.enabled = [s.name for s in PluginState.select().where(PluginState.enabled)
+                            .order_by(PluginState.changed_at, PluginState.name)
+                            if s.name in self.available]
+            self.pm.register(_CoreHooks(), name="core")
+            for plugin in self._always:
+                self.pm.register(plugin)
+            for name in plugin_loader.with_requirements(self.available, self.enabled):
+                self._register(name)
+            self.pm.check_pending()
+            self._migrate(self._plugin_migrations())
+            self._collect_registries()
+        self._opened = True
+        self.pm.hook.postroom_configure(host=self)
+        return self
+
+    def _register(self, name):
+        if self.pm.get_plugin(name) is None:
+            self.pm.register(self.available[name], name=name)
+        if name not in self.enabled:
+            self.enabled.append(name)
+        plugin = self.available[name]
+        models_fn = getattr(plugin, "postroom_models", None)
+        if models_fn is not None:
+            self.db.bind(models_fn())
+
+    def _plugin_migrations(self):
+        return [m for m in self.pm.hook.postroom_migrations() if m]
+
+    def _migrate(self, components):
+        """Apply pending migrations; on PostgreSQL under an advisory lock so that workers
+        starting together do not race each other's DDL."""
+        for component, directory in components:
+            runner = Runner(self.db, directory, table_name=f"migrations_{component}")
+            if all(m.applied for m in runner.status() if m.path):
+                continue
+            if is_postgres(self.db):
+                self.db.execute_sql("SELECT pg_advisory_lock(7319001)")
+            try:
+                pending = [m for m in runner.status() if m.path and not m.applied]
+                if pending:
+                    runner.up()
+                    self.log.info("migrations applied for %s: %s", component,
+                                  ", ".join(m.name for m in pending))
+            finally:
+                if is_postgres(self.db):
+                    self.db.execute_sql("SELECT pg_advisory_unlock(7319001)")
+
+    def _collect_registries(self):
+        types = {}
+
+        def register(rtype):
+            if rtype.name in types:
+                raise Conflict(f"record type {rtype.name!r} is registered twice")
+            types[rtype.name] = rtype
+        self.pm.hook.postroom_record_types(register=register)
+        self.record_types = types
+        specs = {}
+        for plugin_name in ["core"] + list(self.enabled):
+            plugin = self.pm.get_plugin(plugin_name)
+            fn = getattr(plugin, "postroom_scheduled_actions", None)
+            for spec in (fn() if fn else []) or []:
+                specs[spec.code] = spec.for_plugin(plugin_name)
+        self.action_specs = specs
+
+    def close(self):
+        if self._log_handler is not None:
+            logs.uninstall(self, self._log_handler)
+            self._log_handler = None
+        if not self.db.is_closed():
+            self.db.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # --- plugins -------------------------------------------------------------------
+
+    def plugin_rows(self):
+        """(name, enabled, requires, description) for every available plugin."""
+        rows = []
+        for name in sorted(self.available):
+            info = plugin_loader.info_of(self.available[name])
+            rows.append({"name": name, "enabled": name in self.enabled,
+                         "requires": list(info.requires), "description": info.description})
+        return rows
+
+    def enable_plugin(self, name) -> list[str]:
+        """Enable `name` and what it requires: migrations, scheduled actions, state. Returns
+        the plugins that were newly enabled."""
+        from . import scheduler
+        order = plugin_loader.with_requirements(self.available, [name])
+        new = [n for n in order if n not in self.enabled]
+        for n in new:
+            self._register(n)
+        self.pm.check_pending()
+        with translate_errors(self.config.database_url):
+            self._migrate(self._plugin_migrations())
+            self._collect_registries()
+            with self.transaction():
+                now = self.clock.now()
+                for n in order:
+                    (PluginState.insert(name=n, enabled=True, changed_at=now)
+                     .on_conflict(conflict_target=[PluginState.name],
+                                  update={PluginState.enabled: True, PluginState.changed_at: now})
+                     .execute())
+                scheduler.sync_actions(self, [s for s in self.action_specs.values() if s.plugin in order])
+        for n in new:
+            self.log.info("plugin %s enabled", n)
+        self.pm.hook.postroom_configure(host=self)
+        return new
+
+    def disable_plugin(self, name):
+        """Disable `name`; refused while an enabled plugin requires it. Data is kept."""
+        if name not in self.available:
+            plugin_loader.with_requirements(self.available, [name])  # raises NotFound
+        if name not in self.enabled:
+            raise InvalidInput(f"plugin {name!r} is not enabled")
+        needed_by = plugin_loader.dependents(self.available, self.enabled, name)
+        if needed_by:
+            raise Conflict(f"cannot disable {name}: {', '.join(needed_by)} requires it; disable "
+                           f"{'them' if len(needed_by) > 1 else 'it'} first")
+        with self.transaction():
+            (PluginState.update(enabled=False, changed_at=self.clock.now())
+             .where(PluginState.name == name).execute())
+        self.pm.unregister(name=name)
+        self.enabled.remove(name)
+        self._collect_registries()
+        self.log.info("plugin %s disabled", name)
+
+    def is_enabled(self, name) -> bool:
+        return name in self.enabled
+
+    @property
+    def hook(self):
+        return self.pm.hook
+
+    # --- transactions --------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def transaction(self):
+        """A write transaction (nested calls become savepoints). Callbacks queued with
+        `after_commit` run once the outermost block has committed, never on rollback."""
+        state = self._tx
+        depth = getattr(state, "depth", 0)
+        if depth == 0:
+            state.callbacks = []
+        state.depth = depth + 1
+        try:
+            with (self.db.transaction_block() if depth == 0 else self.db.atomic()):
+                yield
+        except BaseException:
+            state.depth = depth
+            if depth == 0:
+                state.callbacks = []
+            raise
+        state.depth = depth
+        if depth == 0:
+            callbacks, state.callbacks = state.callbacks, []
+            for callback in callbacks:
+                try:
+                    callback()
+                except Exception:  # noqa: BLE001 - a callback's failure must not undo a commit
+                    self.log.exception("after-commit callback %r failed", callback)
+
+    def after_commit(self, callback):
+        """Run `callback()` after the current transaction commits (at once if none is open).
+        Network work (an SMTP conversation) belongs here, never inside a transaction."""
+        if getattr(self._tx, "depth", 0) == 0:
+            callback()
+        else:
+            self._tx.callbacks.append(callback)
+
+    @property
+    def in_transaction(self) -> bool:
+        return getattr(self._tx, "depth", 0) > 0
+
+    def statements(self) -> int:
+        """Statements executed so far on this host's database object (for tests/benches)."""
+        return self.db.statements
+
+
+def is_integrity_error(exc) -> bool:
+    return isinstance(exc, pw.IntegrityError)

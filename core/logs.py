@@ -1,0 +1,120 @@
+"""`postroom.log`, rotated every day at 05:00 UTC, by the host's clock.
+
+The current day's file is `postroom.log`, the previous one `postroom.log.1`, older ones
+`postroom.log.YYYY-MM-DD.gz` (the date the file's day started), so `grep` and `zgrep` find
+things. Several processes may log into one folder: rotation happens under an exclusive
+`flock`, and the day a file belongs to is kept in a small stamp file so that only the first
+process past 05:00 rotates and the others simply reopen.
+"""
+import datetime as dt
+import fcntl
+import gzip
+import logging
+import os
+import shutil
+
+ROTATE_HOUR = 5
+FORMAT = "%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"
+
+
+def period_start(now: dt.datetime) -> dt.datetime:
+    """The 05:00 UTC that opened the log day containing `now`."""
+    now = now.astimezone(dt.timezone.utc)
+    start = now.replace(hour=ROTATE_HOUR, minute=0, second=0, microsecond=0)
+    return start if now >= start else start - dt.timedelta(days=1)
+
+
+class DailyRotatingHandler(logging.Handler):
+    """A file handler that rotates at 05:00 UTC as seen by `clock`."""
+
+    def __init__(self, directory: str, clock, name: str = "postroom.log"):
+        super().__init__()
+        self.directory = directory
+        self.clock = clock
+        self.path = os.path.join(directory, name)
+        self.stamp_path = os.path.join(directory, f".{name}.day")
+        self.lock_path = os.path.join(directory, f".{name}.lock")
+        os.makedirs(directory, exist_ok=True)
+        self.stream = None
+        self.day = None
+
+    def _read_stamp(self):
+        try:
+            with open(self.stamp_path) as fh:
+                return dt.date.fromisoformat(fh.read().strip())
+        except (OSError, ValueError):
+            return None
+
+    def _ensure_day(self, day: dt.date):
+        if self.day == day and self.stream is not None:
+            return
+        with open(self.lock_path, "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            stamp = self._read_stamp()
+            if stamp is not None and stamp < day and os.path.exists(self.path):
+                self._rotate(stamp)
+            if stamp is None or stamp < day:
+                with open(self.stamp_path, "w") as fh:
+                    fh.write(day.isoformat())
+            if self.stream is not None:
+                self.stream.close()
+            self.stream = open(self.path, "a", encoding="utf-8")
+            self.day = day
+
+    def _rotate(self, finished_day: dt.date):
+        previous = self.path + ".1"
+        if os.path.exists(previous):
+            older_day = finished_day - dt.timedelta(days=1)
+            try:
+                with open(self.stamp_path + ".1") as fh:
+                    older_day = dt.date.fromisoformat(fh.read().strip())
+            except (OSError, ValueError):
+                pass
+            target = f"{self.path}.{older_day.isoformat()}.gz"
+            with open(previous, "rb") as src, gzip.open(target, "ab") as dst:
+                shutil.copyfileobj(src, dst)
+            os.remove(previous)
+        os.replace(self.path, previous)
+        with open(self.stamp_path + ".1", "w") as fh:
+            fh.write(finished_day.isoformat())
+
+    def emit(self, record):
+        try:
+            now = self.clock.now()
+            self._ensure_day(period_start(now).date())
+            self.stream.write(self.format(record) + "\n")
+            self.stream.flush()
+        except Exception:  # noqa: BLE001 - logging must never break the caller
+            self.handleError(record)
+
+    def close(self):
+        if self.stream is not None:
+            self.stream.close()
+            self.stream = None
+        super().close()
+
+
+class ClockFormatter(logging.Formatter):
+    """Timestamps from the host clock (UTC), so a moved test clock shows in the log."""
+
+    def __init__(self, clock):
+        super().__init__(FORMAT)
+        self.clock = clock
+
+    def formatTime(self, record, datefmt=None):
+        return self.clock.now().strftime("%Y-%m-%d %H:%M:%S,%f")[:-3] + "Z"
+
+
+def install(host, config) -> logging.Handler:
+    """Attach a rotating handler for this host to the `postroom` logger."""
+    handler = DailyRotatingHandler(config.path_of("log_dir"), host.clock)
+    handler.setFormatter(ClockFormatter(host.clock))
+    logger = logging.getLogger("postroom")
+    logger.setLevel(getattr(logging, (config.get("log_level") or "INFO").upper(), logging.INFO))
+    logger.addHandler(handler)
+    return handler
+
+
+def uninstall(host, handler) -> None:
+    logging.getLogger("postroom").removeHandler(handler)
+    handler.close()

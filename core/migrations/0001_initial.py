@@ -1,0 +1,6 @@
+"""Core tables."""
+
+
+def up(migrator, db):
+    from core.models import CORE_MODELS
+    db.create_tables(CORE_MODELS)

@@ -1,0 +1,1 @@
+"""Core schema migrations, applied in order and recorded in `migrations_core`."""

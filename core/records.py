@@ -1,0 +1,171 @@
+"""Partners and records: creating, finding, importing, following."""
+import csv
+import dataclasses
+import io
+
+from . import emails
+from .errors import Conflict, InvalidInput, NotFound
+from .models import Follower, Parameter, Partner, Record
+
+TEMPORARY_ADMIN_EMAIL = "admin@example.invalid"
+ADMIN_PARAM = "core.admin_partner_id"
+
+
+@dataclasses.dataclass(frozen=True)
+class RecordType:
+    """A kind of record with a chatter, named like Odoo models (`helpdesk.ticket`)."""
+    name: str
+    label: str = ""
+    defaults: dict = dataclasses.field(default_factory=dict)
+
+
+# --- partners ----------------------------------------------------------------------
+
+def find_partner(host, address: str, required: bool = True) -> Partner | None:
+    """The active partner with this address (normalised match), or NotFound."""
+    norm = emails.normalize(address)
+    partner = (Partner.select().where(Partner.email_normalized == norm)
+               .order_by(Partner.active.desc(), Partner.id).first())
+    if partner is None and required:
+        raise NotFound(f"no partner with email {norm}; add one with: postroom partner add NAME {norm}")
+    return partner
+
+
+def create_partner(host, name: str, address: str, inbox: bool = False) -> Partner:
+    """A new partner; refused when the address is invalid or already taken."""
+    name = (name or "").strip()
+    if not name:
+        raise InvalidInput("partner name is empty")
+    emails.check_header_text("partner name", name)
+    display, addr = emails.split_address(address)
+    with host.transaction():
+        existing = find_partner(host, addr, required=False)
+        if existing is not None:
+            raise Conflict(f"a partner with email {addr.lower()} already exists (id {existing.id})")
+        return Partner.create(name=name, email=addr, email_normalized=addr.lower(),
+                              notification_type="inbox" if inbox else "email",
+                              created_at=host.clock.now())
+
+
+def import_partners(host, text: str) -> dict:
+    """Import `name,email` CSV rows in one transaction. Any bad row refuses the whole file
+    (with every bad line number), so nothing is half-imported. Addresses that already
+    belong to a partner, or repeat within the file, are skipped and counted."""
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    reader = csv.DictReader(io.StringIO(text))
+    fields = [f.strip().lower() for f in (reader.fieldnames or [])]
+    if "name" not in fields or "email" not in fields:
+        raise InvalidInput("CSV must have a header row with the columns name,email")
+    reader.fieldnames = fields
+    rows, errors, seen = [], [], set()
+    for row in reader:
+        line = reader.line_num
+        name = (row.get("name") or "").strip()
+        address = (row.get("email") or "").strip()
+        try:
+            if not name:
+                raise InvalidInput("name is empty")
+            emails.check_header_text("name", name)
+            norm = emails.normalize(address)
+        except InvalidInput as exc:
+            errors.append(f"line {line}: {exc}")
+            continue
+        if norm in seen:
+            continue
+        seen.add(norm)
+        rows.append((name, emails.split_address(address)[1], norm))
+    if errors:
+        shown = "; ".join(errors[:10]) + (f"; and {len(errors) - 10} more" if len(errors) > 10 else "")
+        raise InvalidInput(f"{len(errors)} bad row(s), nothing imported: {shown}")
+    now = host.clock.now()
+    with host.transaction():
+        taken = set()
+        norms = [r[2] for r in rows]
+        for start in range(0, len(norms), 500):
+            chunk = norms[start:start + 500]
+            taken.update(p.email_normalized for p in
+                         Partner.select(Partner.email_normalized).where(Partner.email_normalized.in_(chunk)))
+        new = [{"name": n, "email": e, "email_normalized": m, "notification_type": "email",
+                "created_at": now} for n, e, m in rows if m not in taken]
+        for start in range(0, len(new), 500):
+            Partner.insert_many(new[start:start + 500]).execute()
+    return {"imported": len(new), "skipped": len(rows) - len(new)}
+
+
+def admin_partner(host) -> Partner | None:
+    row = Parameter.get_or_none(Parameter.key == ADMIN_PARAM)
+    return Partner.get_or_none(Partner.id == int(row.value)) if row else None
+
+
+def ensure_admin(host, address: str | None = None) -> tuple[Partner, bool]:
+    """Create the admin partner once (with a temporary address unless given). Returns
+    (partner, created); running it again changes nothing."""
+    with host.transaction():
+        admin = admin_partner(host)
+        if admin is not None:
+            return admin, False
+        addr = emails.split_address(address)[1] if address else TEMPORARY_ADMIN_EMAIL
+        admin = Partner.create(name="Administrator", email=addr, email_normalized=addr.lower(),
+                               notification_type="email", created_at=host.clock.now())
+        Parameter.create(key=ADMIN_PARAM, value=str(admin.id))
+        return admin, True
+
+
+def set_admin_email(host, address: str) -> Partner:
+    _, addr = emails.split_address(address)
+    with host.transaction():
+        admin = admin_partner(host)
+        if admin is None:
+            raise NotFound("no admin partner yet; run: postroom init")
+        admin.email, admin.email_normalized = addr, addr.lower()
+        admin.save()
+    return admin
+
+
+def admin_has_temporary_email(host) -> bool:
+    admin = admin_partner(host)
+    return admin is not None and admin.email_normalized == TEMPORARY_ADMIN_EMAIL
+
+
+# --- records -----------------------------------------------------------------------
+
+def check_model(host, model: str) -> RecordType:
+    if model not in host.record_types:
+        known = ", ".join(sorted(host.record_types))
+        raise NotFound(f"unknown record type {model!r}; known types: {known}")
+    return host.record_types[model]
+
+
+def create_record(host, model: str, name: str, values: dict | None = None) -> Record:
+    rtype = check_model(host, model)
+    name = (name or "").strip()
+    if not name:
+        raise InvalidInput("record name is empty")
+    data = dict(rtype.defaults)
+    data.update(values or {})
+    with host.transaction():
+        record = Record.create(model=model, name=name, values=data or None, created_at=host.clock.now())
+        host.hook.postroom_record_created(host=host, record=record, values=data)
+    host.log.info("record %s,%s created: %s", model, record.id, name)
+    return record
+
+
+def get_record(host, model: str, res_id) -> Record:
+    check_model(host, model)
+    try:
+        res_id = int(res_id)
+    except (TypeError, ValueError):
+        raise InvalidInput(f"record id must be a number, not {res_id!r}") from None
+    record = Record.get_or_none((Record.id == res_id) & (Record.model == model))
+    if record is None:
+        raise NotFound(f"no {model} record with id {res_id}")
+    return record
+
+
+def follow(host, record: Record, partner: Partner) -> bool:
+    """Make `partner` follow `record`; False if it already did."""
+    with host.transaction():
+        inserted = (Follower.insert(record=record, partner=partner)
+                    .on_conflict_ignore().as_rowcount().execute())
+    return bool(inserted)

@@ -1,0 +1,1 @@
+"""Builtin plugins. Each is written exactly like a third-party plugin."""

@@ -1,0 +1,1 @@
+"""The auto_vacuum plugin (not built yet: it has no PLUGIN, so the loader skips it)."""

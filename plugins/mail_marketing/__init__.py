@@ -1,0 +1,1 @@
+"""The mail_marketing plugin (not built yet: it has no PLUGIN, so the loader skips it)."""
