@@ -15,10 +15,12 @@ hookspec = pluggy.HookspecMarker("postroom")
 
 @hookspec
 def postroom_configure(host):
-    """Called once when a host has opened its database and registered the enabled plugins.
+    """Called when a host has opened its database and registered the enabled plugins, and
+    again whenever the enabled set changes (so it must be idempotent).
 
-    `host` is the `core.host.Host`. Read your config keys from `host.config`, bind nothing
-    yourself (models are bound through `postroom_models`). Return value ignored.
+    `host` is the `core.host.Host`. Read your config keys from `host.config`; publish
+    services for other plugins with `host.provide(name, obj)`; bind nothing yourself
+    (models are bound through `postroom_models`). Return value ignored.
     """
 
 
@@ -123,20 +125,23 @@ def postroom_mail_prepare(host, mail, message):
 
 
 @hookspec
-def postroom_mail_sent(host, mail_ids):
-    """Called after outgoing mails were sent and their state committed.
+def postroom_mail_sent(host, mails):
+    """Called after a batch of outgoing mails was sent and their state committed.
 
-    `mail_ids` is a list of outgoing-mail ids (they may already be auto-deleted; look up
-    what you need by your own keys). Return value ignored.
+    `mails` is a list of dicts with `mail_id`, `notification_id`, `message_id` (RFC 5322),
+    `email_to` and `ref` (the opaque string the enqueuer attached, e.g. a campaign trace
+    key, or None). The mails may already be auto-deleted. Update your own rows with
+    set-based SQL. Return value ignored.
     """
 
 
 @hookspec
-def postroom_mail_failed(host, mail_id, failure_type, failure_reason, permanent):
-    """Called after an outgoing mail attempt failed and its state was committed.
+def postroom_mail_failed(host, mails):
+    """Called after outgoing mail attempts failed and their state was committed.
 
-    `permanent` is True when the mail went to `exception`, False when it will be retried.
-    Return value ignored.
+    `mails` is a list of dicts with the keys of `postroom_mail_sent` plus `failure_type`,
+    `failure_reason` and `permanent` (True when the mail went to `exception`, False when it
+    will be retried). Return value ignored.
     """
 
 

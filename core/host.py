@@ -16,7 +16,7 @@ from . import logs, plugins as plugin_loader
 from .clock import SystemClock
 from .config import Config
 from .db import is_postgres, open_database, translate_errors
-from .errors import Conflict, InvalidInput
+from .errors import Conflict, InvalidInput, NotFound
 from .models import CORE_MODELS, PluginState
 from .records import RecordType
 
@@ -51,6 +51,7 @@ class Host:
         self.enabled: list[str] = []
         self.record_types: dict[str, RecordType] = {}
         self.action_specs: dict = {}
+        self.services: dict = {}
         self._opened = False
 
     @classmethod
@@ -193,10 +194,23 @@ class Host:
         self.pm.unregister(name=name)
         self.enabled.remove(name)
         self._collect_registries()
+        self.services = {}  # rebuilt by the plugins still enabled
+        self.pm.hook.postroom_configure(host=self)
         self.log.info("plugin %s disabled", name)
 
     def is_enabled(self, name) -> bool:
         return name in self.enabled
+
+    def provide(self, name: str, service) -> None:
+        """Publish a service other plugins may use (e.g. mail_queue provides "mail").
+        Plugins talk through hooks and such services, never through each other's modules."""
+        self.services[name] = service
+
+    def service(self, name: str):
+        """A published service, or NotFound saying which plugin provides it."""
+        if name not in self.services:
+            raise NotFound(f"service {name!r} is not available: enable the plugin that provides it")
+        return self.services[name]
 
     @property
     def hook(self):

@@ -1,0 +1,33 @@
+# The two quick-start commands are `make run` and `make test`; both install first.
+PYTHON ?= python3
+VENV ?= .venv
+BIN = $(VENV)/bin
+# Builtin plugins `make run` enables before serving.
+PLUGINS ?=
+
+.PHONY: install run test test-fast bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+run: install
+	$(BIN)/postroom init
+	@for p in $(PLUGINS); do $(BIN)/postroom plugins enable $$p || exit 1; done
+	$(BIN)/postroom serve
+
+test: install
+	$(BIN)/pytest -q
+
+test-fast: install
+	$(BIN)/pytest -q -m "not heavy"
+
+bench: install
+	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache

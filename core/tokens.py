@@ -1,0 +1,61 @@
+"""Signed tokens for addresses that come back to us (bounce, unsubscribe).
+
+A token is `<value>-<signature>`, the signature an HMAC-SHA256 (truncated, base32) of the
+purpose and value under the deployment's secret, which `init` creates and the database keeps,
+so every worker of a deployment signs alike and nobody outside can forge one.
+"""
+import base64
+import hashlib
+import hmac
+import secrets
+
+from .models import Parameter
+
+SECRET_PARAM = "core.secret"
+SIG_CHARS = 16
+
+
+def secret(host) -> bytes:
+    """The deployment's secret, created on first use."""
+    row = Parameter.get_or_none(Parameter.key == SECRET_PARAM)
+    if row is None:
+        Parameter.insert(key=SECRET_PARAM, value=secrets.token_hex(32)).on_conflict_ignore().execute()
+        row = Parameter.get(Parameter.key == SECRET_PARAM)
+    return row.value.encode()
+
+
+def _sig(host, purpose: str, value: str) -> str:
+    mac = hmac.new(secret(host), f"{purpose}:{value}".encode(), hashlib.sha256).digest()
+    return base64.b32encode(mac).decode().lower()[:SIG_CHARS]
+
+
+def sign(host, purpose: str, value: str) -> str:
+    """`value-signature`; value must not contain '-' or '@'."""
+    value = str(value)
+    if "-" in value or "@" in value:
+        raise ValueError("token values may not contain '-' or '@'")
+    return f"{value}-{_sig(host, purpose, value)}"
+
+
+def verify(host, purpose: str, token: str) -> str | None:
+    """The value inside a genuine token, or None for a forged or mangled one."""
+    value, _, sig = (token or "").rpartition("-")
+    if not value or not sig:
+        return None
+    # Local parts are case-insensitive in practice; some MTAs lower-case them.
+    return value if hmac.compare_digest(sig.lower(), _sig(host, purpose, value)) else None
+
+
+def bounce_address(host, notification_id: int) -> str:
+    """The envelope sender (Return-Path) for one recipient's mail: `bounce+<n>-<sig>@domain`."""
+    return f"{host.config.get('bounce')}+{sign(host, 'bounce', str(notification_id))}@{host.config.primary_domain}"
+
+
+def notification_from_bounce_address(host, address: str) -> int | None:
+    """The notification id a (genuine) bounce address carries, else None."""
+    local = (address or "").rsplit("@", 1)[0]
+    base, plus, token = local.partition("+")
+    if not plus or base.lower() != host.config.get("bounce").lower():
+        return None
+    value = verify(host, "bounce", token)
+    return int(value) if value and value.isdigit() else None
