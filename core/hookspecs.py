@@ -164,11 +164,14 @@ def postroom_inbound_routed(host, route, message_id, record):
 
 
 @hookspec
-def postroom_bounce_received(host, email, mail_message_id, reason, partner_id):
-    """Called in the bounce's transaction when a delivery failure came back.
+def postroom_bounce_received(host, bounce):
+    """Called inside the bounce's transaction when a delivery failure came back.
 
-    `email` is the bounced address (normalised), `mail_message_id` the Message-Id of the
-    mail that bounced (or None), `reason` the diagnostic text. Return value ignored.
+    `bounce` is a dict: `email` (the bounced address, normalised), `token` (the value of
+    the signed bounce address, e.g. `n42` or `mt17`, or None when only headers matched),
+    `message_id` (the RFC 5322 Message-Id of the mail that bounced, or None), `reason` (the
+    diagnostic text), `partner_id` and `notification_id` (or None). The core effects
+    (notification → `bounce`, partner counter) are already applied. Return value ignored.
     """
 
 

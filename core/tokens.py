@@ -46,16 +46,30 @@ def verify(host, purpose: str, token: str) -> str | None:
     return value if hmac.compare_digest(sig.lower(), _sig(host, purpose, value)) else None
 
 
-def bounce_address(host, notification_id: int) -> str:
-    """The envelope sender (Return-Path) for one recipient's mail: `bounce+<n>-<sig>@domain`."""
-    return f"{host.config.get('bounce')}+{sign(host, 'bounce', str(notification_id))}@{host.config.primary_domain}"
+def bounce_address(host, value: str) -> str:
+    """The envelope sender (Return-Path) for one outgoing mail: `bounce+<value>-<sig>@domain`.
+
+    `value` names what the mail was for and must be token-safe (letters and digits):
+    `n<notification id>` for a chatter notification, or an enqueuer's own ref (mail_marketing
+    uses `mt<trace id>`)."""
+    return f"{host.config.get('bounce')}+{sign(host, 'bounce', value)}@{host.config.primary_domain}"
 
 
-def notification_from_bounce_address(host, address: str) -> int | None:
-    """The notification id a (genuine) bounce address carries, else None."""
+def bounce_value(host, address: str) -> str | None:
+    """The value a genuine bounce address carries, else None (forged, mangled or not ours)."""
     local = (address or "").rsplit("@", 1)[0]
     base, plus, token = local.partition("+")
     if not plus or base.lower() != host.config.get("bounce").lower():
         return None
-    value = verify(host, "bounce", token)
-    return int(value) if value and value.isdigit() else None
+    return verify(host, "bounce", token)
+
+
+def notification_token(notification_id: int) -> str:
+    return f"n{int(notification_id)}"
+
+
+def notification_of(value: str | None) -> int | None:
+    """The notification id inside a bounce value made by `notification_token`, else None."""
+    if value and value.startswith("n") and value[1:].isdigit():
+        return int(value[1:])
+    return None
