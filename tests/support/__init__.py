@@ -1,0 +1,1 @@
+"""Shared test helpers other areas can import."""
