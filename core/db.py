@@ -68,7 +68,7 @@ def open_database(url: str) -> pw.Database:
                   "user": unquote(parsed.username) if parsed.username else None,
                   "password": unquote(parsed.password) if parsed.password else None,
                   "connect_timeout": 5}
-        return PostgresqlDatabase(name, autorollback=True,
+        return PostgresqlDatabase(name,
                                   **{k: v for k, v in kwargs.items() if v is not None})
     raise ConfigError(f"unsupported database URL {url!r}: use sqlite:///FILE or postgresql://USER@HOST/DB")
 

@@ -1,6 +1,11 @@
 """`postroom doctor`: the troubleshooting steps an operator would take by hand, as checks.
 
 Every plugin contributes checks through `postroom_doctor_checks`; each returns `Check`s.
+`run_checks` calls every implementation on its own, so a check that raises (or returns
+something that is not a list of `Check`) becomes one `fail` naming its plugin instead of
+taking the whole report down. Order: the core's checks first, then the enabled plugins'
+in the order they were enabled, then any other registered object's; each contributor's
+own order is kept, so the report reads like the troubleshooting page it replaces.
 """
 import dataclasses
 
@@ -18,3 +23,71 @@ class Check:
     def __post_init__(self):
         if self.status not in STATUSES:
             raise ValueError(f"check status must be one of {STATUSES}, not {self.status!r}")
+
+    def as_dict(self, source: str | None = None) -> dict:
+        data = dataclasses.asdict(self)
+        if source is not None:
+            data["source"] = source
+        return data
+
+
+def ordered_impls(host, hook_name: str) -> list:
+    """The hook's implementations, core first, then enabled plugins in enabled order, then
+    the rest (objects registered for every deployment) in registration order."""
+    impls = getattr(host.hook, hook_name).get_hookimpls()
+    rank = {"core": 0}
+    rank.update({name: i + 1 for i, name in enumerate(host.enabled)})
+    position = {id(impl): i for i, impl in enumerate(impls)}
+    return sorted(impls, key=lambda impl: (rank.get(impl.plugin_name, len(rank) + 1), position[id(impl)]))
+
+
+def call_impl(impl, **kwargs):
+    """Call one hook implementation with the keyword arguments it accepts."""
+    return impl.function(**{name: kwargs[name] for name in impl.argnames if name in kwargs})
+
+
+def _one_line(text) -> str:
+    lines = str(text).strip().splitlines()
+    return lines[0] if lines else ""
+
+
+def run_checks(host) -> list[tuple[str, Check]]:
+    """Every contributed check as (source plugin, Check), in report order."""
+    results = []
+    for impl in ordered_impls(host, "postroom_doctor_checks"):
+        source = impl.plugin_name
+        try:
+            checks = call_impl(impl, host=host)
+            checks = list(checks or [])
+            bad = [c for c in checks if not isinstance(c, Check)]
+            if bad:
+                raise TypeError(f"returned {type(bad[0]).__name__} instead of core.doctor.Check")
+        except Exception as exc:  # noqa: BLE001 - a broken check is a finding, not a crash
+            host.log.exception("doctor checks of %s raised", source)
+            checks = [Check(f"{source}.checks", "fail",
+                            f"the checks of {source} raised {type(exc).__name__}: {_one_line(exc)}",
+                            f"details in postroom.log; report it to the maintainer of {source}")]
+        for check in checks:
+            check.finding, check.remedy = _one_line(check.finding), _one_line(check.remedy)
+            results.append((source, check))
+    return results
+
+
+def summary(results) -> dict:
+    counts = {status: 0 for status in STATUSES}
+    for _, check in results:
+        counts[check.status] += 1
+    return counts
+
+
+def report_lines(results) -> list[str]:
+    """The human report: per check a status line, its finding, its remedy; then totals."""
+    lines = []
+    for _, check in results:
+        lines.append(f"[{check.status.upper():4}] {check.name}")
+        lines.append(f"       {check.finding}")
+        if check.remedy:
+            lines.append(f"       -> {check.remedy}")
+    counts = summary(results)
+    lines.append(f"{counts['fail']} failed, {counts['warn']} warning(s), {counts['ok']} ok")
+    return lines

@@ -28,6 +28,8 @@ def postroom_configure(host):
 def postroom_serve(host, register):
     """Called by `postroom serve` before its loop starts.
 
+    `host` is the running `core.host.Host`.
+
     Call `register(service)` for each long-running service to run beside the scheduler
     (e.g. the inbound gateway). A service has `name`, `start()` and `stop()`; `start()`
     must not block. Services are stopped in reverse order on SIGTERM/SIGINT. Return
@@ -90,6 +92,8 @@ def postroom_record_types(register):
 def postroom_email_channel(host):
     """Return True if this plugin delivers email notifications (stops at the first non-None).
 
+    `host` is the running `core.host.Host`.
+
     When no enabled plugin answers True, partners who prefer email are notified in-app,
     so no notification is left waiting for a mailer that does not exist.
     """
@@ -110,6 +114,8 @@ def postroom_message_posted(host, message, notified):
 def postroom_record_created(host, record, values):
     """Called inside the creating transaction after a record of any type was created.
 
+    `host` is the running `core.host.Host`.
+
     `values` is the dict of extra values given at creation. Return value ignored.
     """
 
@@ -117,6 +123,8 @@ def postroom_record_created(host, record, values):
 @hookspec
 def postroom_mail_prepare(host, mail, message):
     """Called just before an outgoing mail is handed to SMTP.
+
+    `host` is the running `core.host.Host`.
 
     `mail` is the plugin's outgoing-mail row (read-only here), `message` the
     `email.message.EmailMessage` about to be sent: add headers, sign it. Must not touch the
@@ -127,6 +135,8 @@ def postroom_mail_prepare(host, mail, message):
 @hookspec
 def postroom_mail_sent(host, mails):
     """Called after a batch of outgoing mails was sent and their state committed.
+
+    `host` is the running `core.host.Host`.
 
     `mails` is a list of dicts with `mail_id`, `notification_id`, `message_id` (RFC 5322),
     `email_to` and `ref` (the opaque string the enqueuer attached, e.g. a campaign trace
@@ -139,6 +149,8 @@ def postroom_mail_sent(host, mails):
 def postroom_mail_failed(host, mails):
     """Called after outgoing mail attempts failed and their state was committed.
 
+    `host` is the running `core.host.Host`.
+
     `mails` is a list of dicts with the keys of `postroom_mail_sent` plus `failure_type`,
     `failure_reason` and `permanent` (True when the mail went to `exception`, False when it
     will be retried). Return value ignored.
@@ -149,6 +161,9 @@ def postroom_mail_failed(host, mails):
 def postroom_inbound_recipient(host, local_part, domain):
     """Claim an inbound recipient address for your plugin (stops at the first non-None).
 
+    `local_part` (lower-cased) and `domain` (one of the deployment's domains) are the
+    recipient the sending server asked for.
+
     Return a handler `handle(host, envelope_from, recipient, message) -> (code, text)` to
     take mail for that address, or None to pass. Called at RCPT time on a worker thread.
     """
@@ -158,14 +173,18 @@ def postroom_inbound_recipient(host, local_part, domain):
 def postroom_inbound_routed(host, route, message_id, record):
     """Called after the inbound gateway stored a message and committed.
 
-    `route` is one of `reply`, `alias`, `bounce`, `claimed`; `record` is the record posted
-    on (or None). Return value ignored.
+    `host` is the running `core.host.Host`.
+
+    `route` is one of `reply`, `alias`, `bounce`, `claimed`; `message_id` is the incoming
+    mail's RFC 5322 Message-Id; `record` is the record posted on (or None). Return value ignored.
     """
 
 
 @hookspec
 def postroom_bounce_received(host, bounce):
     """Called inside the bounce's transaction when a delivery failure came back.
+
+    `host` is the running `core.host.Host`.
 
     `bounce` is a dict: `email` (the bounced address, normalised), `token` (the value of
     the signed bounce address, e.g. `n42` or `mt17`, or None when only headers matched),
@@ -181,6 +200,8 @@ def postroom_bounce_received(host, bounce):
 def postroom_vacuum(host, batch_size, dry_run):
     """Remove this plugin's redundant data, in chunks of at most `batch_size` rows.
 
+    `host` is the running `core.host.Host`.
+
     Called by `Base: Auto-vacuum internal data`, each plugin in its own transaction.
     Return a dict `{"removed": {kind: count}, "remaining": n}`; with `dry_run` count what
     would go and delete nothing.
@@ -190,6 +211,8 @@ def postroom_vacuum(host, batch_size, dry_run):
 @hookspec
 def postroom_doctor_checks(host):
     """Return a list of `core.doctor.Check` results for `postroom doctor`.
+
+    `host` is the running `core.host.Host`.
 
     Each has `name`, `status` (ok | warn | fail), a one-line `finding` and a one-line
     `remedy`. Checks must not raise; an unexpected error is a `fail` with its message.

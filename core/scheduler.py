@@ -171,7 +171,7 @@ def claim_next_due(host, owner: str) -> CronAction | None:
         taken = (CronAction.update(lease_owner=owner, lease_until=_lease_until(host, now))
                  .where((CronAction.id == action.id)
                         & (CronAction.lease_until.is_null() | (CronAction.lease_until < now)))
-                 .as_rowcount().execute())
+                 .execute())
     return CronAction.get_by_id(action.id) if taken == 1 else None
 
 
@@ -182,7 +182,7 @@ def claim(host, action: CronAction, owner: str) -> CronAction:
         taken = (CronAction.update(lease_owner=owner, lease_until=_lease_until(host, now))
                  .where((CronAction.id == action.id)
                         & (CronAction.lease_until.is_null() | (CronAction.lease_until < now)))
-                 .as_rowcount().execute())
+                 .execute())
     if taken != 1:
         current = CronAction.get_by_id(action.id)
         raise Conflict(f"{action.name!r} is running now (worker {current.lease_owner}, lease until "

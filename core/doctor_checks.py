@@ -1,0 +1,135 @@
+"""The core's doctor checks: the admin address, the scheduler, failures and bounces, logs.
+
+Failures and bounces are computed from core `Notification` rows (status `exception` /
+`bounce`, `updated_at`), so they answer whatever plugin does the sending. The DNS checks
+(SPF, DKIM, DMARC) live in `core.dns_checks`.
+"""
+import datetime as dt
+import os
+
+import peewee as pw
+
+from . import records
+from .doctor import Check
+from .models import CronAction, Notification
+
+# Failure types that mean the deployment itself cannot send (its server, its limit, its
+# sender address), not that one recipient's address is wrong.
+DEPLOYMENT_FAILURES = ("mail_smtp", "mail_limit", "mail_from_invalid", "mail_from_missing")
+REMEDIES = {
+    "mail_limit": "the daily limit was reached: wait for tomorrow and retry, or send through an "
+                  "outgoing server of your own",
+    "mail_smtp": "the SMTP server refused or failed: read its words with `postroom message show {mid}` "
+                 "and fix the server settings",
+    "mail_from_invalid": "the sender address is refused: set a valid one (e.g. `postroom admin "
+                         "set-email`) and make sure your server may send for its domain",
+    "mail_from_missing": "mail has no sender address: set one (e.g. `postroom admin set-email`)",
+}
+OVERDUE = dt.timedelta(hours=1)
+
+
+def check_admin_email(host) -> Check:
+    admin = records.admin_partner(host)
+    if admin is None:
+        return Check("admin_email", "warn", "there is no admin partner yet", "run: postroom init")
+    if records.admin_has_temporary_email(host):
+        return Check("admin_email", "fail",
+                     f"the admin partner still has the temporary address {admin.email}; mail from or "
+                     f"to it fails", "set a real one: postroom admin set-email ADDRESS")
+    return Check("admin_email", "ok", f"the admin partner's address is {admin.email}")
+
+
+def check_actions(host) -> list[Check]:
+    """One check per action that is deactivated, failing or overdue; one `ok` otherwise."""
+    now = host.clock.now()
+    checks = []
+    query = (CronAction.select().where(CronAction.code.in_(list(host.action_specs) or [""]))
+             .order_by(CronAction.priority, CronAction.name))
+    for a in query:
+        quoted = f"'{a.name}'"
+        last_error = (a.last_error or "").strip().splitlines()[:1]
+        error = f"; last error: {last_error[0]}" if last_error else ""
+        if not a.active and a.failure_count:
+            checks.append(Check(f"cron:{a.name}", "fail",
+                                f"{quoted} was deactivated after failing {a.failure_count} times in a row{error}",
+                                f"fix the cause (grep \"cron {quoted}\" postroom.log), then: "
+                                f"postroom cron enable {quoted}"))
+        elif not a.active:
+            checks.append(Check(f"cron:{a.name}", "warn", f"{quoted} is disabled: it never runs",
+                                f"if that was not intended: postroom cron enable {quoted}"))
+        elif a.failure_count:
+            checks.append(Check(f"cron:{a.name}", "warn",
+                                f"{quoted} failed {a.failure_count} time(s) in a row{error}",
+                                f"see grep \"cron {quoted}\" postroom.log; it is deactivated after "
+                                f"5 failures over a week"))
+        elif a.nextcall < now - OVERDUE:
+            checks.append(Check(f"cron:{a.name}", "warn",
+                                f"{quoted} was due at {a.nextcall:%Y-%m-%d %H:%M} UTC and has not run",
+                                "make sure `postroom serve` is running"))
+    if not checks:
+        checks.append(Check("cron", "ok", f"{query.count()} scheduled action(s) active, none failing "
+                                          f"or overdue"))
+    return checks
+
+
+def check_failures(host) -> Check:
+    """Failed notifications of the last 24 hours, by failure type."""
+    since = host.clock.now() - dt.timedelta(hours=24)
+    kind = pw.fn.COALESCE(Notification.failure_type, Notification.status)
+    rows = (Notification.select(kind.alias("kind"), pw.fn.COUNT(Notification.id),
+                                pw.fn.MAX(Notification.message))
+            .where(Notification.status.in_(("exception", "bounce")) & (Notification.updated_at >= since))
+            .group_by(kind).order_by(pw.fn.COUNT(Notification.id).desc(), kind).tuples())
+    rows = list(rows)
+    if not rows:
+        return Check("failures_24h", "ok", "no failed mail in the last 24 hours")
+    total = sum(n for _, n, _ in rows)
+    latest = max(mid for _, _, mid in rows)
+    finding = f"{total} failed in the last 24 hours: " + ", ".join(f"{k} {n}" for k, n, _ in rows)
+    worst = next((k for k, _, _ in rows if k in DEPLOYMENT_FAILURES), None)
+    if worst is not None:
+        return Check("failures_24h", "fail", finding, REMEDIES[worst].format(mid=latest))
+    return Check("failures_24h", "warn", finding,
+                 f"recipient-side failures: `postroom message show {latest}` shows each reason; "
+                 f"correct the addresses and resend")
+
+
+def check_bounce_rate(host) -> Check:
+    """Bounced / (sent + bounced) email notifications over the last 7 days."""
+    since = host.clock.now() - dt.timedelta(days=7)
+    bounced = pw.fn.SUM(pw.Case(None, [(Notification.status == "bounce", 1)], 0))
+    sent, bounces = (Notification.select(pw.fn.COUNT(Notification.id), bounced)
+                     .where((Notification.notification_type == "email")
+                            & Notification.status.in_(("sent", "bounce"))
+                            & (Notification.updated_at >= since)).tuples().first())
+    bounces = int(bounces or 0)
+    if not sent:
+        return Check("bounce_rate_7d", "ok", "no email sent in the last 7 days")
+    rate = 100.0 * bounces / sent
+    warn_at = host.config.getfloat("doctor_bounce_warn_percent", 2.0)
+    fail_at = host.config.getfloat("doctor_bounce_fail_percent", 5.0)
+    finding = f"bounce rate {rate:.1f}% over the last 7 days ({bounces} of {sent} mails)"
+    remedy = ("remove or correct bouncing addresses (postroom partner list shows bounce counters); "
+              "providers block senders whose bounce rate stays high")
+    if rate >= fail_at:
+        return Check("bounce_rate_7d", "fail", finding + f", at or above {fail_at:g}%", remedy)
+    if rate >= warn_at:
+        return Check("bounce_rate_7d", "warn", finding + f", at or above {warn_at:g}%", remedy)
+    return Check("bounce_rate_7d", "ok", finding)
+
+
+def check_logs(host) -> Check:
+    directory = host.config.path_of("log_dir")
+    path = os.path.join(directory, "postroom.log")
+    if not os.access(directory, os.W_OK):
+        return Check("logs", "fail", f"the log folder {directory} is not writable",
+                     "fix its permissions or set log_dir in the config")
+    return Check("logs", "ok", f"today's log is {path}; yesterday's postroom.log.1, older ones "
+                               f"postroom.log.DATE.gz", f"grep / zgrep {directory} for a mail's id")
+
+
+def core_checks(host) -> list[Check]:
+    """The core's `postroom_doctor_checks`, in troubleshooting order."""
+    from .dns_checks import check_dns
+    return ([check_admin_email(host)] + check_dns(host) + [check_failures(host), check_bounce_rate(host)]
+            + check_actions(host) + [check_logs(host)])

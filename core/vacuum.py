@@ -1,0 +1,82 @@
+"""The core's share of the auto-vacuum: old notifications and spent scheduler triggers.
+
+The daily action lives in the `auto_vacuum` plugin; it calls `postroom_vacuum` on every
+registered implementation, the core's included (`core.host._CoreHooks`). What the core
+removes, and what it never removes:
+
+- notifications `sent` or `canceled` whose last change is older than
+  `notification_retention_days` (180); an in-app notification must also have been read.
+  `ready` ones are still to be delivered and `exception` / `bounce` ones are the red
+  envelope an operator has not dealt with yet: those stay whatever their age;
+- scheduler triggers in the past whose action is inactive, or whose time passed more
+  than `trigger_retention_hours` (24) ago: nobody will ever act on them;
+- never a chatter message: the chatter is the record's history.
+
+Every kind is removed in chunks of at most `batch_size` rows (select ids, delete those
+ids), so the statement count of one call does not depend on the table size and the
+caller's transaction stays short.
+"""
+import datetime as dt
+
+import peewee as pw
+
+from .models import CronAction, CronTrigger, Notification
+
+DEFAULT_NOTIFICATION_DAYS = 180
+DEFAULT_TRIGGER_HOURS = 24
+
+
+def notification_cutoff(host) -> dt.datetime:
+    days = host.config.getint("notification_retention_days", DEFAULT_NOTIFICATION_DAYS)
+    return host.clock.now() - dt.timedelta(days=days)
+
+
+def _old_notifications(host):
+    cutoff = notification_cutoff(host)
+    delivered = (Notification.status == "canceled") | (
+        (Notification.status == "sent")
+        & ((Notification.notification_type == "email") | Notification.is_read))
+    return Notification, delivered & (Notification.updated_at < cutoff)
+
+
+def _spent_triggers(host):
+    now = host.clock.now()
+    hours = host.config.getint("trigger_retention_hours", DEFAULT_TRIGGER_HOURS)
+    inactive = CronTrigger.cron.in_(CronAction.select(CronAction.id).where(~CronAction.active))
+    spent = (CronTrigger.call_at < now) & (
+        inactive | (CronTrigger.call_at < now - dt.timedelta(hours=hours)))
+    return CronTrigger, spent
+
+
+KINDS = {"notifications": _old_notifications, "cron_triggers": _spent_triggers}
+
+
+def delete_chunk(model, condition, batch_size: int) -> tuple[int, int]:
+    """Delete at most `batch_size` rows of `model` matching `condition`.
+
+    Returns (removed, remaining) where remaining is 1 when at least one more row matches
+    (a lower bound, not a count: counting a million rows on every chunk would cost more
+    than deleting them) and 0 when the kind is done. Two statements whatever the size.
+    """
+    ids = [row[0] for row in model.select(model.id).where(condition).limit(batch_size + 1).tuples()]
+    chunk = ids[:batch_size]
+    if chunk:
+        model.delete().where(model.id.in_(chunk)).execute()
+    return len(chunk), 1 if len(ids) > batch_size else 0
+
+
+def count(model, condition) -> int:
+    return model.select(pw.fn.COUNT(model.id)).where(condition).scalar() or 0
+
+
+def vacuum(host, batch_size: int, dry_run: bool) -> dict:
+    """The core's `postroom_vacuum`: see the module docstring for what goes."""
+    removed, remaining = {}, 0
+    for kind, build in KINDS.items():
+        model, condition = build(host)
+        if dry_run:
+            removed[kind] = count(model, condition)
+            continue
+        removed[kind], more = delete_chunk(model, condition, batch_size)
+        remaining += more
+    return {"removed": removed, "remaining": remaining}
