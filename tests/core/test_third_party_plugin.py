@@ -1,0 +1,188 @@
+"""A third-party plugin, loaded the way its users will load it.
+
+`examples/postroom-helpdesk` is pip-installed (a real build, a real .dist-info with its
+`postroom.plugins` entry point) into a folder under the test's temp dir, and the real
+`postroom` command runs in a subprocess with that folder on PYTHONPATH: nothing is
+registered by hand, so the test passes only if entry-point discovery works.
+"""
+import importlib
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from core import plugins as plugin_loader
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "examples" / "postroom-helpdesk"
+
+
+def _can_build_offline() -> bool:
+    """True when this environment can build the example without fetching anything:
+    setuptools >= 64 plus a bdist_wheel (the `wheel` package, or setuptools >= 70.1)."""
+    if importlib.util.find_spec("setuptools") is None:
+        return False
+    from importlib.metadata import version
+    major, minor = (int(p) for p in version("setuptools").split(".")[:2])
+    if (major, minor) < (64, 0):
+        return False
+    return (major, minor) >= (70, 1) or importlib.util.find_spec("wheel") is not None
+
+
+@pytest.fixture(scope="module")
+def helpdesk_site(tmp_path_factory):
+    """A folder holding the pip-installed example (package + .dist-info)."""
+    base = tmp_path_factory.mktemp("helpdesk")
+    src, site = base / "src", base / "site"
+    # Build from a copy: setuptools writes build/ and *.egg-info next to the sources.
+    shutil.copytree(EXAMPLE, src, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
+    cmd = [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+           "--no-deps", "--target", str(site), str(src)]
+    if _can_build_offline():
+        # Use this environment's setuptools: works without network. Otherwise pip builds in
+        # an isolated env and needs the package index, as `make install` itself did.
+        cmd.insert(4, "--no-build-isolation")
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, f"pip could not install the example:\n{done.stdout}\n{done.stderr}"
+    assert (site / "postroom_helpdesk-0.1.0.dist-info" / "entry_points.txt").is_file()
+    return site
+
+
+@pytest.fixture
+def postroom(helpdesk_site, tmp_path, db_url):
+    """postroom(*args) → CompletedProcess of the real `postroom` command, on a fresh
+    deployment (SQLite under tmp_path, or PostgreSQL), with the example installed."""
+    cfg = tmp_path / "postroom.cfg"
+    cfg.write_text(f"[postroom]\ndatabase = {db_url}\nlog_dir = {tmp_path / 'logs'}\n"
+                   "domains = example.com\n")
+    script = shutil.which("postroom", path=str(Path(sys.executable).parent))
+    command = [script] if script else [sys.executable, "-c", "from cli import main; main()"]
+    env = dict(os.environ, POSTROOM_CONFIG=str(cfg),
+               PYTHONPATH=os.pathsep.join([str(helpdesk_site), str(ROOT)]))
+    env.pop("POSTROOM_DEBUG", None)
+
+    def run(*args):
+        return subprocess.run(command + [str(a) for a in args], capture_output=True, text=True,
+                              env=env, cwd=tmp_path, timeout=120)
+    return run
+
+
+def _ok(result):
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def _error_lines(result):
+    assert "Traceback" not in result.stderr
+    return [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+
+
+def test_helpdesk_is_available_but_inert_until_enabled(postroom):
+    rows = json.loads(_ok(postroom("plugins", "list", "--json")))
+    helpdesk = next(r for r in rows if r["name"] == "helpdesk")
+    assert helpdesk["enabled"] is False
+    assert "Helpdesk" in helpdesk["description"]
+
+    refused = postroom("record", "create", "helpdesk.ticket", "Printer on fire")
+    assert refused.returncode != 0
+    assert _error_lines(refused) == ["Error: unknown record type 'helpdesk.ticket'; known types: generic"]
+    assert json.loads(_ok(postroom("record", "list", "--json"))) == []  # nothing half-written
+
+    missing = postroom("helpdesk", "tickets")
+    assert missing.returncode != 0
+    assert _error_lines(missing) == ["Error: No such command 'helpdesk'."]
+    assert "helpdesk" not in _ok(postroom("--help"))
+
+
+def test_enabled_helpdesk_numbers_tickets_and_lists_them(postroom):
+    assert "enabled: helpdesk" in _ok(postroom("plugins", "enable", "helpdesk"))
+    rows = json.loads(_ok(postroom("plugins", "list", "--json")))
+    assert next(r for r in rows if r["name"] == "helpdesk")["enabled"] is True
+    assert "helpdesk.ticket" in _ok(postroom("record", "types"))
+
+    first = _ok(postroom("record", "create", "helpdesk.ticket", "Printer on fire")).split()[-1]
+    generic = _ok(postroom("record", "create", "generic", "Not a ticket")).split()[-1]
+    second = _ok(postroom("record", "create", "helpdesk.ticket", "VPN drops")).split()[-1]
+    for body in ("It smokes", "Still smoking"):
+        _ok(postroom("message", "post", "helpdesk.ticket", first, "--body", body))
+
+    # The postroom_record_created hook numbered the tickets, and only the tickets.
+    shown = json.loads(_ok(postroom("record", "show", "helpdesk.ticket", first, "--json")))
+    assert shown["values"] == {"number": "HD-00001"}
+    assert json.loads(_ok(postroom("record", "show", "generic", generic, "--json")))["values"] is None
+
+    tickets = json.loads(_ok(postroom("helpdesk", "tickets", "--json")))
+    assert [(t["number"], t["id"], t["name"], t["messages"]) for t in tickets] == [
+        ("HD-00001", int(first), "Printer on fire", 2),
+        ("HD-00002", int(second), "VPN drops", 0),
+    ]
+    table = _ok(postroom("helpdesk", "tickets")).splitlines()
+    assert table[0].split() == ["NUMBER", "ID", "NAME", "MESSAGES", "CREATED_AT"]
+    assert table[1].startswith("HD-00001") and "Printer on fire" in table[1]
+
+    # Disabled again, its command is gone and its tickets are kept.
+    _ok(postroom("plugins", "disable", "helpdesk"))
+    assert _error_lines(postroom("helpdesk", "tickets")) == ["Error: No such command 'helpdesk'."]
+    _ok(postroom("plugins", "enable", "helpdesk"))
+    third = _ok(postroom("record", "create", "helpdesk.ticket", "Mouse")).split()[-1]
+    shown = json.loads(_ok(postroom("record", "show", "helpdesk.ticket", third, "--json")))
+    assert shown["values"] == {"number": "HD-00003"}
+
+
+# --- a broken third-party package ---------------------------------------------------
+
+def _fake_distribution(site: Path, dist: str, entry_points: dict, modules: dict):
+    """Install a distribution by hand: its modules plus a .dist-info whose entry_points.txt
+    is what pip would have written. importlib.metadata reads exactly these files."""
+    info = site / f"{dist}-1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(
+        "[postroom.plugins]\n" + "".join(f"{k} = {v}\n" for k, v in entry_points.items()))
+    for name, source in modules.items():
+        (site / f"{name}.py").write_text(textwrap.dedent(source))
+
+
+@pytest.fixture
+def broken_site(tmp_path, monkeypatch):
+    """Three installed plugin distributions: one good, one that raises on import, one whose
+    entry point names a module that does not exist."""
+    site = tmp_path / "site"
+    _fake_distribution(site, "pr_good", {"good": "pr_good_plugin"}, {"pr_good_plugin": """
+        from core.plugins import PluginInfo
+        PLUGIN = PluginInfo("pr_good", "a plugin that loads")
+    """})
+    _fake_distribution(site, "pr_crashing", {"crashing": "pr_crashing_plugin"}, {"pr_crashing_plugin": """
+        raise RuntimeError("this plugin is broken")
+    """})
+    _fake_distribution(site, "pr_missing", {"missing": "pr_no_such_module"}, {})
+    monkeypatch.syspath_prepend(str(site))
+    importlib.invalidate_caches()
+    yield site
+    for name in ("pr_good_plugin", "pr_crashing_plugin"):
+        sys.modules.pop(name, None)
+
+
+def test_discover_logs_and_skips_a_broken_entry_point(broken_site, caplog):
+    caplog.set_level("WARNING", logger="postroom.plugins")
+    found = plugin_loader.discover()
+    assert "pr_good" in found
+    assert not {"crashing", "missing"} & set(found)
+    warnings = [r.getMessage() for r in caplog.records if r.name == "postroom.plugins"]
+    assert any("pr_crashing_plugin" in w and "this plugin is broken" in w for w in warnings)
+    assert any("pr_no_such_module" in w for w in warnings)
+
+
+def test_a_broken_plugin_does_not_take_the_cli_down(broken_site, make_host, cli_run):
+    host = make_host()
+    result = cli_run(host, "plugins", "list", "--json")
+    assert result.exit_code == 0
+    assert "pr_good" in [r["name"] for r in json.loads(result.stdout)]
+    host.enable_plugin("pr_good")
+    assert host.is_enabled("pr_good")
