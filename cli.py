@@ -390,14 +390,40 @@ def cron_disable(ctx, name):
     click.echo(f"{scheduler.set_active(get_host(ctx), name, False).name}: inactive")
 
 
+# --- doctor ------------------------------------------------------------------------
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def doctor(ctx, as_json):
+    """Walk the troubleshooting steps: ok / warn / fail, finding, remedy; exit 1 on a fail."""
+    from core import doctor as checks
+    results = checks.run_checks(get_host(ctx))
+    if as_json:
+        click.echo(to_json({"checks": [c.as_dict(source) for source, c in results],
+                            "summary": checks.summary(results)}))
+    else:
+        click.echo("\n".join(checks.report_lines(results)))
+    if checks.summary(results)["fail"]:
+        ctx.exit(1)
+
+
 # --- serve -------------------------------------------------------------------------
 
 @cli.command()
+@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Worker processes on this machine (they share the queues through the database).")
+@click.option("--role", type=click.Choice(["all", "scheduler", "inbound"]), default="all", show_default=True,
+              help="scheduler: scheduled actions only; inbound: plugin services only (the gateway).")
 @click.pass_context
-def serve(ctx):
+def serve(ctx, workers, role):
     """Run due scheduled actions and plugin services until Ctrl-C or SIGTERM."""
-    from core.serve import serve as run_serve
-    run_serve(get_host(ctx))
+    from core import serve as serving
+    host = get_host(ctx)
+    if workers > 1:
+        host.db.close()  # the children open their own connections
+        sys.exit(serving.supervise(ctx.find_root().params.get("config"), workers, role, host.log))
+    serving.serve(host, role=role)
 
 
 def main():

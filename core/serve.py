@@ -1,8 +1,20 @@
-"""`postroom serve`: run due actions and plugin services until SIGTERM or Ctrl-C."""
+"""`postroom serve`: run due actions and plugin services until SIGTERM or Ctrl-C.
+
+Roles let an operator split work: `scheduler` runs scheduled actions only, `inbound` runs the
+plugins' services only (e.g. the inbound gateway), `all` runs both. With `--workers K` a
+supervisor starts K scheduler processes (the services run once, in the supervisor's first
+child), restarts a child that dies, and forwards SIGTERM/SIGINT to all of them.
+"""
+import os
 import signal
+import subprocess
+import sys
 import threading
+import time
 
 from . import scheduler
+
+ROLES = ("all", "scheduler", "inbound")
 
 
 class Services:
@@ -28,7 +40,8 @@ class Services:
                 host.log.exception("service %s failed to stop", getattr(service, "name", service))
 
 
-def serve(host, stop_event: threading.Event | None = None, install_signals: bool = True) -> None:
+def serve(host, stop_event: threading.Event | None = None, install_signals: bool = True,
+          role: str = "all") -> None:
     """Loop: run every due action, then sleep until the next is due (at most the poll
     interval, so triggers written by other processes are seen). Returns when stopped."""
     stop = stop_event or threading.Event()
@@ -36,13 +49,18 @@ def serve(host, stop_event: threading.Event | None = None, install_signals: bool
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())
     services = Services()
-    host.hook.postroom_serve(host=host, register=services.register)
+    if role in ("all", "inbound"):
+        host.hook.postroom_serve(host=host, register=services.register)
     owner = scheduler.worker_name()
     poll = host.config.getfloat("serve_poll_seconds", 5.0)
-    host.log.info("serve started (worker %s, plugins: %s)", owner, ", ".join(host.enabled) or "none")
+    host.log.info("serve started (worker %s, role %s, plugins: %s)", owner, role,
+                  ", ".join(host.enabled) or "none")
     services.start(host)
     try:
         while not stop.is_set():
+            if role == "inbound":
+                stop.wait(poll)
+                continue
             try:
                 ran = scheduler.run_due(host, owner)
             except Exception:  # noqa: BLE001 - a database hiccup must not kill the worker
@@ -52,10 +70,48 @@ def serve(host, stop_event: threading.Event | None = None, install_signals: bool
             if ran:
                 continue
             wait = poll
-            nxt = scheduler.next_due_at(host) if not stop.is_set() else None
+            try:
+                nxt = scheduler.next_due_at(host) if not stop.is_set() else None
+            except Exception:  # noqa: BLE001 - same: reconnect on the next round
+                nxt = None
+                host.db.close()
             if nxt is not None:
                 wait = max(0.05, min(poll, (nxt - host.clock.now()).total_seconds()))
             stop.wait(wait)
     finally:
         services.stop(host)
         host.log.info("serve stopped (worker %s)", owner)
+
+
+def supervise(config_path: str | None, workers: int, role: str, log) -> int:
+    """Run `workers` child processes of `postroom serve` and keep them running."""
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    base = [sys.executable, "-m", "cli"] + (["--config", config_path] if config_path else []) + ["serve"]
+    roles = [role if role != "all" else ("all" if i == 0 else "scheduler") for i in range(workers)]
+    children = [None] * workers
+
+    def spawn(i):
+        children[i] = subprocess.Popen(base + ["--role", roles[i]], env=dict(os.environ))
+        log.info("worker %s started (pid %s, role %s)", i, children[i].pid, roles[i])
+
+    for i in range(workers):
+        spawn(i)
+    while not stop.is_set():
+        for i, child in enumerate(children):
+            if child.poll() is not None:
+                log.warning("worker %s (pid %s) exited with %s; restarting it", i, child.pid, child.returncode)
+                spawn(i)
+        stop.wait(0.5)
+    for child in children:
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+    deadline = time.time() + 30
+    for child in children:
+        try:
+            child.wait(max(0.1, deadline - time.time()))
+        except subprocess.TimeoutExpired:
+            child.kill()
+    log.info("supervisor stopped")
+    return 0

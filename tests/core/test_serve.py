@@ -52,3 +52,40 @@ def test_serve_process_exits_cleanly_on_sigterm(tmp_path):
     assert proc.returncode == 0, err
     assert b"Traceback" not in err
     assert "serve stopped" in log.read_text()
+
+
+def _wait_for(predicate, timeout=30):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_serve_with_workers_restarts_a_killed_worker_and_stops_them_all(tmp_path):
+    import re
+    cfg = tmp_path / "postroom.cfg"
+    cfg.write_text("[postroom]\ndatabase = sqlite:///p.db\nlog_dir = logs\nserve_poll_seconds = 0.1\n")
+    env = dict(os.environ, POSTROOM_CONFIG=str(cfg), PYTHONPATH=ROOT)
+    subprocess.run([sys.executable, "-m", "cli", "init"], env=env, cwd=tmp_path, check=True, capture_output=True)
+    proc = subprocess.Popen([sys.executable, "-m", "cli", "serve", "--workers", "2"], env=env, cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    log = tmp_path / "logs" / "postroom.log"
+
+    def started():
+        return re.findall(r"worker (\d+) started \(pid (\d+)", log.read_text()) if log.exists() else []
+    try:
+        assert _wait_for(lambda: len(started()) == 2 and log.read_text().count("serve started") == 2)
+        victim = int(started()[1][1])
+        os.kill(victim, signal.SIGKILL)
+        assert _wait_for(lambda: len(started()) == 3 and log.read_text().count("serve started") == 3), log.read_text()
+        assert f"(pid {victim}) exited with -9; restarting" in log.read_text()
+        pids = [int(pid) for _, pid in started()]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=40)
+    assert proc.returncode == 0
+    for pid in pids:
+        assert not os.path.exists(f"/proc/{pid}") or "zombie" in open(f"/proc/{pid}/status").read().lower()
+    assert log.read_text().count("serve stopped") >= 2
