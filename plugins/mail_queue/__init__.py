@@ -1,1 +1,67 @@
-"""The mail_queue plugin (not built yet: it has no PLUGIN, so the loader skips it)."""
+"""mail_queue: outgoing mail that never silently disappears.
+
+Chatter notifications and other plugins' mails (through the "mail" service) become
+`OutgoingMail` rows; person-to-person mail leaves right after commit, bulk mail waits for
+`Mail: Email Queue Manager`. Servers, the daily limit, retries with backoff, and the
+operator's queue commands live here too.
+"""
+import os
+
+from core.plugins import PluginInfo, hookimpl
+from core.scheduler import ActionSpec
+
+PLUGIN = PluginInfo("mail_queue", "Outgoing mail: servers, queue, retries, daily limit, resend")
+
+
+@hookimpl
+def postroom_models():
+    from .models import MODELS
+    return MODELS
+
+
+@hookimpl
+def postroom_migrations():
+    return ("mail_queue", os.path.join(os.path.dirname(__file__), "migrations"))
+
+
+@hookimpl
+def postroom_scheduled_actions():
+    from . import queue, sending
+    return [ActionSpec(queue.ACTION_CODE, queue.ACTION_NAME, sending.handle_action,
+                       interval_number=60, interval_type="minutes", priority=5)]
+
+
+@hookimpl
+def postroom_configure(host):
+    from .service import MailService
+    host.provide("mail", MailService(host))
+
+
+@hookimpl
+def postroom_email_channel(host):
+    return True
+
+
+@hookimpl
+def postroom_message_posted(host, message, notified):
+    from . import queue
+    queue.on_message_posted(host, message, notified)
+
+
+@hookimpl
+def postroom_cli_commands(cli):
+    from .commands import COMMANDS
+    for command in COMMANDS:
+        cli.add_command(command)
+
+
+@hookimpl
+def postroom_vacuum(host, batch_size, dry_run):
+    from . import maintenance
+    return maintenance.vacuum(host, batch_size, dry_run)
+
+
+@hookimpl
+def postroom_doctor_checks(host):
+    from . import maintenance
+    return maintenance.doctor_checks(host)

@@ -1,0 +1,337 @@
+"""CLI of mail_queue: `mail`, `queue`, `server`, `limit`, and `message resend/ignore`."""
+import datetime as dt
+import sys
+
+import click
+
+from core import chatter, emails
+from core.clock import UTC
+from core.errors import InvalidInput
+from core.output import created, fields, show, to_json
+
+from . import queue, sending, servers
+from .models import STATES, OutgoingMail
+
+LIST_COLUMNS = ["id", "state", "email_to", "subject", "attempts", "next_attempt_at",
+                "failure_type", "failure_reason"]
+
+
+def _host(ctx):
+    from cli import get_host
+    return get_host(ctx)
+
+
+def mail_row(m: OutgoingMail) -> dict:
+    return {"id": m.id, "state": m.state, "failure_type": m.failure_type,
+            "failure_reason": m.failure_reason, "email_to": m.email_to, "email_from": m.email_from,
+            "subject": m.subject, "message_id": m.message_id, "attempts": m.attempts,
+            "next_attempt_at": m.next_attempt_at, "scheduled_at": m.scheduled_at,
+            "expires_at": m.expires_at, "bulk": m.bulk, "auto_delete": m.auto_delete,
+            "server": m.server, "ref": m.ref, "notification_id": m.notification_id,
+            "chatter_message_id": m.chatter_message_id,
+            "created_at": m.created_at, "sent_at": m.sent_at, "updated_at": m.updated_at,
+            "lease_owner": m.lease_owner, "lease_until": m.lease_until}
+
+
+def _parse_at(text):
+    if text is None:
+        return None
+    try:
+        when = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise InvalidInput(f"bad time {text!r}: use ISO 8601, e.g. 2026-01-05T09:30 (UTC unless an offset is given)") from None
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+
+
+# --- mail ----------------------------------------------------------------------------
+
+@click.group("mail")
+def mail():
+    """Send mail directly (outside any chatter)."""
+
+
+@mail.command("send")
+@click.option("--to", "to", multiple=True, required=True, help="Recipient (repeatable): one mail each.")
+@click.option("--subject", required=True)
+@click.option("--body", required=True, help="Plain text body.")
+@click.option("--from", "email_from", help="Sender (default: config mail_from / notifications@domain).")
+@click.option("--bulk", is_flag=True, help="Wait for the Email Queue Manager instead of sending now.")
+@click.option("--at", "at", help="Send at this time (ISO 8601, UTC unless an offset is given).")
+@click.pass_context
+def mail_send(ctx, to, subject, body, email_from, bulk, at):
+    """Send a mail to each --to address (urgent unless --bulk or --at)."""
+    host = _host(ctx)
+    for address in to:
+        emails.split_address(address)
+    if email_from:
+        emails.split_address(email_from)
+    from core.html import text_to_html
+    when = _parse_at(at)
+    ids = queue.enqueue(host, [{"email_to": a, "subject": subject, "body_html": text_to_html(body),
+                                "email_from": email_from, "bulk": bulk or when is not None,
+                                "scheduled_at": when, "auto_delete": False} for a in to])
+    states = {m.id: m for m in OutgoingMail.select().where(OutgoingMail.id.in_(ids))}
+    failed = False
+    for mail_id, address in zip(ids, to):
+        m = states.get(mail_id)
+        if m is not None and m.state == "exception":
+            failed = True
+            click.echo(f"mail to {address} failed: {m.failure_type}: {m.failure_reason}", err=True)
+        elif m is not None and m.state == "outgoing" and m.next_attempt_at:
+            click.echo(f"mail to {address} deferred until {m.next_attempt_at:%Y-%m-%d %H:%M:%S} UTC: "
+                       f"{m.failure_reason}", err=True)
+        created(f"mail to {address}:" + (f" {m.state}" if m is not None else ""), mail_id)
+    if failed:
+        sys.exit(1)
+
+
+def _resend(ctx, message_id, only, fixes):
+    host = _host(ctx)
+    msg = chatter.get_message(host, message_id)
+    pairs = {}
+    for fix in fixes:
+        old, sep, new = fix.partition("=")
+        if not sep or not old.strip() or not new.strip():
+            raise InvalidInput(f"--fix needs OLD=NEW, not {fix!r}")
+        pairs[old.strip()] = new.strip()
+    result = queue.resend(host, msg, only, pairs)
+    click.echo(f"message {msg.id}: resent to {', '.join(result['resent']) or 'nobody'}"
+               + (f"; ignored {', '.join(result['ignored'])}" if result["ignored"] else "")
+               + f"; envelope {chatter.envelope(msg)}")
+
+
+def _ignore(ctx, message_id, all_):
+    host = _host(ctx)
+    if all_ == bool(message_id):
+        raise InvalidInput("give a message id or --all (not both)")
+    ids = queue.messages_with_failures() if all_ else [chatter.get_message(host, message_id).id]
+    count = queue.ignore(host, ids)
+    click.echo(f"ignored {count} failed notification(s) on {len(ids)} message(s)")
+
+
+RESEND_OPTIONS = [
+    click.argument("message_id"),
+    click.option("--only", "only", multiple=True, help="Resend only to this failed recipient (repeatable)."),
+    click.option("--fix", "fixes", multiple=True, help="OLD=NEW: correct a recipient's address first."),
+]
+
+
+def _with(options, fn):
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _resend_cmd():
+    @click.pass_context
+    def resend(ctx, message_id, only, fixes):
+        """Send & close: resend MESSAGE_ID to its failed recipients (or --only some), ignore the rest."""
+        _resend(ctx, message_id, only, fixes)
+    return click.command("resend")(_with(RESEND_OPTIONS, resend))
+
+
+def _ignore_cmd():
+    @click.argument("message_id", required=False)
+    @click.option("--all", "all_", is_flag=True, help="Every message with failed recipients.")
+    @click.pass_context
+    def ignore(ctx, message_id, all_):
+        """Ignore all: failed notifications become canceled; the envelope turns white."""
+        _ignore(ctx, message_id, all_)
+    return click.command("ignore")(ignore)
+
+
+mail.add_command(_resend_cmd())
+mail.add_command(_ignore_cmd())
+
+
+@click.group("message")
+def message():
+    """Chatter messages: resend and ignore failed recipients (merged into the core group)."""
+
+
+message.add_command(_resend_cmd())
+message.add_command(_ignore_cmd())
+
+
+# --- queue ---------------------------------------------------------------------------
+
+@click.group("queue")
+def queue_group():
+    """Outgoing mails (Odoo's Settings > Technical > Emails)."""
+
+
+@queue_group.command("list")
+@click.option("--state", type=click.Choice(STATES))
+@click.option("--limit", type=int, default=1000, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def queue_list(ctx, state, limit, as_json):
+    """Mails in the queue, newest last."""
+    _host(ctx)
+    query = OutgoingMail.select().order_by(OutgoingMail.id)
+    if state:
+        query = query.where(OutgoingMail.state == state)
+    rows = [mail_row(m) for m in query.limit(limit)]
+    show(rows, LIST_COLUMNS, as_json, "(the queue is empty)")
+
+
+@queue_group.command("show")
+@click.argument("mail_id")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def queue_show(ctx, mail_id, as_json):
+    """Every field of one mail, with its failure details."""
+    m = queue.get_mail(_host(ctx), mail_id)
+    data = mail_row(m)
+    data["headers"] = m.headers
+    data["reply_to"] = m.reply_to
+    data["in_reply_to"] = m.in_reply_to
+    fields(data, as_json)
+
+
+def _ids_or_fail(ids):
+    if not ids:
+        raise InvalidInput("give at least one mail id")
+    return ids
+
+
+@queue_group.command("retry")
+@click.argument("ids", nargs=-1)
+@click.option("--all-failed", is_flag=True, help="Every mail in exception.")
+@click.pass_context
+def queue_retry(ctx, ids, all_failed):
+    """Put failed mails back to outgoing: they leave at the next queue run."""
+    if bool(ids) == all_failed:
+        raise InvalidInput("give mail ids or --all-failed (not both)")
+    done = queue.retry(_host(ctx), ids, all_failed)
+    click.echo(f"{len(done)} mail(s) back to outgoing; sent at the next run of {queue.ACTION_NAME!r}")
+
+
+@queue_group.command("send-now")
+@click.argument("ids", nargs=-1)
+@click.pass_context
+def queue_send_now(ctx, ids):
+    """Send these outgoing mails now instead of waiting for the queue."""
+    host = _host(ctx)
+    mails = queue._existing(queue._ids(_ids_or_fail(ids)), ("outgoing",))
+    sending.send_ids(host, [m.id for m in mails], force=True)
+    rows = [mail_row(m) for m in OutgoingMail.select().where(OutgoingMail.id.in_([m.id for m in mails]))]
+    gone = len(mails) - len(rows)
+    for r in rows:
+        click.echo(f"mail {r['id']}: {r['state']}" + (f" ({r['failure_reason']})" if r["failure_reason"] else ""))
+    if gone:
+        click.echo(f"{gone} mail(s) sent and deleted (auto_delete)")
+    if any(r["state"] != "sent" for r in rows):
+        sys.exit(1)
+
+
+@queue_group.command("cancel")
+@click.argument("ids", nargs=-1)
+@click.pass_context
+def queue_cancel(ctx, ids):
+    """Cancel mails (they will not be sent); their notifications become canceled."""
+    done = queue.cancel(_host(ctx), _ids_or_fail(ids))
+    click.echo(f"{len(done)} mail(s) canceled")
+
+
+@queue_group.command("export")
+@click.argument("mail_id")
+@click.pass_context
+def queue_export(ctx, mail_id):
+    """The mail as an .eml file on stdout (what is sent, byte for byte), for support."""
+    host = _host(ctx)
+    m = queue.get_mail(host, mail_id)
+    from core import tokens
+
+    from . import compose
+    envelope_from = tokens.bounce_address(host, sending.bounce_value(m))
+    data = compose.build(m, envelope_from, compose.format_date(m.sent_at or m.updated_at or m.created_at),
+                         m.reply_to)
+    click.get_binary_stream("stdout").write(data)
+
+
+@queue_group.command("process")
+@click.option("--limit", type=int, help="At most this many mails.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def queue_process(ctx, limit, as_json):
+    """Run the queue once now (what the Email Queue Manager does)."""
+    result = sending.process_queue(_host(ctx), limit=limit)
+    if as_json:
+        click.echo(to_json(result))
+    else:
+        click.echo(", ".join(f"{k} {v}" for k, v in result.items()))
+
+
+# --- servers -------------------------------------------------------------------------
+
+@click.group("server")
+def server():
+    """Outgoing SMTP servers."""
+
+
+@server.command("add")
+@click.argument("name")
+@click.option("--host", "smtp_host", required=True)
+@click.option("--port", type=int, default=25, show_default=True)
+@click.option("--encryption", type=click.Choice(servers.ENCRYPTIONS), default="none", show_default=True)
+@click.option("--user")
+@click.option("--password-env", help="Environment variable holding the password (never stored).")
+@click.option("--from-filter", help="Use this server for this sender address or domain.")
+@click.option("--daily-limit", type=int, help="Count mail through it against this daily limit.")
+@click.pass_context
+def server_add(ctx, name, smtp_host, port, encryption, user, password_env, from_filter, daily_limit):
+    """Add an outgoing server."""
+    s = servers.add_server(_host(ctx), name, smtp_host, port, encryption, user, password_env,
+                           from_filter, daily_limit)
+    created("server", s.id)
+
+
+@server.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def server_list(ctx, as_json):
+    """Servers, the config's default last (used when no other matches)."""
+    host = _host(ctx)
+    rows = [dict(vars_of(s), default=False) for s in servers.added_servers(host)]
+    rows.append(dict(vars_of(servers.default_server(host)), default=True))
+    show(rows, ["name", "host", "port", "encryption", "user", "from_filter", "daily_limit", "default"], as_json)
+
+
+def vars_of(s):
+    return {"name": s.name, "host": s.host, "port": s.port, "encryption": s.encryption, "user": s.user,
+            "password_env": s.password_env, "from_filter": s.from_filter, "daily_limit": s.daily_limit}
+
+
+@server.command("test")
+@click.argument("name", default=servers.DEFAULT_NAME)
+@click.pass_context
+def server_test(ctx, name):
+    """Connect, EHLO (and TLS/login as configured) and print the server's answer."""
+    import smtplib
+    s = servers.get_server(_host(ctx), name)
+    try:
+        answer = servers.test_server(s)
+    except (smtplib.SMTPException, OSError) as exc:
+        click.echo(f"Error: server {s.label} failed: {type(exc).__name__}: {exc}", err=True)
+        sys.exit(1)
+    click.echo(f"server {s.label} answered:\n{answer}")
+
+
+# --- limit ---------------------------------------------------------------------------
+
+@click.command("limit")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def limit(ctx, as_json):
+    """Today's count of emails through the default server, its daily limit, the reset time."""
+    status = servers.limit_status(_host(ctx))
+    if as_json:
+        click.echo(to_json(status))
+        return
+    click.echo(f"{status['count']} of {status['limit']} emails sent today ({status['day']} UTC) "
+               f"through the default server; {status['remaining']} left; the count resets at "
+               f"{status['resets_at']:%Y-%m-%d %H:%M} UTC")
+
+
+COMMANDS = [mail, message, queue_group, server, limit]

@@ -1,0 +1,6 @@
+"""Outgoing mails, servers, daily counter."""
+
+
+def up(migrator, db):
+    from plugins.mail_queue.models import MODELS
+    db.create_tables(MODELS)

@@ -1,0 +1,86 @@
+"""Tables of the mail_queue plugin: outgoing mails, SMTP servers, the daily send counter."""
+import peewee as pw
+
+from core.db import JSONField, UTCDateTimeField
+from core.models import BaseModel, Message
+
+STATES = ("outgoing", "sent", "exception", "cancel")
+FAILURE_TYPES = ("mail_smtp", "mail_email_invalid", "mail_email_missing", "mail_from_invalid",
+                 "mail_from_missing", "mail_limit", "unknown")
+
+
+class OutgoingMail(BaseModel):
+    """One email to one recipient (Odoo's mail.mail): outgoing → sent | exception | cancel.
+
+    `notification_id` and `message` tie it to the chatter; `ref` is the enqueuer's own key
+    (e.g. a campaign trace `mt12`), also the value of the signed bounce address. A claimed
+    mail carries a lease (`lease_owner`, `lease_until`): a worker that dies mid-send loses
+    its claim when the lease runs out and another worker takes the mail over."""
+    # The chatter message (its RFC 5322 id is `message_id`, hence the explicit column name).
+    message = pw.ForeignKeyField(Message, null=True, on_delete="SET NULL",
+                                 column_name="chatter_message_id", object_id_name="chatter_message_id")
+    notification_id = pw.IntegerField(null=True, index=True)
+    ref = pw.CharField(max_length=64, null=True, index=True)
+    email_from = pw.CharField(max_length=512, null=True)
+    email_to = pw.CharField(max_length=320, null=True)
+    recipient_name = pw.CharField(max_length=256, null=True)
+    subject = pw.CharField(max_length=998, null=True)
+    body_html = pw.TextField(default="")
+    headers = JSONField(null=True)
+    message_id = pw.CharField(max_length=512)
+    in_reply_to = pw.CharField(max_length=512, null=True)
+    references = pw.TextField(null=True)
+    reply_to = pw.CharField(max_length=512, null=True)
+    state = pw.CharField(max_length=16, default="outgoing")
+    failure_type = pw.CharField(max_length=32, null=True)
+    failure_reason = pw.TextField(null=True)
+    bulk = pw.BooleanField(default=True)
+    auto_delete = pw.BooleanField(default=True)
+    scheduled_at = UTCDateTimeField(null=True)
+    next_attempt_at = UTCDateTimeField(null=True)
+    attempts = pw.IntegerField(default=0)
+    expires_at = UTCDateTimeField(null=True)  # temporary failures past this go to exception
+    server = pw.CharField(max_length=128, null=True)
+    lease_owner = pw.CharField(max_length=128, null=True)
+    lease_until = UTCDateTimeField(null=True)
+    created_at = UTCDateTimeField()
+    sent_at = UTCDateTimeField(null=True)
+    updated_at = UTCDateTimeField(null=True)
+
+    class Meta:
+        table_name = "mail_queue_mail"
+        indexes = ((("state", "next_attempt_at"), False), (("message",), False))
+
+
+class MailServer(BaseModel):
+    """An operator-added outgoing SMTP server. The password is never stored: `password_env`
+    names the environment variable that holds it."""
+    name = pw.CharField(max_length=128, unique=True)
+    host = pw.CharField(max_length=256)
+    port = pw.IntegerField(default=25)
+    encryption = pw.CharField(max_length=8, default="none")  # none | starttls | ssl
+    user = pw.CharField(max_length=256, null=True)
+    password_env = pw.CharField(max_length=128, null=True)
+    from_filter = pw.CharField(max_length=320, null=True)
+    daily_limit = pw.IntegerField(null=True)
+    created_at = UTCDateTimeField()
+
+    class Meta:
+        table_name = "mail_queue_server"
+
+
+class DailyCount(BaseModel):
+    """Emails counted against a server's daily limit, one row per (server, UTC day).
+
+    Slots are taken with a compare-and-set UPDATE before the SMTP conversation, so the count
+    stays exact with any number of workers."""
+    server = pw.CharField(max_length=128)
+    day = pw.CharField(max_length=10)  # YYYY-MM-DD, UTC
+    count = pw.IntegerField(default=0)
+
+    class Meta:
+        table_name = "mail_queue_daily_count"
+        primary_key = pw.CompositeKey("server", "day")
+
+
+MODELS = [OutgoingMail, MailServer, DailyCount]

@@ -1,0 +1,357 @@
+"""Sending: claim due mails with a lease, commit the claim, talk SMTP with no transaction
+open, then record every outcome set-based and tell the other plugins after commit.
+
+A worker killed mid-send leaves its claims behind; they are taken over once their lease
+expires, so a mail is never lost (a mail in flight then may leave twice, with the same
+Message-Id, which receivers de-duplicate on)."""
+import collections
+import datetime as dt
+import email
+import email.policy
+import functools
+import random
+import smtplib
+
+from core import emails, scheduler, tokens
+from core.db import is_postgres
+from core.models import Notification
+
+from . import compose, servers
+from .models import OutgoingMail
+from .queue import ACTION_CODE, CHUNK
+
+FAILED_VIA = "Mail delivery failed via SMTP server '{}'."
+
+
+def lease(host) -> dt.timedelta:
+    return dt.timedelta(seconds=host.config.getfloat("mail_lease_seconds", 300.0))
+
+
+def batch_size(host) -> int:
+    return max(1, host.config.getint("mail_batch_size", 200))
+
+
+def due_condition(now):
+    return ((OutgoingMail.state == "outgoing")
+            & (OutgoingMail.scheduled_at.is_null() | (OutgoingMail.scheduled_at <= now))
+            & (OutgoingMail.next_attempt_at.is_null() | (OutgoingMail.next_attempt_at <= now)))
+
+
+def _free(now):
+    return OutgoingMail.lease_until.is_null() | (OutgoingMail.lease_until < now)
+
+
+def claim(host, owner: str, limit: int, where=None, due=True) -> list[int]:
+    """Lease up to `limit` outgoing mails to `owner` and commit; returns their ids.
+
+    On PostgreSQL the candidates are locked FOR UPDATE SKIP LOCKED so workers never wait
+    on each other nor take the same row; SQLite's write lock serialises claims."""
+    now = host.clock.now()
+    cond = _free(now) & (due_condition(now) if due else (OutgoingMail.state == "outgoing"))
+    if where is not None:
+        cond &= where
+    with host.transaction():
+        query = OutgoingMail.select(OutgoingMail.id).where(cond).order_by(OutgoingMail.id).limit(limit)
+        if is_postgres(host.db):
+            query = query.for_update(skip_locked=True)
+        ids = [r[0] for r in query.tuples()]
+        if ids:
+            (OutgoingMail.update(lease_owner=owner, lease_until=now + lease(host))
+             .where(OutgoingMail.id.in_(ids)).execute())
+    return ids
+
+
+class Outcome:
+    """What happened to each mail of a delivery, recorded together afterwards."""
+
+    def __init__(self):
+        self.sent = []          # (row, server name)
+        self.failed = []        # (row, failure_type, reason, permanent)
+        self.released = []      # rows not attempted (connection lost before their turn)
+
+    def fail(self, row, ftype, reason, permanent):
+        self.failed.append((row, ftype, reason, permanent))
+
+
+def _reason(server_name, exc, code=None, text=None) -> str:
+    if code is not None:
+        words = text.decode(errors="replace") if isinstance(text, bytes) else str(text or "")
+        detail = f"{code} {words}".strip()
+    else:
+        detail = str(exc) or "no reply"
+    return f"{FAILED_VIA.format(server_name)} {type(exc).__name__}: {detail}"
+
+
+@functools.lru_cache(maxsize=1024)
+def _sender_problem(email_from: str | None):
+    if not email_from or not compose.parse_address(email_from)[1]:
+        return "mail_from_missing", "The mail has no sender address (From)."
+    addr = compose.parse_address(email_from)[1]
+    if not emails.is_valid(addr):
+        return "mail_from_invalid", f"The sender address {addr!r} is not a valid email address."
+    if addr.lower().endswith(".invalid"):
+        return "mail_from_invalid", (f"The sender address {addr} is a temporary address; set a real "
+                                     f"one (postroom admin set-email ADDRESS, or mail_from in the config).")
+    return None
+
+
+@functools.lru_cache(maxsize=65536)
+def _recipient_problem(email_to: str | None):
+    if not email_to:
+        return "mail_email_missing", "The recipient has no email address."
+    if not emails.is_valid(email_to):
+        return "mail_email_invalid", f"The recipient address {email_to!r} is not a valid email address."
+    return None
+
+
+def bounce_value(mail) -> str:
+    if mail.ref:
+        return mail.ref
+    if mail.notification_id:
+        return tokens.notification_token(mail.notification_id)
+    return f"m{mail.id}"
+
+
+def _message_bytes(host, row, envelope_from, date, prepare) -> bytes:
+    data = compose.build(row, envelope_from, date, row.reply_to)
+    if prepare:
+        # Hook implementations get a real EmailMessage (to add headers, sign); only then do
+        # we pay for parsing and serialising it.
+        message = email.message_from_bytes(data, policy=email.policy.SMTP)
+        host.hook.postroom_mail_prepare(host=host, mail=row, message=message)
+        data = message.as_bytes(policy=email.policy.SMTP)
+    return data
+
+
+def _send_group(host, server, rows, pool, outcome, date, prepare):
+    granted = servers.reserve(host, server, len(rows))
+    if granted < len(rows):
+        reason = servers.limit_reason(host, server)
+        for row in rows[granted:]:
+            outcome.fail(row, "mail_limit", reason, True)
+        rows = rows[:granted]
+    if not rows:
+        return
+    used = 0
+    try:
+        conn = pool.get(server.name)
+        if conn is not None:
+            try:
+                conn.noop()
+            except (smtplib.SMTPException, OSError):
+                conn = None
+        if conn is None:
+            conn = servers.connect(server)
+            pool[server.name] = conn
+    except (smtplib.SMTPException, OSError) as exc:
+        pool.pop(server.name, None)
+        permanent = isinstance(exc, smtplib.SMTPAuthenticationError)
+        reason = _reason(server.name, exc, getattr(exc, "smtp_code", None), getattr(exc, "smtp_error", None))
+        host.log.warning("mail: cannot connect to server %s: %s", server.label, reason)
+        for row in rows:
+            outcome.fail(row, "mail_smtp", reason, permanent)
+        servers.release(host, server, granted)
+        return
+    for i, row in enumerate(rows):
+        envelope_from = tokens.bounce_address(host, bounce_value(row))
+        try:
+            data = _message_bytes(host, row, envelope_from, date, prepare)
+            conn.sendmail(envelope_from, [row.email_to], data)
+            outcome.sent.append((row, server.name))
+            used += 1
+            host.log.info("mail %s sent to %s via %s msgid=%s notification=%s ref=%s", row.id,
+                          row.email_to, server.name, row.message_id, row.notification_id, row.ref)
+        except smtplib.SMTPRecipientsRefused as exc:
+            code, text = next(iter(exc.recipients.values()))
+            outcome.fail(row, "mail_smtp", _reason(server.name, exc, code, text), code >= 500)
+        except smtplib.SMTPServerDisconnected as exc:
+            _lost(host, server, pool, outcome, row, rows[i + 1:], exc)
+            break
+        except smtplib.SMTPResponseException as exc:  # SMTPDataError, SMTPSenderRefused, ...
+            outcome.fail(row, "mail_smtp", _reason(server.name, exc, exc.smtp_code, exc.smtp_error),
+                         exc.smtp_code >= 500)
+        except (smtplib.SMTPException, OSError) as exc:  # timeouts, resets
+            _lost(host, server, pool, outcome, row, rows[i + 1:], exc)
+            break
+        except Exception as exc:  # noqa: BLE001 - one odd mail must not stop the batch
+            host.log.exception("mail %s: unexpected error while sending", row.id)
+            outcome.fail(row, "unknown", f"{type(exc).__name__}: {exc}", True)
+    servers.release(host, server, granted - used)
+
+
+def _lost(host, server, pool, outcome, row, rest, exc):
+    """The connection died during `row`: it is retried later; the rest were not attempted
+    and go back to the queue untouched (never lost, never sent twice)."""
+    conn = pool.pop(server.name, None)
+    if conn is not None:
+        try:
+            conn.close()
+        except OSError:
+            pass
+    reason = _reason(server.name, exc)
+    host.log.warning("mail %s: connection to %s lost: %s; %s mail(s) of the batch put back",
+                     row.id, server.label, reason, len(rest))
+    outcome.fail(row, "mail_smtp", reason, False)
+    outcome.released.extend(rest)
+
+
+def deliver(host, ids, owner, pool) -> Outcome:
+    """Send the mails `owner` claimed (ids) and record the outcomes."""
+    rows = list(OutgoingMail.select().where(OutgoingMail.id.in_(ids) & (OutgoingMail.lease_owner == owner))
+                .order_by(OutgoingMail.id))
+    outcome = Outcome()
+    chooser = servers.Chooser(host)
+    groups = collections.OrderedDict()
+    for row in rows:
+        problem = _recipient_problem(row.email_to) or _sender_problem(row.email_from)
+        if problem:
+            outcome.fail(row, problem[0], problem[1], True)
+            continue
+        server = chooser.for_sender(compose.parse_address(row.email_from)[1])
+        groups.setdefault(server, []).append(row)
+    date = compose.format_date(host.clock.now())
+    prepare = bool(host.hook.postroom_mail_prepare.get_hookimpls())
+    for server, group in groups.items():
+        _send_group(host, server, group, pool, outcome, date, prepare)
+    record(host, outcome)
+    return outcome
+
+
+def backoff(host, attempts: int) -> dt.timedelta:
+    """Exponential backoff with jitter, between mail_retry_min_minutes and _max_minutes."""
+    low = host.config.getfloat("mail_retry_min_minutes", 5.0)
+    high = host.config.getfloat("mail_retry_max_minutes", 60.0)
+    base = min(high, low * 2 ** max(0, attempts - 1))
+    return dt.timedelta(minutes=max(low, min(high, random.uniform(base / 2, base) if base > low else base)))
+
+
+def _chunks(values):
+    values = list(values)
+    for start in range(0, len(values), CHUNK):
+        yield values[start:start + CHUNK]
+
+
+def _info(row) -> dict:
+    return {"mail_id": row.id, "notification_id": row.notification_id, "message_id": row.message_id,
+            "email_to": row.email_to, "ref": row.ref}
+
+
+def record(host, outcome: Outcome) -> None:
+    """Write every outcome in one transaction (statements per kind of outcome, not per mail),
+    then fire postroom_mail_sent / postroom_mail_failed after the commit."""
+    now = host.clock.now()
+    M, N = OutgoingMail, Notification
+    sent_info, failed_info = [], []
+    retry_at = []
+    with host.transaction():
+        by_server = collections.defaultdict(list)
+        for row, name in outcome.sent:
+            by_server[name].append(row)
+            sent_info.append(_info(row))
+        for name, rows in by_server.items():
+            for chunk in _chunks(rows):
+                ids = [r.id for r in chunk]
+                M.update(state="sent", sent_at=now, updated_at=now, attempts=M.attempts + 1,
+                         failure_type=None, failure_reason=None, next_attempt_at=None,
+                         server=name, lease_owner=None, lease_until=None).where(M.id.in_(ids)).execute()
+                M.delete().where(M.id.in_(ids) & M.auto_delete).execute()
+                nids = [r.notification_id for r in chunk if r.notification_id]
+                if nids:
+                    N.update(status="sent", failure_type=None, failure_reason=None,
+                             updated_at=now).where(N.id.in_(nids)).execute()
+        groups = collections.defaultdict(list)
+        for row, ftype, reason, permanent in outcome.failed:
+            if not permanent and row.expires_at is not None and now >= row.expires_at:
+                permanent = True  # its lifetime ran out: the last reason stands
+            attempts = row.attempts + (0 if ftype == "mail_limit" and permanent else 1)
+            groups[(ftype, reason, permanent, attempts)].append(row)
+            failed_info.append(dict(_info(row), failure_type=ftype, failure_reason=reason,
+                                    permanent=permanent))
+        for (ftype, reason, permanent, attempts), rows in groups.items():
+            values = {"failure_type": ftype, "failure_reason": reason, "attempts": attempts,
+                      "updated_at": now, "lease_owner": None, "lease_until": None}
+            if permanent:
+                values.update(state="exception", next_attempt_at=None)
+            else:
+                values["next_attempt_at"] = now + backoff(host, attempts)
+                retry_at.append(values["next_attempt_at"])
+            for chunk in _chunks(rows):
+                M.update(**values).where(M.id.in_([r.id for r in chunk])).execute()
+                nids = [r.notification_id for r in chunk if r.notification_id]
+                if permanent and nids:
+                    N.update(status="exception", failure_type=ftype, failure_reason=reason,
+                             updated_at=now).where(N.id.in_(nids)).execute()
+        for chunk in _chunks(outcome.released):
+            M.update(lease_owner=None, lease_until=None).where(M.id.in_([r.id for r in chunk])).execute()
+        if retry_at:
+            scheduler.trigger(host, ACTION_CODE, min(retry_at))
+    for info in failed_info:
+        host.log.warning("mail %s to %s failed (%s, %s): %s", info["mail_id"], info["email_to"],
+                         info["failure_type"], "permanent" if info["permanent"] else "will retry",
+                         info["failure_reason"])
+    if sent_info:
+        host.hook.postroom_mail_sent(host=host, mails=sent_info)
+    if failed_info:
+        host.hook.postroom_mail_failed(host=host, mails=failed_info)
+
+
+def _close(pool):
+    for conn in pool.values():
+        try:
+            conn.quit()
+        except (smtplib.SMTPException, OSError):
+            pass
+    pool.clear()
+
+
+def _run(host, claim_kwargs, limit=None, run=None) -> dict:
+    owner = scheduler.worker_name("mail")
+    pool, totals = {}, collections.Counter()
+    try:
+        while True:
+            n = batch_size(host) if limit is None else min(batch_size(host), limit - totals["processed"])
+            if n <= 0:
+                break
+            ids = claim(host, owner, n, **claim_kwargs)
+            if not ids:
+                break
+            outcome = deliver(host, ids, owner, pool)
+            totals["processed"] += len(ids) - len(outcome.released)
+            totals["sent"] += len(outcome.sent)
+            totals["failed"] += sum(1 for f in outcome.failed if f[3])
+            totals["retry"] += sum(1 for f in outcome.failed if not f[3])
+            if run is not None and run.should_stop():
+                break
+    finally:
+        _close(pool)
+    return dict(totals)
+
+
+def process_queue(host, limit=None, run=None) -> dict:
+    """Run the queue once: send what is due in batches over reused connections."""
+    totals = _run(host, {}, limit, run)
+    remaining = OutgoingMail.select().where(due_condition(host.clock.now())).count()
+    if run is not None:
+        run.progress(totals.get("processed", 0), remaining)
+    result = {"processed": 0, "sent": 0, "failed": 0, "retry": 0} | totals | {"remaining": remaining}
+    host.log.info("mail queue processed: %s", result)
+    return result
+
+
+def send_ids(host, ids, force=False) -> dict:
+    """Send these mails now (urgent mail after commit, `queue send-now`)."""
+    ids = list(ids)
+    totals = collections.Counter()
+    for chunk in _chunks(ids):
+        totals.update(_run(host, {"where": OutgoingMail.id.in_(chunk), "due": not force}))
+    return dict(totals)
+
+
+def send_message_mails(host, message_id) -> dict:
+    """Send the urgent mails of one chatter message (right after its post committed)."""
+    return _run(host, {"where": (OutgoingMail.message == message_id) & ~OutgoingMail.bulk})
+
+
+def handle_action(host, run) -> None:
+    """Handler of `Mail: Email Queue Manager`."""
+    process_queue(host, run=run)
