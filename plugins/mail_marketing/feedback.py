@@ -1,0 +1,146 @@
+"""What comes back about campaign mails: sent, failed, bounced, replied, unsubscribed; and
+the automatic blacklist rule (5 bounces within 13 weeks, spread over more than a week)."""
+import datetime as dt
+
+import peewee as pw
+
+from core import emails, tokens
+
+from .mails import CHUNK, UNSUBSCRIBE_PURPOSE, trace_of, unsubscribe_local
+from .models import Blacklist, BounceEvent, CampaignList, Contact, Trace
+
+BOUNCE_LIMIT = 5
+BOUNCE_WINDOW = dt.timedelta(weeks=13)
+BOUNCE_SPAN = dt.timedelta(weeks=1)
+
+
+def _trace_ids(mails) -> list[int]:
+    return [i for i in (trace_of(m.get("ref")) for m in mails) if i is not None]
+
+
+def mails_sent(host, mails) -> None:
+    """Outgoing traces of the sent mails → `sent`, one UPDATE per chunk."""
+    ids = _trace_ids(mails)
+    if not ids:
+        return
+    now = host.clock.now()
+    with host.transaction():
+        for start in range(0, len(ids), CHUNK):
+            (Trace.update(status="sent", sent_at=now, updated_at=now)
+             .where(Trace.id.in_(ids[start:start + CHUNK]) & (Trace.status == "outgoing")).execute())
+
+
+def mails_failed(host, mails) -> None:
+    """Permanently failed mails → trace `error` with the failure type and reason (one UPDATE
+    with CASE per chunk). A temporary failure leaves the trace `outgoing`: it is retried."""
+    failed = [(trace_of(m.get("ref")), m) for m in mails if m.get("permanent")]
+    failed = [(i, m) for i, m in failed if i is not None]
+    if not failed:
+        return
+    now = host.clock.now()
+    with host.transaction():
+        for start in range(0, len(failed), CHUNK):
+            part = failed[start:start + CHUNK]
+            ftype = pw.Case(Trace.id, [(i, m.get("failure_type") or "unknown") for i, m in part])
+            reason = pw.Case(Trace.id, [(i, (m.get("failure_reason") or "")[:2000]) for i, m in part])
+            (Trace.update(status="error", failure_type=ftype, failure_reason=reason, updated_at=now)
+             .where(Trace.id.in_([i for i, _ in part]) & (Trace.status == "outgoing")).execute())
+
+
+def bounce_received(host, bounce: dict) -> None:
+    """Mark the campaign trace `bounce` (by token, else by Message-Id), remember the bounce,
+    and blacklist the address once the rule is met. Runs inside the bounce's transaction."""
+    now = host.clock.now()
+    reason = (bounce.get("reason") or "")[:2000]
+    trace_id = trace_of(bounce.get("token"))
+    where = None
+    if trace_id is not None:
+        where = Trace.id == trace_id
+    elif bounce.get("message_id"):
+        where = Trace.message_id == bounce["message_id"]
+    if where is not None:
+        (Trace.update(status="bounce", failure_type="bounce", failure_reason=reason, updated_at=now,
+                      sent_at=pw.fn.COALESCE(Trace.sent_at, now))
+         .where(where & Trace.status.in_(("outgoing", "sent", "error"))).execute())
+    address = bounce.get("email")
+    if not address and trace_id is not None:
+        address = (Trace.select(Trace.email_normalized).where(Trace.id == trace_id).scalar())
+    if not address or not emails.is_valid(address):
+        return
+    norm = emails.normalize(address)
+    BounceEvent.insert(email_normalized=norm, bounced_at=now, reason=reason).execute()
+    apply_blacklist_rule(host, norm)
+
+
+def apply_blacklist_rule(host, norm: str) -> bool:
+    """Blacklist `norm` when it bounced BOUNCE_LIMIT times within BOUNCE_WINDOW and those
+    bounces span more than BOUNCE_SPAN (one bad day of a mailbox does not count)."""
+    now = host.clock.now()
+    count, first = (BounceEvent.select(pw.fn.COUNT(BounceEvent.id), pw.fn.MIN(BounceEvent.bounced_at))
+                    .where((BounceEvent.email_normalized == norm)
+                           & (BounceEvent.bounced_at >= now - BOUNCE_WINDOW)).tuples().first())
+    if not count or count < BOUNCE_LIMIT:
+        return False
+    first = BounceEvent.bounced_at.python_value(first) if not isinstance(first, dt.datetime) else first
+    from core.clock import aware
+    first = aware(first)
+    if now - first <= BOUNCE_SPAN:
+        return False
+    reason = (f"automatic: bounced {count} times between {first:%Y-%m-%d} and {now:%Y-%m-%d} "
+              f"(rule: {BOUNCE_LIMIT} bounces within 13 weeks over more than a week)")
+    added = (Blacklist.insert(email_normalized=norm, reason=reason, created_at=now)
+             .on_conflict_ignore().as_rowcount().execute())
+    if added:
+        host.log.warning("blacklist: %s added automatically: %s", norm, reason)
+    return bool(added)
+
+
+def reply_received(host, references) -> bool:
+    """Mark the trace of the campaign mail a reply answers as `reply`; True if one matched."""
+    ids = [r for r in (references or []) if r]
+    if not ids:
+        return False
+    now = host.clock.now()
+    with host.transaction():
+        changed = (Trace.update(status="reply", updated_at=now, sent_at=pw.fn.COALESCE(Trace.sent_at, now))
+                   .where(Trace.message_id.in_(ids) & Trace.status.in_(("outgoing", "sent")))
+                   .execute())
+        if not changed:
+            changed = Trace.select().where(Trace.message_id.in_(ids)).exists()
+    return bool(changed)
+
+
+# --- unsubscribe through the inbound gateway ------------------------------------------
+
+def recipient_handler(host, local_part: str, domain: str):
+    """The handler for `unsubscribe+<token>@domain`, or None for other addresses. A forged
+    or mangled token is refused at RCPT with 550, like any unknown mailbox."""
+    base, plus, token = (local_part or "").partition("+")
+    if not plus or base.lower() != unsubscribe_local(host):
+        return None
+    value = tokens.verify(host, UNSUBSCRIBE_PURPOSE, token)
+    if value is None:
+        return _refuse
+    return lambda host_, envelope_from, recipient, message: unsubscribe(host_ or host, value)
+
+
+def _refuse(host, envelope_from, recipient, message):
+    return 550, "5.1.1 mailbox unavailable"
+
+
+def unsubscribe(host, value: str):
+    """Opt the trace's address out of the lists of its campaign. Returns (code, text)."""
+    if not value.startswith("t") or not value[1:].isdigit():
+        return 250, "2.0.0 test copy: nobody to unsubscribe"
+    trace = Trace.get_or_none(Trace.id == int(value[1:]))
+    if trace is None or not trace.email_normalized:
+        return 250, "2.0.0 already unsubscribed"
+    now = host.clock.now()
+    with host.transaction():
+        lists = CampaignList.select(CampaignList.mailing_list).where(CampaignList.campaign == trace.campaign_id)
+        changed = (Contact.update(opt_out=True, opt_out_at=now)
+                   .where((Contact.email_normalized == trace.email_normalized)
+                          & Contact.mailing_list.in_(lists) & ~Contact.opt_out).execute())
+    host.log.info("unsubscribe: %s opted out of campaign %s's lists (%s contacts) via List-Unsubscribe",
+                  trace.email_normalized, trace.campaign_id, changed)
+    return 250, "2.0.0 unsubscribed"

@@ -1,0 +1,105 @@
+"""The mail of one campaign recipient: headers, signed unsubscribe address, enqueueing."""
+from core import chatter, tokens
+from core.models import Record
+
+from .models import Trace
+
+UNSUBSCRIBE_PURPOSE = "mail_marketing.unsubscribe"
+CHUNK = 500
+
+
+def trace_ref(trace_id: int) -> str:
+    """The `ref` a campaign mail carries through the queue (also its bounce value)."""
+    return f"mt{int(trace_id)}"
+
+
+def trace_of(ref: str | None) -> int | None:
+    """The trace id inside a ref or bounce value made by `trace_ref`, else None."""
+    if ref and ref.startswith("mt") and ref[2:].isdigit():
+        return int(ref[2:])
+    return None
+
+
+def unsubscribe_local(host) -> str:
+    return (host.config.get("marketing_unsubscribe") or "unsubscribe").lower()
+
+
+def unsubscribe_address(host, trace_id: int | None, campaign_id: int) -> str:
+    """`unsubscribe+<value>-<sig>@domain`: `t<trace id>` for a recipient, `c<campaign id>`
+    for a test copy (which unsubscribes nobody). Signed for this purpose only, so neither a
+    bounce token nor a guessed value can opt anyone out."""
+    value = f"t{int(trace_id)}" if trace_id is not None else f"c{int(campaign_id)}"
+    token = tokens.sign(host, UNSUBSCRIBE_PURPOSE, value)
+    return f"{unsubscribe_local(host)}+{token}@{host.config.primary_domain}"
+
+
+def campaign_record(campaign):
+    return Record.get_or_none(Record.id == campaign.record_id) if campaign.record_id else None
+
+
+def build(host, campaign, address: str, name: str | None, trace_id: int | None, test: bool = False,
+          record=None) -> dict:
+    """The dict `mail.enqueue` takes for one recipient. The Message-Id names the campaign's
+    record, so replies thread onto the campaign's chatter."""
+    record = record if record is not None else campaign_record(campaign)
+    unsub = unsubscribe_address(host, trace_id, campaign.id)
+    return {
+        "email_to": address,
+        "subject": campaign.subject,
+        "body_html": campaign.body_html,
+        "email_from": campaign.email_from,
+        "headers": {"List-Unsubscribe": f"<mailto:{unsub}?subject=unsubscribe>",
+                    "Precedence": "bulk", "Auto-Submitted": "auto-generated"},
+        "ref": trace_ref(trace_id) if trace_id is not None else None,
+        "message_id": chatter.make_message_id(host, record),
+        "auto_delete": True,
+        # A test copy is one person-to-person mail: it leaves at once, not with the queue.
+        "bulk": not test,
+    }
+
+
+def enqueue_traces(host, campaign, traces: list[dict], record=None) -> None:
+    """Enqueue the mails of outgoing traces (`id`, `email`, `name`) and store each one's
+    Message-Id. Must run inside the caller's transaction: traces and mails land together."""
+    if not traces:
+        return
+    record = record if record is not None else campaign_record(campaign)
+    batch = [build(host, campaign, t["email"], t.get("name"), t["id"], record=record) for t in traces]
+    host.hook.postroom_campaign_batch(host=host, campaign=campaign, mails=batch)
+    host.service("mail").enqueue(batch)
+    _store_message_ids(batch)
+
+
+def _store_message_ids(batch: list[dict]) -> None:
+    """One UPDATE … CASE per chunk, so the statement count does not grow with the batch."""
+    import peewee as pw
+    for start in range(0, len(batch), CHUNK):
+        part = batch[start:start + CHUNK]
+        ids = [trace_of(m["ref"]) for m in part]
+        case = pw.Case(Trace.id, [(trace_of(m["ref"]), m["message_id"]) for m in part])
+        Trace.update(message_id=case).where(Trace.id.in_(ids)).execute()
+
+
+def requeue_errors(host, campaign) -> int:
+    """Turn `error` traces back to `outgoing` and enqueue their mails again, chunk by chunk,
+    each chunk one transaction (a crash between chunks leaves the rest `error`, retryable)."""
+    total, last = 0, 0
+    record = campaign_record(campaign)
+    while True:
+        with host.transaction():
+            rows = list(Trace.select(Trace.id, Trace.email).where(
+                (Trace.campaign == campaign) & (Trace.status == "error") & (Trace.id > last))
+                .order_by(Trace.id).limit(CHUNK).dicts())
+            if not rows:
+                break
+            ids = [r["id"] for r in rows]
+            (Trace.update(status="outgoing", failure_type=None, failure_reason=None,
+                          updated_at=host.clock.now())
+             .where(Trace.id.in_(ids) & (Trace.status == "error")).execute())
+            enqueue_traces(host, campaign, rows, record=record)
+            last = ids[-1]
+            total += len(rows)
+    if total:
+        host.service("mail").trigger_queue()
+    host.log.info("campaign %s: %s failed recipients re-queued", campaign.id, total)
+    return total

@@ -1,0 +1,65 @@
+"""Housekeeping for `postroom vacuum` / the auto-vacuum action, and `postroom doctor` checks."""
+import datetime as dt
+
+from core.doctor import Check
+
+from .feedback import BOUNCE_WINDOW
+from .models import BounceEvent, Trace
+from .process import head_campaign
+
+TRACE_RETENTION = dt.timedelta(days=182)   # six months
+HEAD_WARN_AFTER = dt.timedelta(days=1)
+
+
+def _chunk(query, key, batch_size, dry_run) -> tuple[int, int]:
+    """(removed, remaining>0 ? 1 : 0) for one kind: select up to batch_size + 1 ids, delete
+    the first batch_size. In dry-run, count everything that would go."""
+    if dry_run:
+        return query.count(), 0
+    ids = [i for (i,) in query.select(key).order_by(key).limit(batch_size + 1).tuples()]
+    doomed = ids[:batch_size]
+    if doomed:
+        key.model.delete().where(key.in_(doomed)).execute()
+    return len(doomed), 1 if len(ids) > batch_size else 0
+
+
+def vacuum(host, batch_size: int, dry_run: bool) -> dict:
+    """Canceled traces older than six months, and bounce evidence older than the blacklist
+    rule's window. The blacklist itself is never vacuumed."""
+    now = host.clock.now()
+    old_canceled = Trace.select().where((Trace.status == "canceled")
+                                        & (Trace.created_at < now - TRACE_RETENTION))
+    old_bounces = BounceEvent.select().where(BounceEvent.bounced_at < now - BOUNCE_WINDOW)
+    traces, more_traces = _chunk(old_canceled, Trace.id, batch_size, dry_run)
+    bounces, more_bounces = _chunk(old_bounces, BounceEvent.id, batch_size, dry_run)
+    if traces or bounces:
+        host.log.info("mail_marketing vacuum%s: %s canceled traces, %s old bounce records",
+                      " (dry run)" if dry_run else "", traces, bounces)
+    return {"removed": {"canceled_traces": traces, "bounce_records": bounces},
+            "remaining": more_traces + more_bounces}
+
+
+def doctor_checks(host) -> list:
+    """Is a campaign holding the marketing queue's head for more than a day?"""
+    try:
+        head = head_campaign(host)
+    except Exception as exc:  # noqa: BLE001 - a check reports, never raises
+        return [Check("campaigns.queue_head", "fail", f"cannot read the campaign queue: {exc}",
+                      "check the database with: postroom campaign queue")]
+    if head is None:
+        return [Check("campaigns.queue_head", "ok", "no campaign is waiting in the marketing queue")]
+    since = head.head_since or head.queued_at or head.created_at
+    held = host.clock.now() - since
+    hours = held.total_seconds() / 3600
+    if held <= HEAD_WARN_AFTER:
+        return [Check("campaigns.queue_head", "ok",
+                      f"campaign {head.id} ({head.state}) has been at the head for {hours:.1f} h")]
+    error = f"; last error: {head.last_error}" if head.last_error else ""
+    finding = (f"campaign {head.id} {head.subject!r} ({head.state}) has been at the head of the "
+               f"marketing queue for {hours:.0f} h, holding back the campaigns behind it{error}")
+    if head.state == "in_queue":
+        remedy = f"cancel it with postroom campaign cancel {head.id} to let the others go"
+    else:
+        remedy = (f"see postroom campaign queue and the log for campaign {head.id}; a sending campaign "
+                  f"finishes on its own once its error is fixed")
+    return [Check("campaigns.queue_head", "fail" if head.last_error else "warn", finding, remedy)]

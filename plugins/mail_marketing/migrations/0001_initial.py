@@ -1,0 +1,6 @@
+"""The mail_marketing tables."""
+
+
+def up(migrator, db):
+    from plugins.mail_marketing.models import MODELS
+    db.create_tables(MODELS)
