@@ -49,7 +49,11 @@ class PostroomGroup(click.Group):
         return sorted(set(super().list_commands(ctx)) | set(self._plugin_commands(ctx)))
 
     def get_command(self, ctx, name):
-        return super().get_command(ctx, name) or self._plugin_commands(ctx).get(name)
+        core = super().get_command(ctx, name)
+        plugin = self._plugin_commands(ctx).get(name)
+        if isinstance(core, click.Group) and isinstance(plugin, click.Group):
+            return _merged_group(core, plugin)
+        return core or plugin
 
     def invoke(self, ctx):
         try:
@@ -69,6 +73,15 @@ class PostroomGroup(click.Group):
             logging.getLogger("postroom").exception("unexpected error in %s", ctx.invoked_subcommand)
             _fail(f"unexpected error: {type(exc).__name__}: {exc} (details in postroom.log; "
                   f"POSTROOM_DEBUG=1 shows the traceback)", 70)
+
+
+def _merged_group(core: click.Group, plugin: click.Group) -> click.Group:
+    """A plugin group named like a core group (e.g. mail_queue's `message resend`) adds its
+    subcommands to the core group's; a core subcommand wins a name clash. A fresh group is
+    built per invocation, so the module-level core group is never changed."""
+    return click.Group(name=core.name, commands={**plugin.commands, **core.commands},
+                       callback=core.callback, params=core.params, help=core.help,
+                       short_help=core.short_help)
 
 
 def _fail(error, code):

@@ -161,11 +161,43 @@ def postroom_mail_failed(host, mails):
 def postroom_inbound_recipient(host, local_part, domain):
     """Claim an inbound recipient address for your plugin (stops at the first non-None).
 
-    `local_part` (lower-cased) and `domain` (one of the deployment's domains) are the
-    recipient the sending server asked for.
+    Called by the inbound gateway at RCPT time (and again after DATA, and by `route test`
+    and `inbound deliver`) for an address on one of the deployment's domains whose local
+    part is not an alias, the bounce address, the catchall or `postmaster`. It runs on one
+    of the gateway's worker threads (never the event loop), so it may read the database;
+    it must not write. `local_part` and `domain` are lower-cased, e.g. `unsubscribe` and
+    `example.com`.
 
-    Return a handler `handle(host, envelope_from, recipient, message) -> (code, text)` to
-    take mail for that address, or None to pass. Called at RCPT time on a worker thread.
+    Return None to pass (the address is then refused with `550 5.1.1`), or a callable
+    `handle(host, envelope_from, recipient, message) -> (code, text)` to accept the
+    recipient. After DATA the gateway calls `handle` on a worker thread inside the
+    delivery's write transaction: `envelope_from` is the envelope sender ("" for <>),
+    `recipient` the address as given at RCPT, `message` the parsed
+    `email.message.Message`. Return an SMTP code and its text, e.g.
+    `(250, "2.0.0 Ok: unsubscribed")`; a code outside 2xx refuses the mail (and, over
+    SMTP, rolls back whatever the delivery wrote). Raising a database error makes the
+    gateway answer `451 4.3.0`. The decision is logged with route `claimed`.
+    """
+
+
+@hookspec(firstresult=True)
+def postroom_inbound_reply(host, references, message, dry_run):
+    """Thread a reply to a mail that is not a chatter message (stops at the first non-None).
+
+    Called by the inbound gateway after DATA when the mail's In-Reply-To / References
+    match no `message.message_id` of the core (e.g. a reply to a campaign mail), on a
+    worker thread inside the delivery's write transaction. `references` is the list of
+    RFC 5322 Message-Ids the mail answers, angle brackets included, most relevant first
+    (In-Reply-To, then References newest to oldest); `message` is the parsed
+    `email.message.Message`; `dry_run` is True when `postroom route test` only asks
+    what would happen (then write nothing).
+
+    Return a `core.models.Record`: the gateway posts the mail on that record's chatter
+    as an incoming email (`message_type="email"`, author by sender address) and notifies
+    its followers, logged with route `reply`. Return None to pass: the mail then goes on
+    to alias routing, and mail for the catchall is refused with `550 5.1.1`. When not
+    `dry_run` you may also update your own rows (e.g. mark a campaign trace `reply`);
+    they commit or roll back with the delivery.
     """
 
 
@@ -176,7 +208,9 @@ def postroom_inbound_routed(host, route, message_id, record):
     `host` is the running `core.host.Host`.
 
     `route` is one of `reply`, `alias`, `bounce`, `claimed`; `message_id` is the incoming
-    mail's RFC 5322 Message-Id; `record` is the record posted on (or None). Return value ignored.
+    mail's RFC 5322 Message-Id (None when it had none); `record` is the `core.models.Record`
+    posted on or created (or None). Runs on a gateway worker thread, outside any
+    transaction. Return value ignored.
     """
 
 
@@ -219,9 +253,26 @@ def postroom_vacuum(host, batch_size, dry_run):
 
     `host` is the running `core.host.Host`.
 
-    Called by `Base: Auto-vacuum internal data`, each plugin in its own transaction.
-    Return a dict `{"removed": {kind: count}, "remaining": n}`; with `dry_run` count what
-    would go and delete nothing.
+    Called by `Base: Auto-vacuum internal data` (plugin `auto_vacuum`) and by `postroom
+    vacuum`, once per chunk: each call runs in its own transaction opened by the caller
+    (do not commit; `host.transaction()` inside nests as a savepoint), and is called again
+    while it reports `remaining > 0` and the run has time left. A call that raises is
+    rolled back and logged, and the other plugins are vacuumed anyway. Implementations
+    are called one by one, enabled plugins first and the core last (so rows that point at
+    core rows go before them).
+
+    Remove at most `batch_size` rows of each kind per call, with set-based SQL (e.g. select
+    up to `batch_size + 1` ids, delete the first `batch_size`): the statement count must
+    not grow with the table. Never remove what is still to be sent, scheduled for later, or
+    failed and not yet dealt with; never remove chatter messages. Read retention settings
+    from `host.config`, time from `host.clock`. No network work.
+
+    Return a dict `{"removed": {kind: count}, "remaining": n}`: `kind` is a short plural
+    noun (`mails`, `notifications`); `count` what this call deleted; `remaining` a lower
+    bound of the rows of all kinds still eligible after this call (1 is enough to say "more
+    to do"; counting a million rows per chunk is not wanted), 0 when done. With `dry_run`
+    delete nothing: `removed` counts everything that would go now (all chunks together)
+    and `remaining` is 0. Return None when there is nothing to vacuum.
     """
 
 
@@ -231,6 +282,14 @@ def postroom_doctor_checks(host):
 
     `host` is the running `core.host.Host`.
 
-    Each has `name`, `status` (ok | warn | fail), a one-line `finding` and a one-line
-    `remedy`. Checks must not raise; an unexpected error is a `fail` with its message.
+    Each has `name` (short and stable, e.g. `dns.spf`, `queue.interval`; the report also
+    names the plugin), `status` (ok | warn | fail), a one-line `finding` (what is, with
+    the numbers and names an operator needs) and a one-line `remedy` (what to do: ideally
+    the Postroom command; may be empty for `ok`). `fail` means mail is or will be lost or
+    refused; `warn` a risk or something that could not be checked (e.g. no DNS answer).
+    Called outside any transaction; network probes are allowed but keep them bounded by a
+    timeout of a few seconds. Checks should not raise: an exception (or a returned value
+    that is not a list of `Check`) becomes one `fail` naming the plugin, and the other
+    plugins' checks still run. The report lists the core's checks first, then each
+    enabled plugin's in the order the plugins were enabled, keeping each list's order.
     """

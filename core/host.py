@@ -24,11 +24,22 @@ CORE_MIGRATIONS = os.path.join(os.path.dirname(__file__), "migrations")
 
 
 class _CoreHooks:
-    """The host's own hook implementations: the generic record type."""
+    """The host's own hook implementations: the generic record type, the vacuum of core
+    tables and the core's doctor checks."""
 
     @plugin_loader.hookimpl
     def postroom_record_types(self, register):
         register(RecordType("generic", "Generic record"))
+
+    @plugin_loader.hookimpl
+    def postroom_vacuum(self, host, batch_size, dry_run):
+        from . import vacuum
+        return vacuum.vacuum(host, batch_size, dry_run)
+
+    @plugin_loader.hookimpl
+    def postroom_doctor_checks(self, host):
+        from . import doctor_checks
+        return doctor_checks.core_checks(host)
 
 
 class Host:
