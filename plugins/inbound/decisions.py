@@ -1,0 +1,90 @@
+"""The record of decisions (`inbound log`), the originals kept (`inbound export`), the
+loop-protection count, and their vacuum."""
+import datetime as dt
+
+import peewee as pw
+
+from core.errors import NotFound
+
+from .models import InboundDecision, InboundOriginal
+
+
+def record(host, *, peer="", mail_from="", sender="", recipients=(), message_id=None,
+           verdict, route, code, reason, model=None, res_id=None, original_id=None,
+           counts=False) -> InboundDecision:
+    """Write one decision row (in the caller's transaction, or its own) and log it."""
+    rcpts = ", ".join(recipients)
+    row = InboundDecision.create(
+        created_at=host.clock.now(), peer=(peer or "")[:128], mail_from=(mail_from or "")[:512],
+        sender=(sender or "")[:320], recipients=rcpts, message_id=(message_id or None),
+        verdict=verdict, route=route, code=code, reason=reason, model=model, res_id=res_id,
+        original_id=original_id, counts=counts)
+    host.log.info("inbound %s %s: peer=%s from=<%s> to=<%s> msgid=%s code=%s %s%s", verdict, route,
+                  peer or "-", mail_from or "", rcpts, message_id or "-", code, reason,
+                  f" record={model},{res_id}" if model else "")
+    return row
+
+
+def keep_original(host, mail, mail_from) -> InboundOriginal:
+    return InboundOriginal.create(message_id=mail.message_id, mail_from=(mail_from or "")[:512],
+                                  size=len(mail.raw), content=mail.raw, created_at=host.clock.now())
+
+
+def recent_count(host, sender: str, minutes: int) -> int:
+    """How many records/messages `sender` made us create within the last `minutes`."""
+    if not sender:
+        return 0
+    since = host.clock.now() - dt.timedelta(minutes=minutes)
+    return (InboundDecision.select()
+            .where((InboundDecision.sender == sender) & InboundDecision.counts
+                   & (InboundDecision.created_at >= since)).count())
+
+
+def rows(host, sender=None, limit=100) -> list[dict]:
+    query = InboundDecision.select().order_by(InboundDecision.id.desc()).limit(limit)
+    if sender:
+        s = sender.strip().lower()
+        query = query.where((InboundDecision.sender == s) | (pw.fn.LOWER(InboundDecision.mail_from) == s))
+    return [{"id": d.id, "time": d.created_at, "peer": d.peer, "sender": d.sender or d.mail_from,
+             "mail_from": d.mail_from, "recipients": d.recipients, "message_id": d.message_id,
+             "verdict": d.verdict, "route": d.route, "code": d.code, "reason": d.reason,
+             "record": f"{d.model},{d.res_id}" if d.model else None, "original_id": d.original_id}
+            for d in query]
+
+
+def original_of(host, decision_id) -> InboundOriginal:
+    """The kept original of a logged delivery (by the ID `inbound log` shows)."""
+    try:
+        did = int(decision_id)
+    except (TypeError, ValueError):
+        raise NotFound(f"no inbound log entry {decision_id!r}; IDs are numbers (see: postroom inbound log)") from None
+    decision = InboundDecision.get_or_none(InboundDecision.id == did)
+    if decision is None:
+        raise NotFound(f"no inbound log entry {did}; see: postroom inbound log")
+    if decision.original_id is None:
+        raise NotFound(f"inbound log entry {did} was {decision.verdict}: only accepted mail keeps its original")
+    original = InboundOriginal.get_or_none(InboundOriginal.id == decision.original_id)
+    if original is None:
+        raise NotFound(f"the original of inbound log entry {did} is no longer kept (removed by auto-vacuum)")
+    return original
+
+
+def vacuum(host, settings, batch_size, dry_run) -> dict:
+    """Originals past their retention and decisions past theirs, one bounded chunk each."""
+    now = host.clock.now()
+    kinds = [("inbound originals", InboundOriginal,
+              now - dt.timedelta(days=settings.keep_originals_days)),
+             ("inbound decisions", InboundDecision, now - dt.timedelta(days=settings.keep_log_days))]
+    removed, remaining = {}, 0
+    with host.transaction():
+        for label, model, cutoff in kinds:
+            expired = model.created_at < cutoff
+            total = model.select().where(expired).count()
+            if dry_run:
+                removed[label] = min(total, batch_size)
+                remaining += total - removed[label]
+                continue
+            ids = [r.id for r in model.select(model.id).where(expired).order_by(model.id).limit(batch_size)]
+            removed[label] = model.delete().where(model.id.in_(ids)).execute() if ids else 0
+            remaining += total - removed[label]
+    return {"removed": removed, "remaining": remaining}

@@ -1,0 +1,6 @@
+"""Inbound tables: aliases, decision log, originals."""
+
+
+def up(migrator, db):
+    from plugins.inbound.models import MODELS
+    db.create_tables(MODELS)

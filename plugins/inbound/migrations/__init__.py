@@ -1,0 +1,1 @@
+"""Schema migrations of the inbound plugin, recorded in `migrations_inbound`."""

@@ -1,0 +1,65 @@
+"""Tables of the inbound plugin: aliases, the decision log, and the originals kept."""
+import peewee as pw
+
+from core.db import JSONField, UTCDateTimeField
+from core.models import BaseModel
+
+CONTACT_POLICIES = ("everyone", "partners", "followers")
+
+
+class InboundAlias(BaseModel):
+    """An address on the deployment's domains that opens records (Odoo's mail.alias).
+
+    `record_id` set: mail to it is posted on that fixed record; unset: each mail creates a
+    record of type `model` named after its subject, with `defaults` as its values."""
+    local_part = pw.CharField(max_length=64, unique=True)  # stored lower-case
+    model = pw.CharField(max_length=64)
+    record_id = pw.IntegerField(null=True)
+    contact = pw.CharField(max_length=16, default="everyone")
+    defaults = JSONField(null=True)
+    created_at = UTCDateTimeField()
+
+    class Meta:
+        table_name = "inbound_alias"
+
+
+class InboundOriginal(BaseModel):
+    """The raw bytes of an accepted message, kept for `inbound export` until vacuumed."""
+    message_id = pw.CharField(max_length=512, null=True, index=True)
+    mail_from = pw.CharField(max_length=512, default="")
+    size = pw.IntegerField(default=0)
+    content = pw.BlobField()
+    created_at = UTCDateTimeField(index=True)
+
+    class Meta:
+        table_name = "inbound_original"
+
+
+class InboundDecision(BaseModel):
+    """One verdict of the gateway: at RCPT time (refusals) or after DATA (per outcome).
+
+    `sender` is the normalised author (From header, else envelope sender) that loop
+    protection counts; `route` is duplicate | bounce | reply | alias | claimed |
+    postmaster | rejected | refused | tempfail."""
+    created_at = UTCDateTimeField()
+    peer = pw.CharField(max_length=128, default="")
+    mail_from = pw.CharField(max_length=512, default="")
+    sender = pw.CharField(max_length=320, default="", index=True)
+    recipients = pw.TextField(default="")
+    message_id = pw.CharField(max_length=512, null=True)
+    verdict = pw.CharField(max_length=16)  # accepted | refused | tempfail
+    route = pw.CharField(max_length=16)
+    code = pw.IntegerField()
+    reason = pw.TextField(default="")
+    model = pw.CharField(max_length=64, null=True)
+    res_id = pw.IntegerField(null=True)
+    original_id = pw.IntegerField(null=True)  # not a foreign key: originals expire first
+    counts = pw.BooleanField(default=False)  # created a record or message (loop protection)
+
+    class Meta:
+        table_name = "inbound_decision"
+        indexes = ((("sender", "counts", "created_at"), False),
+                   (("created_at",), False))
+
+
+MODELS = [InboundAlias, InboundOriginal, InboundDecision]

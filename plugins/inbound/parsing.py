@@ -1,0 +1,129 @@
+"""Reading a received message, defensively: whatever the bytes, `parse` returns a `Mail`.
+
+The stdlib parser with the compat32 policy never raises on broken MIME; each header is
+decoded on its own and falls back to a replaced-characters reading, so an unknown charset
+or a mangled encoded-word costs a few odd characters, never the message.
+"""
+import dataclasses
+import email
+import email.header
+import email.utils
+import re
+
+from core import emails
+
+_MSGID = re.compile(r"<[^<>\s]{1,500}>")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+AUTO_PRECEDENCE = ("bulk", "junk", "list")
+DAEMONS = ("mailer-daemon", "postmaster")
+
+
+@dataclasses.dataclass
+class Mail:
+    """What routing needs from one message."""
+    raw: bytes
+    msg: email.message.Message
+    message_id: str | None
+    references: list          # In-Reply-To first, then References newest first
+    subject: str
+    from_address: str | None  # normalised, when the From header holds a valid address
+    from_display: str | None  # "Name <addr>" suitable for email_from
+    auto_reason: str | None   # why this is an automatic message, or None
+    body: str
+    body_is_html: bool
+
+    @property
+    def is_report(self) -> bool:
+        return (self.msg.get_content_type() == "multipart/report"
+                and (self.msg.get_param("report-type") or "").lower() == "delivery-status")
+
+
+def header_text(msg, name: str) -> str:
+    """A header decoded to text (RFC 2047 words included), control characters flattened."""
+    raw = msg.get(name)
+    if raw is None:
+        return ""
+    try:
+        text = str(email.header.make_header(email.header.decode_header(str(raw))))
+    except Exception:  # noqa: BLE001 - unknown charset, broken encoded word: keep the raw text
+        text = str(raw)
+    return _CONTROL.sub(" ", text).strip()
+
+
+def message_ids(text: str) -> list:
+    return _MSGID.findall(text or "")
+
+
+def _payload_text(part) -> str:
+    data = part.get_payload(decode=True)
+    if data is None:
+        payload = part.get_payload()
+        return payload if isinstance(payload, str) else ""
+    charset = part.get_content_charset() or "utf-8"
+    try:
+        return data.decode(charset, errors="replace")
+    except (LookupError, UnicodeError):
+        return data.decode("utf-8", errors="replace")
+
+
+def body_of(msg) -> tuple[str, bool]:
+    """The message text: its first inline HTML part, else its first inline plain part."""
+    found = {}
+    for part in msg.walk():
+        if part.is_multipart() or part.get_content_maintype() == "message":
+            continue
+        disposition = (part.get("Content-Disposition") or "").lower()
+        ctype = part.get_content_type()
+        if "attachment" in disposition or ctype not in ("text/html", "text/plain"):
+            continue
+        found.setdefault(ctype, part)
+    if "text/html" in found:
+        return _payload_text(found["text/html"]), True
+    if "text/plain" in found:
+        return _payload_text(found["text/plain"]), False
+    return "", False
+
+
+def auto_reason(msg, our_domains) -> str | None:
+    """Why the message is automatic (so it must never make us send mail back), or None."""
+    auto = header_text(msg, "Auto-Submitted").lower()
+    if auto and auto != "no":
+        return f"Auto-Submitted: {auto}"
+    precedence = header_text(msg, "Precedence").lower()
+    if precedence in AUTO_PRECEDENCE:
+        return f"Precedence: {precedence}"
+    for name in ("X-Autoreply", "X-Autorespond"):
+        if msg.get(name) is not None:
+            return f"{name} header"
+    if msg.get("X-Postroom-Gateway") is not None:
+        return "our own gateway header came back"
+    return None
+
+
+def parse(data: bytes, our_domains=()) -> Mail:
+    """Parse raw bytes into a `Mail`; never raises."""
+    msg = email.message_from_bytes(data)
+    ids = message_ids(header_text(msg, "Message-Id"))
+    refs = message_ids(header_text(msg, "In-Reply-To"))
+    refs += [r for r in reversed(message_ids(header_text(msg, "References"))) if r not in refs]
+    subject = header_text(msg, "Subject")[:998]
+    from_address = from_display = None
+    name, addr = email.utils.parseaddr(header_text(msg, "From"))
+    if emails.is_valid(addr):
+        from_address = addr.lower()
+        name = _CONTROL.sub(" ", name).replace('"', "").strip()
+        from_display = email.utils.formataddr((name, addr)) if name else addr
+        if not emails.is_valid(from_display):
+            from_display = addr
+    try:
+        body, is_html = body_of(msg)
+    except Exception:  # noqa: BLE001 - a part the parser cannot decode: keep the rest
+        body, is_html = "", False
+    return Mail(raw=data, msg=msg, message_id=ids[0] if ids else None, references=refs,
+                subject=subject, from_address=from_address, from_display=from_display,
+                auto_reason=auto_reason(msg, our_domains), body=body, body_is_html=is_html)
+
+
+def is_daemon(address: str | None) -> bool:
+    """True for MAILER-DAEMON@… and postmaster@… senders."""
+    return (address or "").split("@")[0].lower() in DAEMONS

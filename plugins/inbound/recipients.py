@@ -1,0 +1,82 @@
+"""Which recipient addresses the gateway takes, decided at RCPT time.
+
+Valid: an alias, the bounce address (bare or `bounce+token`), the catchall, `postmaster`,
+on one of the deployment's `domains` (case-insensitive), or an address another plugin
+claims through `postroom_inbound_recipient`. Everything else is refused here, so unknown
+mail never reaches DATA.
+"""
+import dataclasses
+
+from .models import InboundAlias
+
+KINDS = ("alias", "bounce", "catchall", "postmaster", "claimed")
+
+
+@dataclasses.dataclass
+class Verdict:
+    """The RCPT verdict for one address. `kind` is one of KINDS when accepted, else None."""
+    address: str
+    code: int
+    text: str
+    kind: str | None = None
+    local: str = ""
+    domain: str = ""
+    alias: InboundAlias | None = None
+    handler: object = None
+
+    @property
+    def accepted(self) -> bool:
+        return self.kind is not None
+
+    @property
+    def line(self) -> str:
+        return f"{self.code} {self.text}"
+
+
+def split(address: str) -> tuple[str, str]:
+    """(local part, domain) lower-cased; a bare `postmaster` has domain ''."""
+    address = (address or "").strip().strip("<>").strip()
+    local, at, domain = address.rpartition("@")
+    if not at:
+        return address.lower(), ""
+    return local.lower(), domain.lower()
+
+
+def unknown(address: str) -> Verdict:
+    return Verdict(address, 550, f"5.1.1 <{address}>: Recipient address rejected: mailbox unavailable")
+
+
+def check(host, address: str) -> Verdict:
+    """The verdict for one RCPT address. Reads the database (aliases) and asks plugins;
+    run it on a worker thread, never on the event loop."""
+    local, domain = split(address)
+    if not local:
+        return Verdict(address, 501, "5.1.3 Bad recipient address syntax")
+    if not domain:
+        # RFC 5321 4.5.1: a bare <postmaster> must be accepted without a domain.
+        if local == "postmaster":
+            return Verdict(address, 250, "2.1.5 Ok", "postmaster", local, domain)
+        return Verdict(address, 501, "5.1.3 Bad recipient address syntax")
+    if domain not in host.config.domains:
+        return Verdict(address, 550, f"5.7.1 relaying denied: <{address}> is not on this gateway's domains")
+    ok = (250, "2.1.5 Ok")
+    if local == "postmaster":
+        return Verdict(address, *ok, "postmaster", local, domain)
+    bounce = host.config.get("bounce").lower()
+    if local == bounce or local.startswith(bounce + "+"):
+        return Verdict(address, *ok, "bounce", local, domain)
+    if local == host.config.get("catchall").lower():
+        return Verdict(address, *ok, "catchall", local, domain)
+    alias = InboundAlias.get_or_none(InboundAlias.local_part == local)
+    if alias is not None:
+        return Verdict(address, *ok, "alias", local, domain, alias=alias)
+    handler = host.hook.postroom_inbound_recipient(host=host, local_part=local, domain=domain)
+    if handler is not None:
+        return Verdict(address, *ok, "claimed", local, domain, handler=handler)
+    return unknown(address)
+
+
+def system_local_parts(host) -> set:
+    """Local parts the gateway itself answers to (an alias may not take one)."""
+    return {"postmaster", host.config.get("bounce").lower(), host.config.get("catchall").lower(),
+            "mailer-daemon"}

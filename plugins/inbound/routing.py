@@ -1,0 +1,282 @@
+"""Routing a received message, in Odoo's order: duplicate, bounce, reply, alias, reject.
+
+`plan` decides, reading only (so `route test` can show it without sending anything);
+`deliver` runs the plan's writes in one transaction, logs every decision, keeps the
+original, and only then returns the reply lines, so a 250 always means "stored".
+"""
+import dataclasses
+
+import peewee as pw
+
+from core import chatter, emails, records
+from core.models import Message, Record
+
+from . import bounces, decisions, recipients
+from .aliases import contact_refusal
+from .models import InboundOriginal
+from .parsing import parse
+from .settings import settings
+
+OK = 250
+
+
+@dataclasses.dataclass
+class Outcome:
+    """What happens to some recipients of one message. `action(ids)` performs the writes
+    inside the delivery's transaction and may return (code, text) to override the plan."""
+    rcpts: list
+    route: str
+    code: int
+    text: str
+    action: object = None
+    counts: bool = False
+    record: Record | None = None
+
+    @property
+    def accepted(self) -> bool:
+        return 200 <= self.code < 300
+
+    @property
+    def line(self) -> str:
+        return f"{self.code} {self.text}"
+
+
+def sender_of(mail, mail_from) -> str:
+    """The address loop protection and contact policies judge: From, else the envelope."""
+    if mail.from_address:
+        return mail.from_address
+    return mail_from.lower() if emails.is_valid(mail_from or "") else ""
+
+
+def loop_refusal(host, sender: str) -> str | None:
+    """The 550 text when `sender` made us create too much lately (a mail loop), else None."""
+    s = settings(host)
+    if sender and decisions.recent_count(host, sender, s.loop_minutes) >= s.loop_max:
+        return (f"5.7.1 <{sender}>: more than {s.loop_max} messages within {s.loop_minutes} minutes; "
+                f"refused until the window passes (loop protection)")
+    return None
+
+
+def is_duplicate(message_id: str | None) -> bool:
+    if not message_id:
+        return False
+    return (Message.select().where(Message.message_id == message_id).exists()
+            or InboundOriginal.select().where(InboundOriginal.message_id == message_id).exists())
+
+
+def reply_target(host, mail, dry_run: bool):
+    """(record or None, parent message or None, found) for a reply to something we sent."""
+    if not mail.references:
+        return None, None, False
+    parents = {m.message_id: m for m in
+               Message.select().where(Message.message_id.in_(mail.references[:100]))}
+    for ref in mail.references:
+        if ref in parents:
+            parent = parents[ref]
+            return (Record.get_or_none(Record.id == parent.record_id) if parent.record_id else None), parent, True
+    record = host.hook.postroom_inbound_reply(host=host, references=list(mail.references),
+                                              message=mail.msg, dry_run=dry_run)
+    return (record, None, True) if record is not None else (None, None, False)
+
+
+def _poster(host, mail, sender, record, parent):
+    """The action that posts `mail` on `record` as an incoming email."""
+    def post(ids):
+        author = records.find_partner(host, sender, required=False) if sender else None
+        msg = chatter.post_message(
+            host, record, mail.body, subject=mail.subject or None, author=author,
+            email_from=mail.from_display, message_type="email", parent=parent,
+            message_id=next(ids), body_is_html=mail.body_is_html,
+            # An automatic message is recorded but notifies nobody: it never makes us mail back.
+            note=mail.auto_reason is not None)
+        if author is not None and mail.auto_reason is None:
+            bounces.reset_counter(author.id)
+        return msg
+    return post
+
+
+def plan(host, mail, mail_from, verdicts, dry_run=False) -> list[Outcome]:
+    """The outcome for every recipient; reads only."""
+    out = [Outcome([v.address], "refused", v.code, v.text) for v in verdicts if not v.accepted]
+    good = [v for v in verdicts if v.accepted]
+    if not good:
+        return out
+    if is_duplicate(mail.message_id):
+        return out + [Outcome([v.address for v in good], "duplicate", OK,
+                              f"2.0.0 Ok: {mail.message_id} was already received; nothing new stored")]
+    for v in (v for v in good if v.kind == "claimed"):
+        def claimed(ids, v=v):
+            code, text = v.handler(host, mail_from, v.address, mail.msg)
+            return int(code), str(text)
+        out.append(Outcome([v.address], "claimed", OK, "2.0.0 Ok: taken by a plugin", action=claimed))
+    rest = [v for v in good if v.kind != "claimed"]
+    if not rest:
+        return out
+    rcpts = [v.address for v in rest]
+    sender = sender_of(mail, mail_from)
+    if bounces.is_bounce(mail, mail_from, rest):
+        info = bounces.analyse(host, mail, rest)
+        found = bounces.targets(host, info)
+        outcome = Outcome(rcpts, "bounce", OK, "2.0.0 Ok: " + bounces.describe(info, found))
+        outcome.action = lambda ids: (bounces.apply(host, info, found), None)[1]
+        return out + [outcome]
+    record, parent, found = reply_target(host, mail, dry_run)
+    if found:
+        refusal = loop_refusal(host, sender)
+        if refusal:
+            return out + [Outcome(rcpts, "refused", 550, refusal)]
+        where = f"{record.model},{record.id}" if record is not None else "a message without record"
+        post = _poster(host, mail, sender, record, parent)
+        return out + [Outcome(rcpts, "reply", OK, f"2.0.0 Ok: posted on {where} as a reply",
+                              action=post, counts=True, record=record)]
+    for v in rest:
+        out.append(_alias_outcome(host, mail, sender, v) if v.kind == "alias" else
+                   Outcome([v.address], "postmaster", OK, "2.0.0 Ok: kept for the postmaster")
+                   if v.kind == "postmaster" else
+                   Outcome([v.address], "rejected", 550,
+                           f"5.1.1 <{v.address}>: Recipient address rejected: "
+                           f"mailbox unavailable (this mail answers no message we sent)"))
+    return out
+
+
+def _alias_outcome(host, mail, sender, v) -> Outcome:
+    alias, rcpts = v.alias, [v.address]
+    author = records.find_partner(host, sender, required=False) if sender else None
+    why = contact_refusal(host, alias, sender, author)
+    if why:
+        return Outcome(rcpts, "refused", 550, f"5.7.1 <{v.address}>: {why}")
+    refusal = loop_refusal(host, sender)
+    if refusal:
+        return Outcome(rcpts, "refused", 550, refusal)
+    if alias.record_id is not None:
+        record = Record.get_or_none(Record.id == alias.record_id)
+        if record is None:
+            return Outcome(rcpts, "refused", 550, f"5.1.1 <{v.address}>: mailbox unavailable "
+                                                  f"(the alias's record {alias.record_id} no longer exists)")
+        return Outcome(rcpts, "alias", OK, f"2.0.0 Ok: posted on {record.model},{record.id}",
+                       action=_poster(host, mail, sender, record, None), counts=True, record=record)
+    if alias.model not in host.record_types:
+        return Outcome(rcpts, "refused", 550, f"5.1.1 <{v.address}>: mailbox unavailable "
+                                              f"(record type {alias.model} is not available)")
+    if mail.auto_reason:
+        return Outcome(rcpts, "refused", 550, f"5.7.1 <{v.address}>: an automatic message "
+                                              f"({mail.auto_reason}) does not open a record (loop protection)")
+    name = mail.subject or f"Mail from {sender or 'an unknown sender'}"
+
+    def create(ids):
+        record = records.create_record(host, alias.model, name[:512], alias.defaults)
+        outcome.record = record
+        _poster(host, mail, sender, record, None)(ids)
+        return 250, f"2.0.0 Ok: created {record.model},{record.id}"
+    outcome = Outcome(rcpts, "alias", OK, f"2.0.0 Ok: would create a {alias.model} record named {name!r}",
+                      action=create, counts=True)
+    return outcome
+
+
+class _Refused(Exception):
+    """Raised inside the transaction to undo an SMTP delivery that is refused as a whole."""
+
+
+def _message_ids(mail, host):
+    """The Message-Id for the first stored message, then derived ones for further routes
+    (one message to two aliases makes two chatter messages; Message-Ids are unique)."""
+    base = mail.message_id or chatter.make_message_id(host)
+    yield base
+    n = 1
+    while True:
+        n += 1
+        local, _, domain = base.strip("<>").partition("@")
+        yield f"<{local}.route{n}@{domain}>" if domain else f"<{local}.route{n}>"
+
+
+def _run(host, mail, outcomes):
+    ids = _message_ids(mail, host)
+    for o in outcomes:
+        if o.action is None or not o.accepted:
+            continue
+        result = o.action(ids)
+        if isinstance(result, tuple):
+            o.code, o.text = result
+
+
+def deliver(host, *, peer="", mail_from="", rcpts=(), data=b"", lmtp=False) -> list[tuple]:
+    """Route one received message and commit the outcome; returns [(rcpt, reply line)].
+
+    SMTP (lmtp=False) is all or nothing: if any recipient is refused, nothing is stored and
+    every recipient gets that refusal. LMTP answers each recipient on its own. Database
+    errors propagate (the gateway answers 451 4.3.0)."""
+    mail = parse(data, host.config.domains)
+    sender = sender_of(mail, mail_from)
+    common = {"peer": peer, "mail_from": mail_from, "sender": sender, "message_id": mail.message_id}
+    for attempt in range(2):
+        verdicts = [recipients.check(host, r) for r in rcpts]
+        try:
+            with host.transaction():
+                outcomes = plan(host, mail, mail_from, verdicts)
+                _run(host, mail, outcomes)
+                refused = [o for o in outcomes if not o.accepted]
+                if refused and not lmtp:
+                    raise _Refused()
+                accepted = [o for o in outcomes if o.accepted]
+                keep = [o for o in accepted if o.route != "duplicate"]
+                original = decisions.keep_original(host, mail, mail_from) if keep else None
+                for o in outcomes:
+                    _log(host, o, common, original.id if original and o.accepted else None)
+                    if o.accepted and o.route in ("reply", "alias", "bounce", "claimed"):
+                        host.after_commit(lambda o=o: host.hook.postroom_inbound_routed(
+                            host=host, route=o.route, message_id=mail.message_id, record=o.record))
+            break
+        except _Refused:
+            first = next(o for o in outcomes if not o.accepted)
+            with host.transaction():
+                decisions.record(host, **common, recipients=list(rcpts), verdict="refused",
+                                 route=first.route, code=first.code, reason=first.text)
+            return [(r, first.line) for r in rcpts]
+        except pw.IntegrityError:
+            if attempt:  # the same Message-Id arrived twice at once: the second is a duplicate
+                raise
+    by_rcpt = {r: o.line for o in outcomes for r in o.rcpts}
+    return [(r, by_rcpt[r]) for r in rcpts]
+
+
+def _log(host, o, common, original_id):
+    verdict = "accepted" if o.accepted else "refused"
+    rec = o.record
+    decisions.record(host, **common, recipients=o.rcpts, verdict=verdict, route=o.route, code=o.code,
+                     reason=o.text, model=rec.model if rec else None, res_id=rec.id if rec else None,
+                     original_id=original_id, counts=o.counts and o.accepted)
+
+
+def smtp_reply(results) -> str:
+    """One SMTP reply line for a whole transaction (all recipients share the outcome)."""
+    lines = {line for _, line in results}
+    if len(lines) == 1:
+        return lines.pop()
+    return f"250 2.0.0 Ok: delivered to {len(results)} recipients"
+
+
+def explain(host, address, in_reply_to=None, sender="", subject="") -> dict:
+    """What the gateway would answer for a mail to `address` (`route test`); writes nothing."""
+    from email.message import EmailMessage
+    verdict = recipients.check(host, address)
+    result = {"address": address, "rcpt": verdict.line, "route": None, "data": None}
+    if not verdict.accepted:
+        return result
+    refusal = loop_refusal(host, (sender or "").lower()) if verdict.kind in ("alias", "catchall") else None
+    if refusal:
+        result["rcpt"] = f"550 {refusal}"
+        return result
+    msg = EmailMessage()
+    if sender:
+        msg["From"] = sender
+    msg["To"] = address
+    msg["Subject"] = subject or "(route test)"
+    if in_reply_to:
+        msg["In-Reply-To"] = in_reply_to if in_reply_to.startswith("<") else f"<{in_reply_to}>"
+    mail = parse(msg.as_bytes(), host.config.domains)
+    mail.message_id = None  # a test mail is never a duplicate
+    outcome = plan(host, mail, sender, [verdict], dry_run=True)[0]
+    result["route"], result["data"] = outcome.route, outcome.line
+    if outcome.route == "claimed":
+        result["data"] = "250 taken by the plugin that claims this address (its handler answers after DATA)"
+    return result
