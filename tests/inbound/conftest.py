@@ -1,0 +1,77 @@
+"""Fixtures for the inbound gateway: a host with the plugin, and the gateway itself on a
+free loopback port (a real aiosmtpd server), spoken to with smtplib and aiosmtplib."""
+import contextlib
+import pathlib
+import smtplib
+
+import pytest
+
+from plugins.inbound.gateway import GatewayService
+from tests.support.smtp import free_port
+
+FIXTURES = pathlib.Path(__file__).parent / "fixtures"
+
+
+@pytest.fixture
+def inbound_host(make_host):
+    """inbound_host(db_url=None, **config) → a host with the inbound plugin enabled."""
+    def factory(db_url=None, extra=(), **config):
+        return make_host(plugins=["inbound"], db_url=db_url, extra=extra,
+                         config={k: str(v) for k, v in config.items()})
+    return factory
+
+
+@pytest.fixture
+def gateway():
+    """gateway(host, lmtp=False) → a started GatewayService (stopped after the test);
+    `.port` is where it listens."""
+    started = []
+
+    def start(host, lmtp=False):
+        service = GatewayService(host, "127.0.0.1", free_port(), lmtp=lmtp)
+        service.start()
+        started.append(service)
+        return service
+    yield start
+    for service in reversed(started):
+        service.stop()
+
+
+@contextlib.contextmanager
+def smtp(service):
+    client = smtplib.SMTP("127.0.0.1", service.port, timeout=10)
+    try:
+        client.ehlo("client.test")
+        yield client
+    finally:
+        with contextlib.suppress(Exception):
+            client.quit()
+
+
+def transaction(service, mail_from, rcpts, data: bytes):
+    """One SMTP transaction; returns (rcpt replies {addr: (code, text)}, DATA (code, text)).
+    DATA is None when no recipient was accepted."""
+    with smtp(service) as client:
+        code, text = client.mail(mail_from)
+        assert code == 250, text
+        replies = {r: client.rcpt(r) for r in rcpts}
+        if not any(c == 250 for c, _ in replies.values()):
+            return replies, None
+        return replies, client.data(data)
+
+
+def message(subject="Hello", body="Hi there", sender="Ann <ann@client.test>", to="support@example.com",
+            message_id="<m1@client.test>", headers=None) -> bytes:
+    lines = [f"From: {sender}", f"To: {to}", f"Subject: {subject}"]
+    if message_id:
+        lines.append(f"Message-Id: {message_id}")
+    for k, v in (headers or {}).items():
+        lines.append(f"{k}: {v}")
+    return ("\r\n".join(lines) + "\r\n\r\n" + body + "\r\n").encode()
+
+
+def fixture_bytes(name, **subs) -> bytes:
+    text = (FIXTURES / name).read_text()
+    for k, v in subs.items():
+        text = text.replace("{" + k + "}", v)
+    return text.replace("\r\n", "\n").replace("\n", "\r\n").encode()
