@@ -44,12 +44,11 @@ def helpdesk_site(tmp_path_factory):
     src, site = base / "src", base / "site"
     # Build from a copy: setuptools writes build/ and *.egg-info next to the sources.
     shutil.copytree(EXAMPLE, src, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
+    # With this environment's setuptools the build needs no network; without them pip
+    # builds in an isolated env fetched from the package index, as `make install` did.
+    isolation = ["--no-build-isolation"] if _can_build_offline() else []
     cmd = [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-           "--no-deps", "--target", str(site), str(src)]
-    if _can_build_offline():
-        # Use this environment's setuptools: works without network. Otherwise pip builds in
-        # an isolated env and needs the package index, as `make install` itself did.
-        cmd.insert(4, "--no-build-isolation")
+           *isolation, "--no-deps", "--target", str(site), str(src)]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, f"pip could not install the example:\n{done.stdout}\n{done.stderr}"
     assert (site / "postroom_helpdesk-0.1.0.dist-info" / "entry_points.txt").is_file()
@@ -66,7 +65,8 @@ def postroom(helpdesk_site, tmp_path, db_url):
     script = shutil.which("postroom", path=str(Path(sys.executable).parent))
     command = [script] if script else [sys.executable, "-c", "from cli import main; main()"]
     env = dict(os.environ, POSTROOM_CONFIG=str(cfg),
-               PYTHONPATH=os.pathsep.join([str(helpdesk_site), str(ROOT)]))
+               PYTHONPATH=os.pathsep.join(filter(None, [str(helpdesk_site), str(ROOT),
+                                                        os.environ.get("PYTHONPATH")])))
     env.pop("POSTROOM_DEBUG", None)
 
     def run(*args):
