@@ -1,6 +1,8 @@
 """Fixtures for mail_queue tests: a host whose default server is a loopback sink."""
 import pytest
 
+from core.plugins import hookimpl
+
 from core import records
 from tests.support.smtp import SMTPSink, smtp_sink  # noqa: F401 - re-exported fixture
 
@@ -14,10 +16,10 @@ def sink():
 @pytest.fixture
 def mail_host(make_host, sink):
     """mail_host(**config) → a host with mail_queue enabled, sending to `sink`."""
-    def factory(db_url=None, plugins=("mail_queue",), **config):
+    def factory(db_url=None, plugins=("mail_queue",), extra=(), **config):
         values = {"smtp_host": sink.host, "smtp_port": sink.port, "smtp_timeout": "3"}
         values.update({k: str(v) for k, v in config.items()})
-        host = make_host(plugins=list(plugins), db_url=db_url, config=values)
+        host = make_host(plugins=list(plugins), db_url=db_url, config=values, extra=extra)
         records.ensure_admin(host, "admin@example.com")
         return host
     return factory
@@ -35,3 +37,28 @@ def record_with_followers(host, *emails_, name="Website redesign"):
         records.follow(host, rec, p)
         people.append(p)
     return rec, people
+
+
+class MailRecorder:
+    """Records postroom_mail_sent / postroom_mail_failed calls."""
+
+    def __init__(self):
+        self.sent, self.failed = [], []
+
+    @hookimpl
+    def postroom_mail_sent(self, host, mails):
+        assert not host.in_transaction
+        self.sent.extend(mails)
+
+    @hookimpl
+    def postroom_mail_failed(self, host, mails):
+        assert not host.in_transaction
+        self.failed.extend(mails)
+
+
+def mails(**where):
+    from plugins.mail_queue.models import OutgoingMail
+    query = OutgoingMail.select().order_by(OutgoingMail.id)
+    for key, value in where.items():
+        query = query.where(getattr(OutgoingMail, key) == value)
+    return list(query)

@@ -1,0 +1,145 @@
+"""Keeping the queue lean (`postroom_vacuum`) and explaining it (`postroom_doctor_checks`)."""
+import collections
+import dataclasses
+import datetime as dt
+import smtplib
+
+import peewee as pw
+
+from core import chatter
+from core.doctor import Check
+from core.models import CronAction, Notification
+
+from . import servers
+from .models import DailyCount, OutgoingMail
+from .queue import ACTION_CODE, ACTION_NAME
+
+
+def _keep(host, key, default_days):
+    return dt.timedelta(days=host.config.getfloat(key, default_days))
+
+
+def vacuum_condition(host):
+    """Mails that may go: sent past `mail_keep_sent_days` (30), canceled past
+    `mail_keep_canceled_days` (30), and failed ones whose recipient's failure was dealt
+    with (ignored or resent) past the same 30 days. Never outgoing or scheduled mail, never
+    a failure still showing on a red envelope, never a failed mail without notification
+    (nobody else would show it)."""
+    now = host.clock.now()
+    M = OutgoingMail
+    failing = Notification.select(Notification.id).where(Notification.status.in_(chatter.FAILED))
+    sent = (M.state == "sent") & (M.sent_at < now - _keep(host, "mail_keep_sent_days", 30))
+    canceled = (M.state == "cancel") & (M.updated_at < now - _keep(host, "mail_keep_canceled_days", 30))
+    resolved = ((M.state == "exception") & M.notification_id.is_null(False)
+                & ~M.notification_id.in_(failing)
+                & (M.updated_at < now - _keep(host, "mail_keep_canceled_days", 30)))
+    return sent | canceled | resolved
+
+
+def vacuum(host, batch_size, dry_run):
+    """Remove at most `batch_size` old mails and old daily counters per call."""
+    cutoff_day = servers.day_of(host.clock.now() - dt.timedelta(days=31))
+    mails = vacuum_condition(host)
+    counters = DailyCount.day < cutoff_day
+    if dry_run:
+        removed = {"mails": OutgoingMail.select().where(mails).count(),
+                   "counters": DailyCount.select().where(counters).count()}
+        return {"removed": removed, "remaining": 0} if any(removed.values()) else None
+    with host.transaction():
+        ids = [r[0] for r in OutgoingMail.select(OutgoingMail.id).where(mails)
+               .order_by(OutgoingMail.id).limit(batch_size + 1).tuples()]
+        gone = OutgoingMail.delete().where(OutgoingMail.id.in_(ids[:batch_size])).execute() if ids else 0
+        keys = list(DailyCount.select(DailyCount.server, DailyCount.day).where(counters)
+                    .order_by(DailyCount.day).limit(batch_size + 1).tuples())
+        gone_counters = 0
+        for server, day in keys[:batch_size]:  # a few rows a month: a loop is fine here
+            gone_counters += DailyCount.delete().where((DailyCount.server == server)
+                                                       & (DailyCount.day == day)).execute()
+    if not gone and not gone_counters:
+        return None
+    host.log.info("mail queue vacuum: %s mail(s), %s counter(s) removed", gone, gone_counters)
+    more = int(len(ids) > batch_size or len(keys) > batch_size)
+    return {"removed": {"mails": gone, "counters": gone_counters}, "remaining": more}
+
+
+# --- doctor --------------------------------------------------------------------------
+
+def doctor_checks(host) -> list[Check]:
+    checks = []
+    for fn in (_server_checks, _limit_check, _failure_check, _interval_check):
+        try:
+            result = fn(host)
+        except Exception as exc:  # noqa: BLE001 - a check reports, it never raises
+            result = [Check(f"mail.{fn.__name__.strip('_')}", "fail", f"{type(exc).__name__}: {exc}", "")]
+        checks.extend(result if isinstance(result, list) else [result])
+    return checks
+
+
+def _server_checks(host):
+    added = servers.added_servers(host)
+    candidates = added or [servers.default_server(host)]
+    checks = []
+    for server in candidates:
+        probe = dataclasses.replace(server, timeout=3.0)
+        try:
+            servers.test_server(probe)
+            checks.append(Check("mail.server", "ok", f"outgoing server {server.label} answers EHLO", ""))
+        except (smtplib.SMTPException, OSError) as exc:
+            hint = ("no outgoing server is configured and the config's default (smtp_host/smtp_port) "
+                    "does not answer" if not added else f"server {server.name} does not answer")
+            checks.append(Check("mail.server", "fail", f"{hint}: {server.host}:{server.port}: "
+                                f"{type(exc).__name__}: {exc}",
+                                f"postroom server add NAME --host HOST --port PORT, then postroom server test NAME"))
+    return checks
+
+
+def _limit_check(host):
+    status = servers.limit_status(host)
+    count, limit = status["count"], status["limit"]
+    finding = (f"{count} of {limit} emails sent today through the default server; the count resets "
+               f"at {status['resets_at']:%Y-%m-%d %H:%M} UTC")
+    if limit and count >= limit:
+        return Check("mail.daily_limit", "fail", "daily limit reached: " + finding,
+                     "wait for the reset and run postroom queue retry --all-failed, raise daily_limit, "
+                     "or add your own server (postroom server add)")
+    if limit and count >= 0.8 * limit:
+        return Check("mail.daily_limit", "warn", "over 80% of the daily limit used: " + finding,
+                     "raise daily_limit or add your own server (postroom server add)")
+    return Check("mail.daily_limit", "ok", finding, "")
+
+
+def _failure_check(host):
+    since = host.clock.now() - dt.timedelta(hours=24)
+    rows = (OutgoingMail.select(OutgoingMail.failure_type, pw.fn.COUNT(OutgoingMail.id))
+            .where((OutgoingMail.state == "exception") & (OutgoingMail.updated_at >= since))
+            .group_by(OutgoingMail.failure_type).tuples())
+    counts = collections.Counter({ftype or "unknown": n for ftype, n in rows})
+    if not counts:
+        return Check("mail.failures", "ok", "no mail failed in the last 24 hours", "")
+    detail = ", ".join(f"{n} {t}" for t, n in counts.most_common())
+    return Check("mail.failures", "warn", f"{sum(counts.values())} mail(s) failed in the last 24 hours: {detail}",
+                 "postroom queue list --state exception; fix the cause, then postroom queue retry ID...")
+
+
+def _interval_check(host):
+    action = CronAction.get_or_none(CronAction.code == ACTION_CODE)
+    if action is None:
+        return Check("mail.queue_interval", "fail", f"{ACTION_NAME!r} does not exist",
+                     "postroom plugins enable mail_queue")
+    if not action.active:
+        return Check("mail.queue_interval", "fail", f"{ACTION_NAME!r} is inactive: bulk mail is not sent",
+                     f"postroom cron enable {ACTION_NAME!r}")
+    minutes = dt.timedelta(**{action.interval_type: action.interval_number}).total_seconds() / 60
+    now = host.clock.now()
+    late = now - action.nextcall
+    if late > dt.timedelta(minutes=10) and not (action.lease_until and action.lease_until > now):
+        return Check("mail.queue_interval", "warn",
+                     f"{ACTION_NAME!r} is {int(late.total_seconds() // 60)} minutes late (next call was "
+                     f"{action.nextcall:%Y-%m-%d %H:%M} UTC): is `postroom serve` running?",
+                     "start postroom serve (make run)")
+    if minutes < 15 or minutes > 60:
+        return Check("mail.queue_interval", "warn",
+                     f"{ACTION_NAME!r} runs every {minutes:g} minutes (15 to 60 is recommended)",
+                     f"postroom cron set-interval {ACTION_NAME!r} 15m")
+    return Check("mail.queue_interval", "ok",
+                 f"{ACTION_NAME!r} runs every {minutes:g} minutes and is on time", "")
