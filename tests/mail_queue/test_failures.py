@@ -1,0 +1,143 @@
+"""SMTP failures: permanent at once, temporary with backoff until the lifetime runs out."""
+import datetime as dt
+
+from core import chatter
+from plugins.mail_queue import sending
+from tests.support.smtp import SMTPSink, closed_port
+
+from .conftest import MailRecorder, mails, record_with_followers
+
+SENDGRID = "550 The from address does not match a verified Sender Identity"
+
+
+def _bulk(host, n=1, **extra):
+    return host.service("mail").enqueue([dict({"email_to": f"r{i}@example.org", "subject": "S",
+                                               "body_html": "<p>b</p>"}, **extra) for i in range(n)])
+
+
+def test_a_5xx_reply_fails_at_once_with_the_servers_own_words(mail_host, smtp_sink):
+    bad = smtp_sink(data_reply=SENDGRID)
+    host = mail_host(smtp_port=bad.port)
+    rec, _ = record_with_followers(host, "ann@example.org")
+    msg = chatter.post_message(host, rec, "Hi", subject="S")
+    [mail] = mails()
+    assert mail.state == "exception" and mail.failure_type == "mail_smtp"
+    assert mail.failure_reason == ("Mail delivery failed via SMTP server 'default'. SMTPDataError: "
+                                   "550 The from address does not match a verified Sender Identity")
+    note = chatter.notification_rows(msg)[0]
+    assert (note["status"], note["failure_type"], note["failure_reason"]) == (
+        "exception", "mail_smtp", mail.failure_reason)
+    assert chatter.envelope(msg) == "red"
+
+
+def test_a_refused_recipient_fails_only_that_mail(mail_host, smtp_sink):
+    picky = smtp_sink(rcpt_replies={"bob@example.org": "550 5.1.1 <bob@example.org>: no such user"})
+    host = mail_host(smtp_port=picky.port)
+    rec, people = record_with_followers(host, "ann@example.org", "bob@example.org")
+    msg = chatter.post_message(host, rec, "Hi", subject="S")
+    assert [r.rcpt_tos for r in picky.wait_for(1)] == [["ann@example.org"]]
+    status = {n["email"]: (n["status"], n["failure_reason"]) for n in chatter.notification_rows(msg)}
+    assert status["ann@example.org"][0] == "sent"
+    assert status["bob@example.org"] == ("exception", "Mail delivery failed via SMTP server 'default'. "
+                                         "SMTPRecipientsRefused: 550 5.1.1 <bob@example.org>: no such user")
+
+
+def test_a_refused_sender_is_reported_with_its_reply(mail_host, smtp_sink):
+    strict = smtp_sink(mail_reply="553 5.7.1 Sender address rejected")
+    host = mail_host(smtp_port=strict.port)
+    _bulk(host)
+    sending.process_queue(host)
+    [mail] = mails()
+    assert mail.state == "exception"
+    assert "SMTPSenderRefused: 553 5.7.1 Sender address rejected" in mail.failure_reason
+
+
+def test_a_4xx_reply_is_retried_with_growing_backoff_until_accepted(mail_host, smtp_sink, clock):
+    flaky = smtp_sink(data_reply="451 4.3.0 Try again later", fail_first=2)
+    host = mail_host(smtp_port=flaky.port, mail_retry_min_minutes=5, mail_retry_max_minutes=60)
+    recorder = MailRecorder()
+    host.pm.register(recorder)
+    _bulk(host, ref="mt7")
+    sending.process_queue(host)
+    [mail] = mails()
+    assert (mail.state, mail.attempts, mail.failure_type) == ("outgoing", 1, "mail_smtp")
+    assert "451 4.3.0 Try again later" in mail.failure_reason
+    first_wait = mail.next_attempt_at - clock.now()
+    assert dt.timedelta(minutes=5) <= first_wait <= dt.timedelta(minutes=5, seconds=1)
+    assert recorder.failed[-1]["permanent"] is False and recorder.failed[-1]["ref"] == "mt7"
+    # Not due yet: a run now does nothing.
+    assert sending.process_queue(host)["processed"] == 0
+    clock.advance(minutes=6)
+    sending.process_queue(host)
+    [mail] = mails()
+    second_wait = mail.next_attempt_at - clock.now()
+    assert mail.attempts == 2 and dt.timedelta(minutes=5) <= second_wait <= dt.timedelta(minutes=10)
+    clock.advance(minutes=11)
+    sending.process_queue(host)
+    assert len(flaky.received()) == 1 and mails() == []
+    assert recorder.sent[-1]["ref"] == "mt7"
+
+
+def test_the_backoff_stays_between_its_bounds():
+    class _Host:
+        class config:
+            @staticmethod
+            def getfloat(key, default):
+                return {"mail_retry_min_minutes": 5.0, "mail_retry_max_minutes": 60.0}[key]
+    waits = [sending.backoff(_Host, n) for n in range(1, 12) for _ in range(20)]
+    assert min(waits) >= dt.timedelta(minutes=5) and max(waits) <= dt.timedelta(minutes=60)
+    assert len({w for w in waits}) > 20  # jitter spreads retries
+
+
+def test_a_temporary_failure_past_the_lifetime_goes_to_exception_with_the_last_reason(mail_host, smtp_sink, clock):
+    busy = smtp_sink(data_reply="421 4.7.0 Too many connections")
+    host = mail_host(smtp_port=busy.port, mail_lifetime_days=1)
+    rec, _ = record_with_followers(host, "ann@example.org")
+    msg = chatter.post_message(host, rec, "Hi", subject="S")
+    for _ in range(40):
+        clock.advance(minutes=61)
+        sending.process_queue(host)
+        if mails()[0].state != "outgoing":
+            break
+    [mail] = mails()
+    assert mail.state == "exception" and "421 4.7.0 Too many connections" in mail.failure_reason
+    assert mail.attempts > 3
+    assert chatter.notification_rows(msg)[0]["status"] == "exception"
+
+
+def test_a_refused_connection_is_temporary(mail_host):
+    host = mail_host(smtp_port=closed_port())
+    _bulk(host)
+    sending.process_queue(host)
+    [mail] = mails()
+    assert mail.state == "outgoing" and mail.next_attempt_at is not None
+    assert mail.failure_reason.startswith("Mail delivery failed via SMTP server 'default'. ConnectionRefusedError")
+
+
+def test_a_stalled_server_times_out_and_is_retried(mail_host, smtp_sink):
+    slow = smtp_sink(stall_seconds=3)
+    host = mail_host(smtp_port=slow.port, smtp_timeout=0.5)
+    _bulk(host)
+    sending.process_queue(host)
+    [mail] = mails()
+    assert mail.state == "outgoing" and mail.attempts == 1
+    assert "timed out" in mail.failure_reason
+
+
+def test_a_dropped_connection_mid_batch_loses_and_doubles_nothing(mail_host, clock):
+    with SMTPSink(drop_after=2) as dropping:
+        host = mail_host(smtp_port=dropping.port)
+        ids = _bulk(host, 5)
+        sending.process_queue(host)
+        assert len(dropping.received()) == 2
+        states = {m.id: m.state for m in mails()}
+        assert sorted(states.values()) == ["outgoing"] * 3
+        assert set(states) == set(ids[2:])
+        delivered = {r.rcpt_tos[0] for r in dropping.received()}
+    with SMTPSink(port=dropping.port) as healthy:
+        clock.advance(hours=2)
+        sending.process_queue(host)
+        later = {r.rcpt_tos[0] for r in healthy.wait_for(3)}
+    assert len(healthy.received()) == 3
+    assert delivered.isdisjoint(later) and len(delivered | later) == 5
+    assert mails() == []
