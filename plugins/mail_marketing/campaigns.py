@@ -127,6 +127,9 @@ def cancel(host, campaign_id) -> Campaign:
     with host.transaction():
         changed = (Campaign.update(state="draft", scheduled_at=None, queued_at=None, head_since=None)
                    .where((Campaign.id == campaign.id) & (Campaign.state == "in_queue")).execute())
+        if changed and Campaign.select().where(Campaign.state.in_(QUEUED)).exists():
+            # The campaigns it held back go now, not at the next daily run.
+            scheduler.trigger(host, ACTION_CODE)
     if not changed:
         raise Conflict(f"campaign {campaign.id} started sending meanwhile; it can no longer be canceled")
     host.log.info("campaign %s canceled: back to draft, out of the queue", campaign.id)

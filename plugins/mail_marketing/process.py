@@ -148,7 +148,11 @@ def process_batch(host, campaign, size: int) -> tuple[int, bool]:
             for t in outgoing:
                 t["name"] = names.get(t["contact_id"])
             mails.enqueue_traces(host, campaign, outgoing)
-        finished = len(contacts) < size
+        # Finish in the same transaction as the last batch, so no run is needed just to
+        # notice there is nobody left.
+        finished = len(contacts) < size or not (
+            Contact.select().where(Contact.mailing_list.in_(ids or [0])
+                                   & (Contact.id > contacts[-1]["id"])).exists())
         values = {"state": "done" if finished else "sending", "last_error": None,
                   "started_at": pw.fn.COALESCE(Campaign.started_at, now)}
         if contacts:
