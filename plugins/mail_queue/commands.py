@@ -247,7 +247,7 @@ def queue_export(ctx, mail_id):
     envelope_from = tokens.bounce_address(host, sending.bounce_value(m))
     data = compose.build(m, envelope_from, compose.format_date(m.sent_at or m.updated_at or m.created_at),
                          m.reply_to)
-    click.get_binary_stream("stdout").write(data)
+    click.echo(data, nl=False)  # bytes go to the binary stream untouched
 
 
 @queue_group.command("process")
