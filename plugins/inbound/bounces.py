@@ -6,6 +6,7 @@ token whose signature does not verify is ignored, so nobody can forge a bounce t
 another mail bounced; a returned Message-Id only counts for a recipient that mail really had.
 """
 import email
+import re
 
 import flufl.bounce
 
@@ -65,14 +66,23 @@ def _returned_message_id(msg) -> str | None:
     return None
 
 
+_STATUS_LINE = re.compile(r"\b([45]\d\d[ -][245]\.\d{1,3}\.\d{1,3}\b.*)")
+_QUOTED_MSGID = re.compile(r"^message-id:\s*(<[^<>\s]+>)", re.IGNORECASE | re.MULTILINE)
+
+
 def _summary(mail) -> str:
-    """A one-line diagnostic for non-DSN bounces: the first lines that look like a reason."""
-    for line in (mail.body or "").splitlines():
-        line = line.strip()
-        if line[:3].isdigit() and line[:1] in "45" or "said:" in line or "SMTP error" in line:
-            return " ".join(line.split())[:500]
-    subject = mail.subject or "delivery failure"
-    return f"bounce: {subject}"[:500]
+    """A one-line diagnostic for non-DSN bounces: the first SMTP status line quoted in the
+    text (e.g. `550 5.1.1 <bob@…>: User unknown`), else the bounce's subject."""
+    match = _STATUS_LINE.search(mail.body or "")
+    if match:
+        return " ".join(match.group(1).split())[:500]
+    return f"bounce: {mail.subject or 'delivery failure'}"[:500]
+
+
+def _quoted_message_id(mail) -> str | None:
+    """Plain-text bounces (Exim, qmail) quote the returned headers inside their body."""
+    match = _QUOTED_MSGID.search(mail.body or "")
+    return match.group(1) if match else None
 
 
 def analyse(host, mail, verdicts) -> dict:
@@ -91,7 +101,7 @@ def analyse(host, mail, verdicts) -> dict:
         detected = set()
     dsn_failed, reason = _dsn_fields(mail.msg)
     addresses = sorted(a for a in detected | dsn_failed if emails.is_valid(a))
-    original_id = _returned_message_id(mail.msg)
+    original_id = _returned_message_id(mail.msg) or _quoted_message_id(mail)
     return {"value": value, "forged": forged, "addresses": addresses,
             "reason": reason or _summary(mail), "message_id": original_id}
 
@@ -116,12 +126,19 @@ def targets(host, info) -> list[dict]:
     if addresses:
         for p in Partner.select().where(Partner.email_normalized.in_(addresses)).order_by(Partner.id):
             partners.setdefault(p.email_normalized, p)
+    # Without a verified token only a returned Message-Id ties the bounce to our mail, and
+    # only a recipient that mail really had may be counted: nothing else can be forged.
+    verified = info["value"] is not None
+    if not verified and not info["message_id"]:
+        return out
     for addr in addresses:
         partner = partners.get(addr)
         note = None
         if message is not None and partner is not None:
             note = Notification.get_or_none((Notification.message == message)
                                             & (Notification.partner == partner))
+        if not verified and note is None:
+            partner = None
         out.append({"email": addr, "partner": partner, "notification": note,
                     "message_id": info["message_id"]})
     return out
@@ -149,14 +166,14 @@ def apply(host, info, found) -> list[dict]:
 
 
 def describe(info, found) -> str:
+    extra = f" (forged or mangled token on {info['forged']} ignored)" if info["forged"] else ""
     if not found:
-        extra = f" (forged or mangled token on {info['forged']} ignored)" if info["forged"] else ""
         return f"bounce: no bounced recipient recognised{extra}"
     parts = []
     for t in found:
         where = f"notification {t['notification'].id}" if t["notification"] else "no notification"
         parts.append(f"{t['email']} ({where})")
-    return f"bounce for {', '.join(parts)}: {info['reason']}"
+    return f"bounce for {', '.join(parts)}{extra}: {info['reason']}"
 
 
 def reset_counter(partner_id) -> None:
