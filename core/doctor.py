@@ -83,8 +83,9 @@ def summary(results) -> dict:
 def report_lines(results) -> list[str]:
     """The human report: per check a status line, its finding, its remedy; then totals."""
     lines = []
-    for _, check in results:
-        lines.append(f"[{check.status.upper():4}] {check.name}")
+    for source, check in results:
+        by = "" if source == "core" else f"  ({source})"
+        lines.append(f"[{check.status.upper():4}] {check.name}{by}")
         lines.append(f"       {check.finding}")
         if check.remedy:
             lines.append(f"       -> {check.remedy}")
