@@ -17,7 +17,7 @@ from aiosmtpd.smtp import SMTP
 from core.errors import DatabaseUnavailable
 
 from . import decisions, recipients, routing
-from .settings import BARE_LF, TEMPFAIL, TOO_BIG, TOO_MANY_RCPT, settings
+from .settings import BARE_LF, LINE_TOO_LONG, TEMPFAIL, TOO_BIG, TOO_MANY_RCPT, settings
 
 DB_ERRORS = (pw.OperationalError, pw.InterfaceError, DatabaseUnavailable)
 _BARE = re.compile(rb"(?<!\r)\n|\r(?!\n)")
@@ -29,10 +29,11 @@ class _Replies:
 
     async def push(self, status):
         text = status.decode() if isinstance(status, bytes) else status
-        if text.startswith("552 Error"):
-            handler = self.event_handler
-            handler.note_refusal(self.session, self.envelope, TOO_BIG)
-            status = TOO_BIG
+        replaced = {"552 Error": TOO_BIG, "500 Line too long": LINE_TOO_LONG}
+        for prefix, line in replaced.items():
+            if text.startswith(prefix):
+                await self.event_handler.note_refusal(self.session, self.envelope, line)
+                status = line
         return await super().push(status)
 
 
@@ -71,13 +72,13 @@ class GatewayHandler:
         peer = session.peer
         return f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer or "")
 
-    def note_refusal(self, session, envelope, line):
-        """Log a refusal decided on the loop thread (size), without waiting for the write."""
+    async def note_refusal(self, session, envelope, line):
+        """Log a refusal decided on the loop thread (size, bare LF) on the pool."""
         code, _, reason = line.partition(" ")
         kwargs = {"peer": self._peer(session), "mail_from": envelope.mail_from or "",
                   "recipients": list(envelope.rcpt_tos), "verdict": "refused", "route": "refused",
                   "code": int(code), "reason": reason}
-        asyncio.get_running_loop().run_in_executor(self.executor, self._record_quietly, kwargs)
+        await asyncio.get_running_loop().run_in_executor(self.executor, self._record_quietly, kwargs)
 
     def _record_quietly(self, kwargs):
         try:
@@ -116,7 +117,7 @@ class GatewayHandler:
         data = envelope.original_content or b""
         rcpts = list(envelope.rcpt_tos)
         if _BARE.search(data):
-            self.note_refusal(session, envelope, BARE_LF)
+            await self.note_refusal(session, envelope, BARE_LF)
             return self._answer([(r, BARE_LF) for r in rcpts])
         try:
             results = await self._db(lambda: routing.deliver(
