@@ -139,7 +139,10 @@ def plugins():
 @click.pass_context
 def plugins_list(ctx, as_json):
     """Available plugins and whether this deployment enabled them."""
-    rows = get_host(ctx).plugin_rows()
+    host = get_host(ctx)
+    for problem in host.plugin_problems:
+        click.echo(f"warning: {problem}", err=True)
+    rows = host.plugin_rows()
     for r in rows:
         r["requires_"] = ", ".join(r["requires"]) or None
     if as_json:

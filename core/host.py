@@ -49,15 +49,17 @@ class Host:
         self.config = config
         self.clock = clock or SystemClock()
         self.db = open_database(config.database_url)
-        self.available = dict(plugin_loader.discover() if available is None else available)
+        # The log file comes first, so that a broken third-party plugin is reported in it.
+        self.log = logging.getLogger("postroom")
+        self._log_handler = logs.install(self, config) if log_to_file else None
+        self.plugin_problems: list[str] = []
+        self.available = dict(plugin_loader.discover(self.plugin_problems) if available is None else available)
         for plugin in extra:
             info = plugin_loader.info_of(plugin)
             if info is not None:
                 self.available[info.name] = plugin
         self._always = [p for p in extra if plugin_loader.info_of(p) is None]
         self.pm = plugin_loader.make_plugin_manager()
-        self.log = logging.getLogger("postroom")
-        self._log_handler = logs.install(self, config) if log_to_file else None
         self._tx = threading.local()
         self.enabled: list[str] = []
         self.record_types: dict[str, RecordType] = {}

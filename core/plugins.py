@@ -33,13 +33,19 @@ def info_of(plugin) -> PluginInfo | None:
     return getattr(plugin, "PLUGIN", None)
 
 
-def discover() -> dict:
+def discover(problems: list | None = None) -> dict:
     """All available plugins by name: builtins first, then the entry-point group.
 
-    A third-party plugin that fails to import is logged and left out, never fatal: one
-    broken package must not take the operator's CLI down with it.
+    A third-party plugin that fails to import is logged (and described in `problems`, when
+    given) and left out, never fatal: one broken package must not take the operator's CLI
+    down with it.
     """
     found = {}
+
+    def problem(text, *args):
+        log.warning(text, *args)
+        if problems is not None:
+            problems.append(text % args)
     for modname in BUILTIN:
         module = importlib.import_module(modname)
         if info_of(module):  # a plugin package whose issue has not landed yet has no PLUGIN
@@ -48,14 +54,14 @@ def discover() -> dict:
         try:
             plugin = ep.load()
         except Exception as exc:  # noqa: BLE001 - any import-time failure of foreign code
-            log.warning("plugin entry point %s could not be loaded: %s", ep.value, exc)
+            problem("plugin entry point %s could not be loaded: %s: %s", ep.value, type(exc).__name__, exc)
             continue
         info = info_of(plugin)
         if info is None:
-            log.warning("plugin entry point %s has no PLUGIN = PluginInfo(...); ignored", ep.value)
+            problem("plugin entry point %s has no PLUGIN = PluginInfo(...); ignored", ep.value)
             continue
         if info.name in found and found[info.name] is not plugin:
-            log.warning("plugin name %r is provided twice (%s); the first wins", info.name, ep.value)
+            problem("plugin name %r is provided twice (%s); the first wins", info.name, ep.value)
             continue
         found[info.name] = plugin
     return found

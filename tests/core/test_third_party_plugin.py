@@ -232,3 +232,12 @@ def test_a_broken_plugin_does_not_take_the_cli_down(broken_site, make_host, cli_
     assert "pr_good" in [r["name"] for r in json.loads(result.stdout)]
     host.enable_plugin("pr_good")
     assert host.is_enabled("pr_good")
+
+
+def test_a_broken_plugin_is_reported_to_the_operator(broken_site, make_host, cli_run, tmp_path):
+    host = make_host()
+    result = cli_run(host, "plugins", "list")
+    assert result.exit_code == 0
+    assert "pr_crashing_plugin could not be loaded: RuntimeError: this plugin is broken" in result.stderr
+    assert "pr_no_such_module" in result.stderr
+    assert "this plugin is broken" in (tmp_path / "logs" / "postroom.log").read_text()
