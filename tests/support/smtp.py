@@ -13,6 +13,7 @@ its Message-Id), so tests assert on what really went over the wire.
     SMTPSink(mail_reply="550 5.7.1 sender refused")                   # MAIL FROM refused
     SMTPSink(drop_after=2)                        # accepts 2 messages, then drops the connection at DATA
     SMTPSink(stall_seconds=5)                     # never answers DATA in time
+    SMTPSink(stall_seconds=30, stall_after=3)     # accepts 3 messages, then hangs at DATA
     SMTPSink(fail_first=2, data_reply="451 ...")  # 4xx for the first 2 messages, then accepts
     closed_port()                                 # a port where nothing listens (refused)
 """
@@ -78,7 +79,7 @@ class _Handler:
         with sink.lock:
             sink.attempts += 1
             attempt = sink.attempts
-        if sink.stall_seconds:
+        if sink.stall_seconds and (sink.stall_after is None or attempt > sink.stall_after):
             await asyncio.sleep(sink.stall_seconds)
         if sink.drop_after is not None and attempt > sink.drop_after:
             server.transport.abort()  # vanish mid-conversation, like a crashed peer
@@ -98,12 +99,14 @@ class SMTPSink:
 
     def __init__(self, data_reply: str | None = None, rcpt_replies: dict | None = None,
                  mail_reply: str | None = None, drop_after: int | None = None,
-                 stall_seconds: float = 0, fail_first: int | None = None, port: int | None = None):
+                 stall_seconds: float = 0, stall_after: int | None = None,
+                 fail_first: int | None = None, port: int | None = None):
         self.data_reply = data_reply
         self.rcpt_replies = {k.lower(): v for k, v in (rcpt_replies or {}).items()}
         self.mail_reply = mail_reply
         self.drop_after = drop_after
         self.stall_seconds = stall_seconds
+        self.stall_after = stall_after
         self.fail_first = fail_first
         self.host = "127.0.0.1"
         self.port = port or free_port()

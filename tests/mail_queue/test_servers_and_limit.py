@@ -1,0 +1,141 @@
+"""Outgoing servers (add/list/test, from_filter choice) and the exact daily limit."""
+import json
+import threading
+
+import pytest
+
+from plugins.mail_queue import sending, servers
+from tests.support.smtp import SMTPSink, closed_port
+
+from .conftest import mails
+
+
+def _enqueue(host, n, email_from=None, bulk=True):
+    return host.service("mail").enqueue([{"email_to": f"r{i}@example.org", "subject": "S",
+                                          "email_from": email_from, "bulk": bulk} for i in range(n)])
+
+
+def test_server_add_list_and_test(mail_host, sink, cli_run):
+    host = mail_host()
+    out = cli_run(host, "server", "add", "relay", "--host", sink.host, "--port", sink.port,
+                  "--from-filter", "example.com", "--daily-limit", "50").output
+    assert out.split()[-1].isdigit()
+    rows = json.loads(cli_run(host, "server", "list", "--json").output)
+    assert [(r["name"], r["from_filter"], r["daily_limit"], r["default"]) for r in rows] == [
+        ("relay", "example.com", 50, False), ("default", None, 200, True)]
+    result = cli_run(host, "server", "test", "relay")
+    assert result.exit_code == 0 and "250" in result.output
+    dup = cli_run(host, "server", "add", "relay", "--host", "x", "--port", "25")
+    assert dup.exit_code != 0 and "already exists" in dup.output
+    bad = cli_run(host, "server", "add", "other", "--host", "x", "--port", "99999")
+    assert bad.exit_code != 0
+
+
+def test_server_test_fails_loudly_when_nothing_answers(mail_host, cli_run):
+    host = mail_host(smtp_port=closed_port())
+    result = cli_run(host, "server", "test")
+    assert result.exit_code == 1 and "ConnectionRefusedError" in result.output
+    assert cli_run(host, "server", "test", "nope").exit_code != 0
+
+
+def test_the_default_server_comes_from_the_config():
+    from core.config import Config
+
+    class _H:
+        config = Config({})
+    assert (servers.default_server(_H).host, servers.default_server(_H).port) == ("127.0.0.1", 25)
+
+
+def test_server_choice_follows_from_filter(mail_host, sink, cli_run):
+    host = mail_host()
+    with SMTPSink() as exact, SMTPSink() as domain, SMTPSink() as anyone:
+        cli_run(host, "server", "add", "exact", "--host", exact.host, "--port", exact.port,
+                "--from-filter", "sales@shop.example")
+        cli_run(host, "server", "add", "domain", "--host", domain.host, "--port", domain.port,
+                "--from-filter", "shop.example")
+        _enqueue(host, 1, "sales@shop.example")
+        _enqueue(host, 1, "info@shop.example")
+        _enqueue(host, 1, "me@elsewhere.example")
+        sending.process_queue(host)
+        assert len(exact.received()) == 1 and len(domain.received()) == 1
+        assert len(sink.received()) == 1  # no unfiltered added server: the config's default
+        cli_run(host, "server", "add", "anyone", "--host", anyone.host, "--port", anyone.port)
+        _enqueue(host, 1, "me@elsewhere.example")
+        sending.process_queue(host)
+        assert len(anyone.received()) == 1
+
+
+def test_past_the_daily_limit_mail_fails_with_mail_limit_and_a_clear_reason(mail_host, sink, cli_run):
+    host = mail_host(daily_limit=3)
+    _enqueue(host, 5)
+    sending.process_queue(host)
+    assert len(sink.received()) == 3
+    failed = mails(state="exception")
+    assert len(failed) == 2 and {m.failure_type for m in failed} == {"mail_limit"}
+    assert failed[0].failure_reason.startswith("Daily limit reached: 3 emails sent today")
+    assert "resets at 2026-01-06 00:00 UTC" in failed[0].failure_reason
+    out = cli_run(host, "limit").output
+    assert "3 of 3 emails sent today" in out and "2026-01-06 00:00" in out
+    status = json.loads(cli_run(host, "limit", "--json").output)
+    assert (status["count"], status["limit"], status["remaining"]) == (3, 3, 0)
+
+
+def test_the_count_resets_the_next_utc_day(mail_host, sink, clock):
+    host = mail_host(daily_limit=1)
+    _enqueue(host, 1)
+    sending.process_queue(host)
+    clock.advance(hours=15)  # 2026-01-06 00:00
+    _enqueue(host, 1)
+    sending.process_queue(host)
+    assert len(sink.received()) == 2 and servers.limit_status(host)["count"] == 1
+
+
+def test_urgent_mail_counts_too(mail_host, sink):
+    host = mail_host(daily_limit=1)
+    _enqueue(host, 2, bulk=False)
+    assert len(sink.received()) == 1
+    assert [m.failure_type for m in mails(state="exception")] == ["mail_limit"]
+
+
+def test_mail_through_an_added_server_without_limit_does_not_count(mail_host, sink, cli_run):
+    host = mail_host(daily_limit=1)
+    cli_run(host, "server", "add", "own", "--host", sink.host, "--port", sink.port)
+    _enqueue(host, 4)
+    sending.process_queue(host)
+    assert len(sink.received()) == 4 and servers.limit_status(host)["count"] == 0
+
+
+def test_a_failed_attempt_gives_its_slot_back(mail_host, smtp_sink):
+    bad = smtp_sink(data_reply="550 nope")
+    host = mail_host(smtp_port=bad.port, daily_limit=5)
+    _enqueue(host, 2)
+    sending.process_queue(host)
+    assert servers.limit_status(host)["count"] == 0
+
+
+@pytest.mark.heavy
+def test_the_daily_limit_is_exact_with_concurrent_workers_on_postgresql(pg_database, mail_host, sink, make_host):
+    host = mail_host(db_url=pg_database, daily_limit=25, mail_batch_size=3)
+    _enqueue(host, 60)
+    errors = []
+
+    def worker():
+        # One host, one PostgreSQL connection per thread (peewee keeps connections per
+        # thread): four workers claiming and counting at once.
+        try:
+            sending.process_queue(host)
+        except Exception as exc:  # noqa: BLE001
+            errors.append(exc)
+        finally:
+            host.db.close()
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    assert len(sink.received()) == 25
+    assert servers.limit_status(host)["count"] == 25
+    assert len(mails(state="exception")) == 35
+    assert {m.failure_type for m in mails(state="exception")} == {"mail_limit"}
+    assert len({r.rcpt_tos[0] for r in sink.received()}) == 25  # nobody mailed twice
