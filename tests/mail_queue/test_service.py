@@ -1,0 +1,139 @@
+"""The "mail" service contract other plugins build on, and the queue action."""
+import datetime as dt
+import email
+import email.policy
+
+import pytest
+
+from core import scheduler, tokens
+from core.errors import InvalidInput
+from core.models import CronAction
+from plugins.mail_queue import compose, sending
+
+from .conftest import MailRecorder, mails
+
+
+def test_the_plugin_provides_the_email_queue_manager_every_60_minutes(mail_host):
+    host = mail_host()
+    action = CronAction.get(CronAction.code == "mail_queue.process")
+    assert action.name == "Mail: Email Queue Manager"
+    assert (action.interval_number, action.interval_type) == (60, "minutes")
+
+
+def test_the_action_sends_due_bulk_mail_and_reports_progress(mail_host, sink):
+    host = mail_host()
+    host.service("mail").enqueue([{"email_to": f"r{i}@example.org", "subject": "S"} for i in range(3)])
+    [result] = scheduler.run_due(host)
+    assert result["name"] == "Mail: Email Queue Manager" and result["error"] is None
+    assert (result["done"], result["remaining"]) == (3, 0)
+    assert len(sink.wait_for(3)) == 3
+
+
+def test_enqueue_joins_the_callers_transaction(mail_host, sink, db_url):
+    host = mail_host(db_url=db_url)
+    service = host.service("mail")
+    with pytest.raises(RuntimeError):
+        with host.transaction():
+            service.enqueue([{"email_to": "a@example.org", "subject": "S", "bulk": False}])
+            raise RuntimeError
+    assert mails() == [] and sink.received() == []
+    ids = service.enqueue([{"email_to": f"r{i}@example.org", "subject": "S"} for i in range(1200)])
+    assert ids == [m.id for m in mails()] and len(ids) == 1200
+
+
+def test_enqueue_is_set_based(mail_host):
+    host = mail_host()
+    service = host.service("mail")
+    counts = []
+    for n in (10, 400):
+        before = host.statements()
+        service.enqueue([{"email_to": f"r{i}@example.org", "subject": "S"} for i in range(n)])
+        counts.append(host.statements() - before)
+    assert counts[0] == counts[1]
+
+
+def test_a_drain_is_set_based(mail_host, sink):
+    host = mail_host(mail_batch_size=500, daily_limit=100000)
+    counts = []
+    for n in (1, 1, 20, 400):  # the first runs warm caches (the signing secret)
+        host.service("mail").enqueue([{"email_to": f"r{i}@example.org", "subject": "S"} for i in range(n)])
+        before = host.statements()
+        sending.process_queue(host)
+        counts.append(host.statements() - before)
+    assert counts[2] == counts[3]
+
+
+def test_ref_signs_the_bounce_address_and_comes_back_in_the_hooks(mail_host, smtp_sink):
+    recorder = MailRecorder()
+    host = mail_host(extra=[recorder])
+    host.service("mail").enqueue([
+        {"email_to": "a@example.org", "subject": "S", "ref": "mt12",
+         "headers": {"List-Unsubscribe": "<https://example.com/u/1>", "Precedence": "bulk"}},
+        {"email_to": "b@example", "subject": "S", "ref": "mt13"}])
+    host.service("mail").process_queue()
+    [sent] = recorder.sent
+    assert sent["ref"] == "mt12" and sent["email_to"] == "a@example.org" and sent["mail_id"]
+    [failed] = recorder.failed
+    assert (failed["ref"], failed["failure_type"], failed["permanent"]) == ("mt13", "mail_email_invalid", True)
+
+
+def test_headers_and_bounce_address_on_the_wire(mail_host, sink):
+    host = mail_host()
+    host.service("mail").enqueue([{"email_to": "a@example.org", "subject": "S", "ref": "mt12",
+                                   "message_id": "<abc@example.com>",
+                                   "headers": {"List-Unsubscribe": "<https://example.com/u/1>"}}])
+    host.service("mail").process_queue()
+    [r] = sink.received()
+    assert tokens.bounce_value(host, r.mail_from) == "mt12"
+    assert r.message["List-Unsubscribe"] == "<https://example.com/u/1>"
+    assert r.message_id == "<abc@example.com>"
+
+
+@pytest.mark.parametrize("mail", [
+    {"email_to": "a@example.org\r\nBcc: x@example.net"},
+    {"email_to": "a@example.org", "subject": "a\nb"},
+    {"email_to": "a@example.org", "email_from": "Eve <e@example.org>\r\nBcc: x@example.net"},
+    {"email_to": "a@example.org", "headers": {"X-Evil": "a\r\nBcc: x@example.net"}},
+    {"email_to": "a@example.org", "headers": {"Bcc": "x@example.net"}},
+    {"email_to": "a@example.org", "headers": {"Bad Name": "x"}},
+    {"email_to": "a@example.org", "ref": "mt-1"},
+    {"email_to": "a@example.org", "scheduled_at": dt.datetime(2026, 1, 1)},
+    {"email_to": "a@example.org", "message_id": "no-brackets"},
+    {"email_to": "a@example.org", "colour": "red"},
+])
+def test_header_injection_and_bad_keys_are_refused_and_nothing_is_written(mail_host, mail):
+    host = mail_host()
+    with pytest.raises(InvalidInput):
+        host.service("mail").enqueue([{"email_to": "ok@example.org"}, mail])
+    assert mails() == []
+
+
+def test_trigger_queue_asks_for_an_earlier_run(mail_host, clock):
+    host = mail_host()
+    host.service("mail").trigger_queue(clock.now() + dt.timedelta(minutes=7))
+    assert scheduler.listing(host)[0]["trigger_at"] == (clock.now() + dt.timedelta(minutes=7)).isoformat()
+
+
+def test_built_messages_parse_back_with_the_email_package():
+    class Mail:
+        email_from = "Åsa Öberg <asa@example.com>"
+        email_to = "zoe@example.org"
+        recipient_name = "Zoë, \"the\" Ünïcode"
+        subject = "Réunion — " + "très long sujet " * 80
+        message_id = "<x.1@example.com>"
+        in_reply_to = "<p@example.com>"
+        references = "<p@example.com>"
+        headers = {"X-Note": "café"}
+        body_html = "<p>Bonjour <b>Zoë</b></p><p>" + "ligne " * 300 + "</p>"
+    data = compose.build(Mail, "bounce+n1-abc@example.com", "Mon, 05 Jan 2026 09:00:00 +0000",
+                         "catchall@example.com")
+    assert data.isascii() and all(len(line) <= 998 for line in data.split(b"\r\n"))
+    msg = email.message_from_bytes(data, policy=email.policy.default)
+    assert msg["Subject"] == Mail.subject
+    assert msg["To"].addresses[0].display_name == Mail.recipient_name
+    assert msg["From"].addresses[0].display_name == "Åsa Öberg"
+    assert msg["X-Note"] == "café"
+    assert msg["Reply-To"] == "catchall@example.com"
+    assert msg.get_body(("html",)).get_content().strip() == Mail.body_html
+    assert "Bonjour Zoë" in msg.get_body(("plain",)).get_content()
+    assert not msg.defects and all(not p.defects for p in msg.walk())
