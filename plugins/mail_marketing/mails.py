@@ -38,7 +38,7 @@ def campaign_record(campaign):
 
 
 def build(host, campaign, address: str, name: str | None, trace_id: int | None, test: bool = False,
-          record=None) -> dict:
+          record=None, message_id: str | None = None) -> dict:
     """The dict `mail.enqueue` takes for one recipient. The Message-Id names the campaign's
     record, so replies thread onto the campaign's chatter."""
     record = record if record is not None else campaign_record(campaign)
@@ -51,7 +51,7 @@ def build(host, campaign, address: str, name: str | None, trace_id: int | None, 
         "headers": {"List-Unsubscribe": f"<mailto:{unsub}?subject=unsubscribe>",
                     "Precedence": "bulk", "Auto-Submitted": "auto-generated"},
         "ref": trace_ref(trace_id) if trace_id is not None else None,
-        "message_id": chatter.make_message_id(host, record),
+        "message_id": message_id or chatter.make_message_id(host, record),
         "auto_delete": True,
         # A test copy is one person-to-person mail: it leaves at once, not with the queue.
         "bulk": not test,
@@ -59,15 +59,18 @@ def build(host, campaign, address: str, name: str | None, trace_id: int | None, 
 
 
 def enqueue_traces(host, campaign, traces: list[dict], record=None) -> None:
-    """Enqueue the mails of outgoing traces (`id`, `email`, `name`) and store each one's
-    Message-Id. Must run inside the caller's transaction: traces and mails land together."""
+    """Enqueue the mails of outgoing traces (`id`, `email`, and `message_id` when the trace
+    already has its own) and store the Message-Ids the traces lacked. Must run inside the
+    caller's transaction: traces and mails land together."""
     if not traces:
         return
     record = record if record is not None else campaign_record(campaign)
-    batch = [build(host, campaign, t["email"], t.get("name"), t["id"], record=record) for t in traces]
+    batch = [build(host, campaign, t["email"], t.get("name"), t["id"], record=record,
+                   message_id=t.get("message_id")) for t in traces]
     host.hook.postroom_campaign_batch(host=host, campaign=campaign, mails=batch)
     host.service("mail").enqueue(batch)
-    _store_message_ids(batch)
+    fresh = [m for m, t in zip(batch, traces) if m["message_id"] != t.get("message_id")]
+    _store_message_ids(fresh)
 
 
 def _store_message_ids(batch: list[dict]) -> None:

@@ -10,7 +10,8 @@ import datetime as dt
 
 import peewee as pw
 
-from core import emails, scheduler
+from core import chatter, emails, scheduler
+from core.errors import InvalidInput
 
 from . import mails
 from .campaigns import ACTION_CODE, QUEUED, list_ids, remaining_recipients
@@ -94,14 +95,20 @@ def _record_error(host, campaign, exc) -> None:
         scheduler.trigger(host, ACTION_CODE, now + retry)
 
 
-def _reason(contact, blacklisted, taken, seen) -> str | None:
-    """Why a contact gets no mail, or None. Checked at send time, whatever the import did."""
-    address = (contact["email"] or "").strip()
+def _normalized(address: str | None) -> tuple[str | None, str | None]:
+    """(normalised address, None) or (None, "missing" | "invalid"): parsed once per contact,
+    at send time, whatever the import checked."""
+    address = (address or "").strip()
     if not address:
-        return "missing"
-    if not emails.is_valid(address):
-        return "invalid"
-    norm = emails.normalize(address)
+        return None, "missing"
+    try:
+        return emails.normalize(address), None
+    except InvalidInput:
+        return None, "invalid"
+
+
+def _reason(contact, norm, blacklisted, taken, seen) -> str | None:
+    """Why a contact with a valid address gets no mail, or None."""
     if norm in blacklisted:
         return "blacklisted"
     if contact["opt_out"]:
@@ -120,34 +127,36 @@ def process_batch(host, campaign, size: int) -> tuple[int, bool]:
         contacts = list(Contact.select(Contact.id, Contact.name, Contact.email, Contact.opt_out)
                         .where(Contact.mailing_list.in_(ids or [0]) & (Contact.id > campaign.cursor))
                         .order_by(Contact.id).limit(size).dicts())
-        norms = {emails.normalize(c["email"]) for c in contacts if emails.is_valid(c["email"] or "")}
+        parsed = [_normalized(c["email"]) for c in contacts]
+        norms = list({n for n, _ in parsed if n})
         blacklisted, taken = set(), set()
         if norms:
             blacklisted = {e for (e,) in Blacklist.select(Blacklist.email_normalized)
-                           .where(Blacklist.email_normalized.in_(list(norms))).tuples()}
+                           .where(Blacklist.email_normalized.in_(norms)).tuples()}
             taken = {e for (e,) in Trace.select(Trace.email_normalized).where(
-                (Trace.campaign == campaign) & Trace.email_normalized.in_(list(norms))
+                (Trace.campaign == campaign) & Trace.email_normalized.in_(norms)
                 & (Trace.status != "canceled")).tuples()}
+        record = mails.campaign_record(campaign)
         rows, seen, names = [], set(), {}
-        for c in contacts:
-            reason = _reason(c, blacklisted, taken, seen)
-            valid = reason not in ("missing", "invalid")
-            norm = emails.normalize(c["email"]) if valid else None
+        for c, (norm, reason) in zip(contacts, parsed):
+            reason = reason or _reason(c, norm, blacklisted, taken, seen)
+            message_id = None
             if reason is None:
                 seen.add(norm)
                 names[c["id"]] = c["name"]
-            rows.append({"campaign": campaign.id, "contact_id": c["id"], "email": (c["email"] or "")[:320] or None,
-                         "email_normalized": norm, "status": "canceled" if reason else "outgoing",
-                         "cancel_reason": reason, "created_at": now, "updated_at": now})
+                # Known before the mail exists, so the trace is written once, complete.
+                message_id = chatter.make_message_id(host, record)
+            rows.append((campaign.id, c["id"], (c["email"] or "")[:320] or None, norm,
+                         "canceled" if reason else "outgoing", reason, message_id, now))
+        fields = [Trace.campaign, Trace.contact_id, Trace.email, Trace.email_normalized, Trace.status,
+                  Trace.cancel_reason, Trace.message_id, Trace.created_at]
         for start in range(0, len(rows), mails.CHUNK):
-            Trace.insert_many(rows[start:start + mails.CHUNK]).execute()
+            Trace.insert_many(rows[start:start + mails.CHUNK], fields=fields).execute()
         if names:
-            outgoing = list(Trace.select(Trace.id, Trace.email, Trace.contact_id).where(
+            outgoing = list(Trace.select(Trace.id, Trace.email, Trace.contact_id, Trace.message_id).where(
                 (Trace.campaign == campaign) & Trace.contact_id.in_(list(names))
                 & (Trace.status == "outgoing")).order_by(Trace.id).dicts())
-            for t in outgoing:
-                t["name"] = names.get(t["contact_id"])
-            mails.enqueue_traces(host, campaign, outgoing)
+            mails.enqueue_traces(host, campaign, outgoing, record=record)
         # Finish in the same transaction as the last batch, so no run is needed just to
         # notice there is nobody left.
         finished = len(contacts) < size or not (
