@@ -66,6 +66,7 @@ def _returned_message_id(msg) -> str | None:
     return None
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 _STATUS_LINE = re.compile(r"\b([45]\d\d[ -][245]\.\d{1,3}\.\d{1,3}\b.*)")
 _QUOTED_MSGID = re.compile(r"^message-id:\s*(<[^<>\s]+>)", re.IGNORECASE | re.MULTILINE)
 
@@ -103,7 +104,7 @@ def analyse(host, mail, verdicts) -> dict:
     addresses = sorted(a for a in detected | dsn_failed if emails.is_valid(a))
     original_id = _returned_message_id(mail.msg) or _quoted_message_id(mail)
     return {"value": value, "forged": forged, "addresses": addresses,
-            "reason": reason or _summary(mail), "message_id": original_id}
+            "reason": _CONTROL.sub(" ", reason or _summary(mail)).strip(), "message_id": original_id}
 
 
 def targets(host, info) -> list[dict]:

@@ -7,13 +7,15 @@ import peewee as pw
 from core.errors import NotFound
 
 from .models import InboundDecision, InboundOriginal
+from .parsing import unsurrogate
 
 
 def record(host, *, peer="", mail_from="", sender="", recipients=(), message_id=None,
            verdict, route, code, reason, model=None, res_id=None, original_id=None,
            counts=False) -> InboundDecision:
     """Write one decision row (in the caller's transaction, or its own) and log it."""
-    rcpts = ", ".join(recipients)
+    rcpts = unsurrogate(", ".join(recipients))
+    reason, mail_from = unsurrogate(reason), unsurrogate(mail_from or "")
     row = InboundDecision.create(
         created_at=host.clock.now(), peer=(peer or "")[:128], mail_from=(mail_from or "")[:512],
         sender=(sender or "")[:320], recipients=rcpts, message_id=(message_id or None),

@@ -43,11 +43,18 @@ def header_text(msg, name: str) -> str:
     raw = msg.get(name)
     if raw is None:
         return ""
+    # compat32 keeps undecodable 8-bit header bytes as surrogates; read them as UTF-8.
+    raw = unsurrogate(str(raw))
     try:
-        text = str(email.header.make_header(email.header.decode_header(str(raw))))
+        text = unsurrogate(str(email.header.make_header(email.header.decode_header(raw))))
     except Exception:  # noqa: BLE001 - unknown charset, broken encoded word: keep the raw text
         text = str(raw)
     return _CONTROL.sub(" ", text).strip()
+
+
+def unsurrogate(text: str) -> str:
+    """Text safe for the database: lone surrogates become U+FFFD, NUL disappears."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace").replace("\x00", "")
 
 
 def message_ids(text: str) -> list:
@@ -109,16 +116,18 @@ def parse(data: bytes, our_domains=()) -> Mail:
     subject = header_text(msg, "Subject")[:998]
     from_address = from_display = None
     name, addr = email.utils.parseaddr(header_text(msg, "From"))
-    if emails.is_valid(addr):
+    if len(addr) <= 320 and emails.is_valid(addr):
         from_address = addr.lower()
         name = _CONTROL.sub(" ", name).replace('"', "").strip()
         from_display = email.utils.formataddr((name, addr)) if name else addr
-        if not emails.is_valid(from_display):
+        if len(from_display) > 500 or not emails.is_valid(from_display):
             from_display = addr
     try:
         body, is_html = body_of(msg)
     except Exception:  # noqa: BLE001 - a part the parser cannot decode: keep the rest
         body, is_html = "", False
+    # PostgreSQL refuses NUL in text; nobody meant one.
+    body = unsurrogate(body)
     return Mail(raw=data, msg=msg, message_id=ids[0] if ids else None, references=refs,
                 subject=subject, from_address=from_address, from_display=from_display,
                 auto_reason=auto_reason(msg, our_domains), body=body, body_is_html=is_html)
