@@ -1,0 +1,80 @@
+"""postroom_vacuum and postroom_doctor_checks of mail_queue."""
+import datetime as dt
+
+from core import chatter
+from plugins.mail_queue import maintenance, sending, servers
+from tests.support.smtp import closed_port
+
+from .conftest import mails, record_with_followers
+
+
+def _statuses(checks):
+    return {c.name: c.status for c in checks}
+
+
+def test_vacuum_removes_old_sent_and_canceled_mails_but_never_pending_or_failing(mail_host, smtp_sink, clock, db_url):
+    bad = smtp_sink(data_reply="550 no")
+    host = mail_host(db_url=db_url, smtp_port=bad.port)
+    service = host.service("mail")
+    rec, _ = record_with_followers(host, "a@example.org")
+    msg = chatter.post_message(host, rec, "Hi", subject="S")  # exception, red envelope
+    failing = mails(state="exception")[0].id
+    service.enqueue([{"email_to": "b@example.org", "auto_delete": False}])  # will fail too (550)
+    sending.process_queue(host)
+    bad.data_reply = None
+    kept_sent = service.enqueue([{"email_to": f"k{i}@example.org", "auto_delete": False} for i in range(5)])
+    sending.process_queue(host)
+    assert {m.state for m in mails(state="sent")} == {"sent"}
+    outgoing = service.enqueue([{"email_to": "later@example.org",
+                                 "scheduled_at": clock.now() + dt.timedelta(days=60)}])
+    cancelled = service.enqueue([{"email_to": "c@example.org"}])
+    from plugins.mail_queue import queue
+    queue.cancel(host, cancelled)
+    clock.advance(days=31)
+    dry = maintenance.vacuum(host, 2, True)
+    assert dry == {"removed": {"mails": 6, "counters": 0}, "remaining": 0}
+    assert len(mails(state="sent")) == 5
+    first = maintenance.vacuum(host, 2, False)
+    assert first["removed"]["mails"] == 2 and first["remaining"] == 1
+    while (result := maintenance.vacuum(host, 2, False)) and result["remaining"]:
+        pass
+    left = {m.id: m.state for m in mails()}
+    assert failing in left and outgoing[0] in left  # failing and still-to-send mail stays
+    assert not set(kept_sent) & set(left) and cancelled[0] not in left
+    # Once the failure is dealt with (ignored), the failed mail may go after 30 days.
+    queue.ignore(host, [msg.id])
+    clock.advance(days=31)
+    maintenance.vacuum(host, 100, False)
+    assert failing not in {m.id for m in mails()}
+    assert maintenance.vacuum(host, 100, False) is None
+
+
+def test_doctor_reports_server_limit_failures_and_interval(mail_host, sink, cli_run):
+    host = mail_host(daily_limit=10)
+    checks = maintenance.doctor_checks(host)
+    assert _statuses(checks) == {"mail.server": "ok", "mail.daily_limit": "ok", "mail.failures": "ok",
+                                 "mail.queue_interval": "ok"}
+    host.service("mail").enqueue([{"email_to": f"r{i}@example.org"} for i in range(9)]
+                                 + [{"email_to": "broken"}])
+    sending.process_queue(host)
+    checks = {c.name: c for c in maintenance.doctor_checks(host)}
+    assert checks["mail.daily_limit"].status == "warn" and "9 of 10" in checks["mail.daily_limit"].finding
+    assert checks["mail.failures"].status == "warn" and "1 mail_email_invalid" in checks["mail.failures"].finding
+    cli_run(host, "cron", "set-interval", "Mail: Email Queue Manager", "5m")
+    assert _statuses(maintenance.doctor_checks(host))["mail.queue_interval"] == "warn"
+
+
+def test_doctor_fails_when_no_server_answers(mail_host, clock):
+    host = mail_host(smtp_port=closed_port())
+    checks = {c.name: c for c in maintenance.doctor_checks(host)}
+    assert checks["mail.server"].status == "fail" and "server add" in checks["mail.server"].remedy
+    clock.advance(hours=3)
+    assert _statuses(maintenance.doctor_checks(host))["mail.queue_interval"] == "warn"  # not run on time
+
+
+def test_doctor_says_when_the_limit_is_reached(mail_host, sink):
+    host = mail_host(daily_limit=1)
+    host.service("mail").enqueue([{"email_to": "a@example.org"}])
+    sending.process_queue(host)
+    assert servers.limit_status(host)["count"] == 1
+    assert _statuses(maintenance.doctor_checks(host))["mail.daily_limit"] == "fail"
