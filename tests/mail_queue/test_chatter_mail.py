@@ -8,8 +8,8 @@ from core.models import Partner
 from .conftest import MailRecorder, mails, partner, record_with_followers
 
 
-def test_a_comment_reaches_each_follower_once_with_the_chatter_message_id(mail_host, sink):
-    host = mail_host()
+def test_a_comment_reaches_each_follower_once_with_the_chatter_message_id(mail_host, sink, db_url):
+    host = mail_host(db_url=db_url)
     rec, people = record_with_followers(host, "ann@example.org", "bob@example.org")
     msg = chatter.post_message(host, rec, "Hello there", subject="Kick-off")
     got = sink.wait_for(2)
@@ -74,9 +74,9 @@ def test_partners_who_prefer_inbox_get_no_email_and_use_none_of_the_limit(mail_h
     assert servers.limit_status(host)["count"] == 1
 
 
-def test_an_invalid_recipient_fails_only_that_recipient(mail_host, sink):
+def test_an_invalid_recipient_fails_only_that_recipient(mail_host, sink, db_url):
     rec_ = MailRecorder()
-    host = mail_host(extra=[rec_])
+    host = mail_host(db_url=db_url, extra=[rec_])
     rec, people = record_with_followers(host, "ann@example.org", "bob@example.org", "cy@example.org")
     Partner.update(email="bob at example").where(Partner.id == people[1].id).execute()
     Partner.update(email=None).where(Partner.id == people[2].id).execute()

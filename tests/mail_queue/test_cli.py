@@ -111,10 +111,10 @@ def test_queue_export_is_the_message_that_was_sent(mail_host, sink, cli_run):
     assert exported.isascii()  # encoded: 7-bit safe headers and body
 
 
-def test_message_resend_with_a_corrected_address_and_others_ignored(mail_host, smtp_sink, cli_run):
+def test_message_resend_with_a_corrected_address_and_others_ignored(mail_host, smtp_sink, cli_run, db_url):
     picky = smtp_sink(rcpt_replies={"ann@exmaple.org": "550 5.1.2 bad domain",
                                     "bob@example.org": "550 5.1.1 gone"})
-    host = mail_host(smtp_port=picky.port)
+    host = mail_host(db_url=db_url, smtp_port=picky.port)
     rec, _ = record_with_followers(host, "ann@exmaple.org", "bob@example.org", "cy@example.org")
     msg = chatter.post_message(host, rec, "Hi", subject="S")
     assert chatter.envelope(msg) == "red"

@@ -52,9 +52,9 @@ def test_a_refused_sender_is_reported_with_its_reply(mail_host, smtp_sink):
     assert "SMTPSenderRefused: 553 5.7.1 Sender address rejected" in mail.failure_reason
 
 
-def test_a_4xx_reply_is_retried_with_growing_backoff_until_accepted(mail_host, smtp_sink, clock):
+def test_a_4xx_reply_is_retried_with_growing_backoff_until_accepted(mail_host, smtp_sink, clock, db_url):
     flaky = smtp_sink(data_reply="451 4.3.0 Try again later", fail_first=2)
-    host = mail_host(smtp_port=flaky.port, mail_retry_min_minutes=5, mail_retry_max_minutes=60)
+    host = mail_host(db_url=db_url, smtp_port=flaky.port, mail_retry_min_minutes=5, mail_retry_max_minutes=60)
     recorder = MailRecorder()
     host.pm.register(recorder)
     _bulk(host, ref="mt7")
@@ -124,9 +124,9 @@ def test_a_stalled_server_times_out_and_is_retried(mail_host, smtp_sink):
     assert "timed out" in mail.failure_reason
 
 
-def test_a_dropped_connection_mid_batch_loses_and_doubles_nothing(mail_host, clock):
+def test_a_dropped_connection_mid_batch_loses_and_doubles_nothing(mail_host, clock, db_url):
     with SMTPSink(drop_after=2) as dropping:
-        host = mail_host(smtp_port=dropping.port)
+        host = mail_host(db_url=db_url, smtp_port=dropping.port)
         ids = _bulk(host, 5)
         sending.process_queue(host)
         assert len(dropping.received()) == 2

@@ -65,8 +65,8 @@ def test_server_choice_follows_from_filter(mail_host, sink, cli_run):
         assert len(anyone.received()) == 1
 
 
-def test_past_the_daily_limit_mail_fails_with_mail_limit_and_a_clear_reason(mail_host, sink, cli_run):
-    host = mail_host(daily_limit=3)
+def test_past_the_daily_limit_mail_fails_with_mail_limit_and_a_clear_reason(mail_host, sink, cli_run, db_url):
+    host = mail_host(db_url=db_url, daily_limit=3)
     _enqueue(host, 5)
     sending.process_queue(host)
     assert len(sink.received()) == 3
