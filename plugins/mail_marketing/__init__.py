@@ -66,6 +66,13 @@ def postroom_inbound_recipient(host, local_part, domain):
     return recipient_handler(host, local_part, domain)
 
 
+# optionalhook: the inbound plugin declares this hook; without it this is simply unused.
+@hookimpl(optionalhook=True)
+def postroom_inbound_reply(host, references, message, dry_run):
+    from .feedback import reply_record
+    return reply_record(host, references, dry_run)
+
+
 @hookimpl
 def postroom_vacuum(host, batch_size, dry_run):
     from .maintenance import vacuum

@@ -95,6 +95,24 @@ def apply_blacklist_rule(host, norm: str) -> bool:
     return bool(added)
 
 
+def reply_record(host, references, dry_run: bool = False):
+    """The campaign Record a reply answers (its trace then turns `reply`), or None when
+    none of `references` is a campaign mail's Message-Id."""
+    ids = [r for r in (references or []) if r]
+    if not ids:
+        return None
+    from core.models import Record
+    from .models import Campaign
+    trace = (Trace.select(Trace.id, Trace.campaign).where(Trace.message_id.in_(ids)).first())
+    if trace is None:
+        return None
+    campaign = Campaign.get_or_none(Campaign.id == trace.campaign_id)
+    record = Record.get_or_none(Record.id == campaign.record_id) if campaign and campaign.record_id else None
+    if not dry_run:
+        reply_received(host, ids)
+    return record
+
+
 def reply_received(host, references) -> bool:
     """Mark the trace of the campaign mail a reply answers as `reply`; True if one matched."""
     ids = [r for r in (references or []) if r]
@@ -113,19 +131,16 @@ def reply_received(host, references) -> bool:
 # --- unsubscribe through the inbound gateway ------------------------------------------
 
 def recipient_handler(host, local_part: str, domain: str):
-    """The handler for `unsubscribe+<token>@domain`, or None for other addresses. A forged
-    or mangled token is refused at RCPT with 550, like any unknown mailbox."""
+    """The handler for `unsubscribe+<token>@domain`, or None for other addresses and for a
+    forged or mangled token (the gateway then refuses it at RCPT with 550 5.1.1). Reads only."""
     base, plus, token = (local_part or "").partition("+")
     if not plus or base.lower() != unsubscribe_local(host):
         return None
     value = tokens.verify(host, UNSUBSCRIBE_PURPOSE, token)
     if value is None:
-        return _refuse
+        host.log.info("unsubscribe: forged or mangled token in %s@%s refused", local_part, domain)
+        return None  # the gateway refuses it at RCPT like any unknown mailbox (550 5.1.1)
     return lambda host_, envelope_from, recipient, message: unsubscribe(host_ or host, value)
-
-
-def _refuse(host, envelope_from, recipient, message):
-    return 550, "5.1.1 mailbox unavailable"
 
 
 def unsubscribe(host, value: str):
