@@ -40,8 +40,9 @@ class PostroomGroup(click.Group):
             try:
                 host = get_host(ctx)
                 host.hook.postroom_cli_commands(cli=collector)
-            except PostroomError:
-                pass  # core commands still work; the command itself will report the problem
+            except PostroomError as exc:
+                # core commands still work; the command itself will report the problem
+                ctx.meta["postroom.host_error"] = exc
             ctx.meta["postroom.plugin_commands"] = collector.commands
         return ctx.meta["postroom.plugin_commands"]
 
@@ -53,6 +54,11 @@ class PostroomGroup(click.Group):
         plugin = self._plugin_commands(ctx).get(name)
         if isinstance(core, click.Group) and isinstance(plugin, click.Group):
             return _merged_group(core, plugin)
+        if core is None and plugin is None and isinstance(ctx.meta.get("postroom.host_error"),
+                                                          DatabaseUnavailable):
+            # A plugin command cannot even be found while the database (which says which
+            # plugins are enabled) is down: say so with exit 75 (retry), not "no such command".
+            raise ctx.meta["postroom.host_error"]
         return core or plugin
 
     def invoke(self, ctx):

@@ -184,6 +184,8 @@ def postroom_inbound_recipient(host, local_part, domain):
 def postroom_inbound_reply(host, references, message, dry_run):
     """Thread a reply to a mail that is not a chatter message (stops at the first non-None).
 
+    `host` is the running `core.host.Host`.
+
     Called by the inbound gateway after DATA when the mail's In-Reply-To / References
     match no `message.message_id` of the core (e.g. a reply to a campaign mail), on a
     worker thread inside the delivery's write transaction. `references` is the list of

@@ -1,0 +1,80 @@
+"""`postroom inbound deliver` as an MTA's pipe transport runs it: a real subprocess, one
+message on stdin, sysexits codes (0 accepted, 67 unknown recipient, 65 bad message, 75 retry)."""
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from core.models import Record
+from plugins.inbound import aliases
+
+from .conftest import message
+
+POSTROOM = shutil.which("postroom", path=os.path.dirname(sys.executable)) or "postroom"
+
+
+@pytest.fixture
+def host(inbound_host):
+    h = inbound_host(inbound_max_size=5000)
+    aliases.add_alias(h, "support", "generic")
+    aliases.add_alias(h, "staff", "generic", contact="partners")
+    return h
+
+
+def pipe(host, data: bytes, *args):
+    return subprocess.run([POSTROOM, "--config", host.config.path, "inbound", "deliver", *args],
+                          input=data, capture_output=True, timeout=60)
+
+
+def lf(data: bytes) -> bytes:
+    return data.replace(b"\r\n", b"\n")  # what a pipe transport hands over
+
+
+def test_accepted_mail_exits_0_and_is_stored(host):
+    result = pipe(host, lf(message(subject="Via pipe")), "--recipient", "support@example.com",
+                  "--sender", "ann@client.test")
+    assert result.returncode == 0, result.stderr
+    assert b"250 2.0.0 Ok: created generic," in result.stdout
+    assert Record.get().name == "Via pipe"
+
+
+def test_recipient_from_delivered_to_when_none_is_given(host):
+    data = lf(message(subject="Guess", headers={"Delivered-To": "support@example.com"}))
+    assert pipe(host, data).returncode == 0
+    assert Record.get().name == "Guess"
+
+
+def test_unknown_recipient_exits_67(host):
+    result = pipe(host, lf(message()), "--recipient", "nobody@example.com")
+    assert result.returncode == 67
+    assert result.stderr.decode().startswith("550 5.1.1 <nobody@example.com>")
+
+
+def test_other_domain_exits_67(host):
+    assert pipe(host, lf(message()), "--recipient", "x@elsewhere.org").returncode == 67
+
+
+def test_a_message_over_the_size_limit_exits_65(host):
+    result = pipe(host, lf(message(body="z\n" * 4000)), "--recipient", "support@example.com")
+    assert result.returncode == 65 and result.stderr.startswith(b"552 5.3.4")
+
+
+def test_an_empty_message_exits_65(host):
+    assert pipe(host, b"", "--recipient", "support@example.com").returncode == 65
+
+
+def test_a_refused_sender_exits_65_with_the_reason(host):
+    result = pipe(host, lf(message(sender="eve@evil.test")), "--recipient", "staff@example.com")
+    assert result.returncode == 65 and b"only known partners may write to staff" in result.stderr
+
+
+def test_database_unreachable_exits_75_so_the_mta_retries(host, tmp_path):
+    cfg = tmp_path / "down.cfg"
+    cfg.write_text(f"[postroom]\ndatabase = sqlite:///{tmp_path / 'missing-dir' / 'x.db'}\n"
+                   f"log_dir = {tmp_path / 'logs'}\ndomains = example.com\n")
+    result = subprocess.run([POSTROOM, "--config", str(cfg), "inbound", "deliver", "--recipient",
+                             "support@example.com"], input=lf(message()), capture_output=True, timeout=60)
+    assert result.returncode == 75, result.stderr
+    assert b"unavailable" in result.stderr
