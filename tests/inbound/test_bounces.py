@@ -120,3 +120,24 @@ def test_a_bounce_that_names_nobody_is_accepted_and_changes_nothing(setup, gatew
     code, text = send_bounce(gateway(host), data, "bounce@example.com")
     assert code == 250 and b"no bounced recipient recognised" in text
     assert listener.bounces == [] and Message.select().count() == 1
+
+
+def test_a_bounce_to_the_return_path_mail_queue_used_turns_the_envelope_red(make_host, gateway):
+    from tests.support.smtp import SMTPSink
+    with SMTPSink() as sink:
+        host = make_host(plugins=["mail_queue", "inbound"],
+                         config={"smtp_host": sink.host, "smtp_port": sink.port, "smtp_timeout": "3"})
+        records.ensure_admin(host, "admin@example.com")
+        record = records.create_record(host, "generic", "Quote 42")
+        bob = records.create_partner(host, "Bob", "bob@example.org")
+        records.follow(host, record, bob)
+        sent = chatter.post_message(host, record, "Here is the quote", subject="Quote 42")
+        [out] = sink.wait_for(1)
+    assert chatter.envelope(sent) == "white"
+    return_path = out.mail_from
+    data = fixture_bytes("postfix.eml", to=return_path, failed="bob@example.org", msgid=out.message_id)
+    assert send_bounce(gateway(host), data, return_path)[0] == 250
+    assert chatter.envelope(sent) == "red"
+    [row] = chatter.notification_rows(sent)
+    assert (row["status"], row["failure_type"]) == ("bounce", "mail_bounce")
+    assert Partner.get_by_id(bob.id).message_bounce == 1

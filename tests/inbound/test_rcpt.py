@@ -136,3 +136,33 @@ def test_smtplib_sendmail_reports_refused_recipients(host, gateway):
         refused = client.sendmail("ann@client.test", ["support@example.com", "nobody@example.com"],
                                   message(subject="partly"))
     assert list(refused) == ["nobody@example.com"] and refused["nobody@example.com"][0] == 550
+
+
+def test_postgresql_going_away_mid_session_answers_451_and_nothing_is_half_stored(inbound_host, gateway, pg_database):
+    import psycopg
+    from urllib.parse import urlparse
+
+    from core.models import Record
+    host = inbound_host(db_url=pg_database)
+    aliases.add_alias(host, "support", "generic")
+    service = gateway(host)
+    name = urlparse(pg_database).path.lstrip("/")
+    admin_url = os.environ["POSTROOM_TEST_PG_URL"]
+    with smtp(service) as client:
+        client.mail("ann@client.test")
+        assert client.rcpt("support@example.com")[0] == 250
+        with psycopg.connect(admin_url, autocommit=True) as admin:
+            admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
+        try:
+            code, text = client.data(message())
+        finally:
+            with psycopg.connect(admin_url, autocommit=True) as admin:
+                admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+        assert code == 451 and text.startswith(b"4.3.0")
+        client.rset()
+        client.mail("ann@client.test")
+        assert client.rcpt("support@example.com")[0] == 250  # reconnected
+        assert client.data(message())[0] == 250
+    host.db.close()
+    assert Record.select().count() == 1
