@@ -68,6 +68,7 @@ def encode_address(name: str | None, address: str) -> str:
     return email.utils.formataddr((name, address), charset="utf-8")
 
 
+@functools.lru_cache(maxsize=4096)
 def parse_address(text: str) -> tuple[str, str]:
     """('Name', 'addr') of a header-style address, for the From header."""
     name, addr = email.utils.parseaddr(text)

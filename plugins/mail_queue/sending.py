@@ -95,11 +95,11 @@ def _sender_problem(email_from: str | None):
     return None
 
 
-@functools.lru_cache(maxsize=65536)
 def _recipient_problem(email_to: str | None):
     if not email_to:
         return "mail_email_missing", "The recipient has no email address."
-    if not emails.is_valid(email_to):
+    # A bare address: the core's own pattern, without the cost of parsing a header.
+    if not (emails._ADDR.match(email_to) and not emails.has_control_chars(email_to)):
         return "mail_email_invalid", f"The recipient address {email_to!r} is not a valid email address."
     return None
 
@@ -156,7 +156,7 @@ def _send_group(host, server, rows, pool, outcome, date, prepare):
         envelope_from = tokens.bounce_address(host, bounce_value(row))
         try:
             data = _message_bytes(host, row, envelope_from, date, prepare)
-            conn.sendmail(envelope_from, [row.email_to], data)
+            _sendmail(conn, envelope_from, row.email_to, data)
             outcome.sent.append((row, server.name))
             used += 1
             host.log.info("mail %s sent to %s via %s msgid=%s notification=%s ref=%s", row.id,
@@ -177,6 +177,36 @@ def _send_group(host, server, rows, pool, outcome, date, prepare):
             host.log.exception("mail %s: unexpected error while sending", row.id)
             outcome.fail(row, "unknown", f"{type(exc).__name__}: {exc}", True)
     servers.release(host, server, granted - used)
+
+
+def _sendmail(conn, sender: str, rcpt: str, data: bytes) -> None:
+    """MAIL, RCPT, DATA for one recipient, raising smtplib's own exceptions like
+    `SMTP.sendmail`. Addresses here are already validated bare addresses, so the header
+    parsing `sendmail` does to quote them (a third of the CPU of a drain) is skipped."""
+    conn.putcmd("mail", f"FROM:<{sender}>")
+    code, resp = conn.getreply()
+    if code != 250:
+        _reset(conn, code)
+        raise smtplib.SMTPSenderRefused(code, resp, sender)
+    conn.putcmd("rcpt", f"TO:<{rcpt}>")
+    code, resp = conn.getreply()
+    if code not in (250, 251):
+        _reset(conn, code)
+        raise smtplib.SMTPRecipientsRefused({rcpt: (code, resp)})
+    code, resp = conn.data(data)
+    if code != 250:
+        _reset(conn, code)
+        raise smtplib.SMTPDataError(code, resp)
+
+
+def _reset(conn, code):
+    if code == 421:  # the server is closing the connection
+        conn.close()
+        return
+    try:
+        conn.rset()
+    except smtplib.SMTPServerDisconnected:
+        pass
 
 
 def _lost(host, server, pool, outcome, row, rest, exc):

@@ -1,0 +1,229 @@
+"""Queue throughput: enqueue N bulk mails, then drain them with the queue action into an SMTP
+sink on loopback; compare with a bare smtplib client sending pre-built messages (the ceiling).
+
+Prints one JSON line: enqueue_seconds, enqueue_per_second, drain_seconds, mails_per_second
+(the drain rate), ceiling_mails_per_second, and the run's parameters. The baseline to beat is
+django-post-office's send_queued_mail, about 600 mails/s into the same kind of sink.
+
+    python bench/queue_throughput.py [-n 20000] [--db URL] [--workers K] [--smtp HOST:PORT]
+                                     [--profile FILE]
+
+The sink (unless --smtp names one) runs in its own process, so that it does not share the
+drain's interpreter; it accepts every message and only counts them.
+"""
+import argparse
+import json
+import os
+import smtplib
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from core.config import Config  # noqa: E402
+from core.host import Host  # noqa: E402
+
+BODY = "<p>Hello,</p><p>" + "This month's news from the shop. " * 20 + "</p><p>See you soon.</p>"
+
+
+class _SinkProtocol:
+    """A minimal SMTP server side: answers every command with success and counts the
+    messages. aiosmtpd costs about a millisecond of CPU per message, which on a small
+    machine would make the sink, not the sender, the thing measured."""
+
+    def __init__(self, counter):
+        self.counter = counter
+        self.buf = b""
+        self.in_data = False
+
+    def connection_made(self, transport):
+        self.transport = transport
+        transport.write(b"220 sink ESMTP\r\n")
+
+    def data_received(self, data):
+        self.buf += data
+        while True:
+            if self.in_data:
+                if self.buf.startswith(b".\r\n"):
+                    end, skip = 0, 3
+                else:
+                    end = self.buf.find(b"\r\n.\r\n")
+                    skip = 5
+                if end < 0:
+                    return
+                self.buf = self.buf[end + skip:]
+                self.in_data = False
+                self.counter[0] += 1
+                self.transport.write(b"250 2.0.0 OK\r\n")
+                continue
+            i = self.buf.find(b"\r\n")
+            if i < 0:
+                return
+            line, self.buf = self.buf[:i], self.buf[i + 2:]
+            verb = line[:4].upper()
+            if verb == b"EHLO":
+                self.transport.write(b"250-sink\r\n250-8BITMIME\r\n250 SIZE 100000000\r\n")
+            elif verb == b"DATA":
+                self.in_data = True
+                self.transport.write(b"354 go ahead\r\n")
+            elif verb == b"QUIT":
+                self.transport.write(b"221 bye\r\n")
+                self.transport.close()
+                return
+            else:
+                self.transport.write(b"250 OK\r\n")
+
+    def eof_received(self):
+        return False
+
+    def connection_lost(self, exc):
+        pass
+
+
+def serve_sink(port):
+    """The sink process: accepts every message and counts it."""
+    import asyncio
+    import threading
+    counter = [0]
+
+    async def run():
+        server = await asyncio.get_running_loop().create_server(
+            lambda: _SinkProtocol(counter), "127.0.0.1", port)
+        print("ready", flush=True)
+        done = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        threading.Thread(target=lambda: (sys.stdin.read(), loop.call_soon_threadsafe(done.set)),
+                         daemon=True).start()
+        await done.wait()
+        server.close()
+    asyncio.run(run())
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_sink():
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, __file__, "--serve-sink", str(port)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "ready"
+    return proc, "127.0.0.1", port
+
+
+def write_config(tmp, db_url, smtp_host, smtp_port):
+    path = os.path.join(tmp, "postroom.cfg")
+    with open(path, "w") as fh:
+        fh.write("[postroom]\n"
+                 f"database = {db_url or 'sqlite:///' + os.path.join(tmp, 'postroom.db')}\n"
+                 f"log_dir = {os.path.join(tmp, 'logs')}\n"
+                 "domains = example.com\n"
+                 f"smtp_host = {smtp_host}\nsmtp_port = {smtp_port}\n"
+                 "daily_limit = 100000000\n"
+                 "cron_time_budget = 3600\n")
+    return path
+
+
+def ceiling(smtp_host, port, n):
+    """A bare smtplib client over one connection, messages built beforehand."""
+    from email.message import EmailMessage
+    msg = EmailMessage()
+    msg["From"], msg["Subject"] = "news@example.com", "News"
+    msg.set_content(BODY, subtype="html")
+    payloads = []
+    for i in range(n):
+        del msg["To"], msg["Message-Id"]
+        msg["To"], msg["Message-Id"] = f"c{i}@example.org", f"<c{i}@example.com>"
+        payloads.append((f"c{i}@example.org", msg.as_bytes()))
+    conn = smtplib.SMTP(smtp_host, port)
+    t0 = time.perf_counter()
+    for rcpt, data in payloads:
+        conn.sendmail("bounce@example.com", [rcpt], data)
+    elapsed = time.perf_counter() - t0
+    conn.quit()
+    return n / elapsed
+
+
+def drain_worker(config_path):
+    from plugins.mail_queue import sending
+    host = Host.from_config(config_path)
+    sending.process_queue(host)
+    host.close()
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-n", type=int, default=20_000)
+    parser.add_argument("--db", help="database URL (default: a fresh SQLite file)")
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--smtp", help="HOST:PORT of an external sink")
+    parser.add_argument("--profile", help="write a cProfile of the drain (workers=1) to FILE")
+    parser.add_argument("--serve-sink", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--drain-worker", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve_sink:
+        return serve_sink(args.serve_sink)
+    if args.drain_worker:
+        return drain_worker(args.drain_worker)
+
+    sink = None
+    if args.smtp:
+        smtp_host, _, smtp_port = args.smtp.rpartition(":")
+        smtp_port = int(smtp_port)
+    else:
+        sink, smtp_host, smtp_port = start_sink()
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            config_path = write_config(tmp, args.db, smtp_host, smtp_port)
+            host = Host(Config.load(config_path)).open()
+            host.enable_plugin("mail_queue")
+            service = host.service("mail")
+            mails = [{"email_to": f"Reader {i} <r{i}@example.org>", "subject": "This month's news",
+                      "body_html": BODY, "ref": f"mt{i}",
+                      "headers": {"List-Unsubscribe": f"<https://example.com/u/{i}>"}}
+                     for i in range(args.n)]
+            t0 = time.perf_counter()
+            service.enqueue(mails)
+            enqueue_seconds = time.perf_counter() - t0
+
+            t0 = time.perf_counter()
+            if args.workers > 1:
+                procs = [subprocess.Popen([sys.executable, __file__, "--drain-worker", config_path])
+                         for _ in range(args.workers)]
+                for p in procs:
+                    p.wait()
+            elif args.profile:
+                import cProfile
+                cProfile.runctx("service.process_queue()", globals(), {"service": service}, args.profile)
+            else:
+                service.process_queue()
+            drain_seconds = time.perf_counter() - t0
+            from plugins.mail_queue.models import OutgoingMail
+            left = OutgoingMail.select().count()
+            engine = host.db.engine
+            ceiling_rate = ceiling(smtp_host, smtp_port, min(args.n, 20_000))
+            host.close()
+    finally:
+        if sink is not None:
+            sink.stdin.close()
+            sink.wait(10)
+    print(json.dumps({
+        "n": args.n, "workers": args.workers, "db": engine,
+        "enqueue_seconds": round(enqueue_seconds, 3),
+        "enqueue_per_second": round(args.n / enqueue_seconds),
+        "drain_seconds": round(drain_seconds, 3),
+        "mails_per_second": round(args.n / drain_seconds),
+        "ceiling_mails_per_second": round(ceiling_rate),
+        "baseline_mails_per_second": 600,
+        "left_in_queue": left,
+    }))
+
+
+if __name__ == "__main__":
+    main()
