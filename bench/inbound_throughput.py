@@ -1,0 +1,144 @@
+"""Inbound gateway throughput: N messages over K concurrent SMTP sessions into the gateway.
+
+Half the messages are replies to existing records (In-Reply-To a stored Message-Id), half
+create a record through an alias. The same client then drives a bare aiosmtpd server whose
+handler does nothing: that is the ceiling the gateway is measured against. Prints one JSON
+line: messages per second and the p50/p99 latency of DATA (ms) for both.
+
+    python bench/inbound_throughput.py [--messages 5000] [--sessions 8] [--db URL]
+"""
+import argparse
+import asyncio
+import json
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import aiosmtplib  # noqa: E402
+from aiosmtpd.controller import Controller  # noqa: E402
+
+from core import chatter, records  # noqa: E402
+from core.config import Config  # noqa: E402
+from core.host import Host  # noqa: E402
+from core.models import Message, Record  # noqa: E402
+from plugins.inbound import aliases  # noqa: E402
+from plugins.inbound.gateway import GatewayService  # noqa: E402
+from tests.support.smtp import free_port  # noqa: E402
+
+
+class Nothing:
+    """The ceiling: a handler that accepts every message and does nothing with it."""
+
+    async def handle_DATA(self, server, session, envelope):
+        return "250 OK"
+
+
+def messages(n, parents):
+    """(rcpt, bytes) pairs: even ones reply to a stored message, odd ones go to the alias."""
+    out = []
+    for i in range(n):
+        sender = f"client{i}@bench.test"
+        if i % 2 == 0:
+            parent = random.choice(parents)
+            head = f"To: catchall@example.com\r\nIn-Reply-To: {parent}\r\nSubject: Re: thread\r\n"
+            rcpt = "catchall@example.com"
+        else:
+            head = f"To: support@example.com\r\nSubject: Request {i}\r\n"
+            rcpt = "support@example.com"
+        body = (f"From: Client {i} <{sender}>\r\n{head}Message-Id: <bench{i}.{time.time_ns()}@bench.test>\r\n"
+                f"Content-Type: text/plain; charset=utf-8\r\n\r\nHello, this is message {i}.\r\n" + "Some text.\r\n" * 20)
+        out.append((sender, rcpt, body.encode()))
+    return out
+
+
+async def drive(port, batch, sessions):
+    """Send `batch` over `sessions` concurrent connections; returns (seconds, DATA latencies, failures)."""
+    latencies, failures = [], []
+    queue = asyncio.Queue()
+    for item in batch:
+        queue.put_nowait(item)
+
+    async def session():
+        client = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, timeout=60)
+        await client.connect()
+        await client.ehlo()
+        try:
+            while not queue.empty():
+                sender, rcpt, data = queue.get_nowait()
+                await client.mail(sender)
+                await client.rcpt(rcpt)
+                start = time.perf_counter()
+                try:
+                    reply = await client.data(data)
+                    if reply.code != 250:
+                        failures.append(reply.message)
+                except aiosmtplib.SMTPResponseException as exc:
+                    failures.append(f"{exc.code} {exc.message}")
+                    await client.rset()
+                latencies.append(time.perf_counter() - start)
+        finally:
+            await client.quit()
+    start = time.perf_counter()
+    await asyncio.gather(*(session() for _ in range(sessions)))
+    return time.perf_counter() - start, latencies, failures
+
+
+def figures(seconds, latencies, failures, n):
+    ordered = sorted(latencies)
+    return {"msgs_per_s": round(n / seconds, 1), "seconds": round(seconds, 2),
+            "data_p50_ms": round(statistics.median(ordered) * 1000, 2),
+            "data_p99_ms": round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000, 2),
+            "failed": len(failures), "first_failure": failures[0] if failures else None}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=5000)
+    parser.add_argument("--sessions", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=4, help="gateway database threads")
+    parser.add_argument("--db", help="database URL (default: a fresh SQLite file)")
+    args = parser.parse_args()
+    tmp = tempfile.mkdtemp(prefix="postroom-bench-")
+    url = args.db or f"sqlite:///{tmp}/bench.db"
+    host = Host(Config({"database": url, "log_dir": tmp, "log_level": "WARNING", "domains": "example.com",
+                        "inbound_workers": str(args.threads)}, base_dir=tmp)).open()
+    host.enable_plugin("inbound")
+    aliases.add_alias(host, "support", "generic")
+    parents = []
+    for r in range(50):
+        record = records.create_record(host, "generic", f"Existing record {r}")
+        parents.append(chatter.post_message(host, record, "Initial", subject="thread").message_id)
+    batch = messages(args.messages, parents)
+    result = {"bench": "inbound_throughput", "engine": host.db.engine, "messages": args.messages,
+              "sessions": args.sessions, "db_threads": args.threads}
+
+    service = GatewayService(host, "127.0.0.1", free_port())
+    service.start()
+    try:
+        before_msgs, before_recs, before_sql = Message.select().count(), Record.select().count(), host.db.statements
+        gateway = figures(*asyncio.run(drive(service.port, batch, args.sessions)), args.messages)
+        gateway["sql_per_message"] = round((host.db.statements - before_sql) / args.messages, 1)
+        gateway["messages_stored"] = Message.select().count() - before_msgs
+        gateway["records_created"] = Record.select().count() - before_recs
+    finally:
+        service.stop()
+    result["gateway"] = gateway
+
+    ceiling = Controller(Nothing(), hostname="127.0.0.1", port=free_port())
+    ceiling.start()
+    try:
+        result["ceiling"] = figures(*asyncio.run(drive(ceiling.port, batch, args.sessions)), args.messages)
+    finally:
+        ceiling.stop()
+    result["gateway_vs_ceiling"] = round(gateway["msgs_per_s"] / result["ceiling"]["msgs_per_s"], 3)
+    host.close()
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
