@@ -11,8 +11,10 @@ import email.policy
 import functools
 import random
 import smtplib
+import uuid
 
 from core import emails, scheduler, tokens
+from core.clock import aware
 from core.db import is_postgres
 from core.models import Notification
 
@@ -41,24 +43,25 @@ def _free(now):
     return OutgoingMail.lease_until.is_null() | (OutgoingMail.lease_until < now)
 
 
-def claim(host, owner: str, limit: int, where=None, due=True) -> list[int]:
-    """Lease up to `limit` outgoing mails to `owner` and commit; returns their ids.
+def claim(host, owner: str, limit: int, where=None, due=True) -> tuple[str, int]:
+    """Lease up to `limit` outgoing mails under a fresh claim token and commit; returns
+    (token, how many). Later statements address the claimed rows by their token, so no
+    statement carries a list of thousands of ids.
 
     On PostgreSQL the candidates are locked FOR UPDATE SKIP LOCKED so workers never wait
     on each other nor take the same row; SQLite's write lock serialises claims."""
     now = host.clock.now()
+    token = f"{owner}:{uuid.uuid4().hex[:12]}"
     cond = _free(now) & (due_condition(now) if due else (OutgoingMail.state == "outgoing"))
     if where is not None:
         cond &= where
     with host.transaction():
-        query = OutgoingMail.select(OutgoingMail.id).where(cond).order_by(OutgoingMail.id).limit(limit)
+        candidates = OutgoingMail.select(OutgoingMail.id).where(cond).order_by(OutgoingMail.id).limit(limit)
         if is_postgres(host.db):
-            query = query.for_update(skip_locked=True)
-        ids = [r[0] for r in query.tuples()]
-        if ids:
-            (OutgoingMail.update(lease_owner=owner, lease_until=now + lease(host))
-             .where(OutgoingMail.id.in_(ids)).execute())
-    return ids
+            candidates = candidates.for_update(skip_locked=True)
+        taken = (OutgoingMail.update(lease_owner=token, lease_until=now + lease(host))
+                 .where(OutgoingMail.id.in_(candidates) & _free(now)).execute())
+    return token, taken
 
 
 class Outcome:
@@ -225,10 +228,12 @@ def _lost(host, server, pool, outcome, row, rest, exc):
     outcome.released.extend(rest)
 
 
-def deliver(host, ids, owner, pool) -> Outcome:
-    """Send the mails `owner` claimed (ids) and record the outcomes."""
-    rows = list(OutgoingMail.select().where(OutgoingMail.id.in_(ids) & (OutgoingMail.lease_owner == owner))
-                .order_by(OutgoingMail.id))
+def deliver(host, token, pool) -> Outcome:
+    """Send the mails claimed under `token` and record the outcomes."""
+    # Named tuples, not model instances: a fifth of the cost per row, and read-only is
+    # what sending (and postroom_mail_prepare) needs.
+    rows = list(OutgoingMail.select().where(OutgoingMail.lease_owner == token)
+                .order_by(OutgoingMail.id).namedtuples())
     outcome = Outcome()
     chooser = servers.Chooser(host)
     groups = collections.OrderedDict()
@@ -243,7 +248,7 @@ def deliver(host, ids, owner, pool) -> Outcome:
     prepare = bool(host.hook.postroom_mail_prepare.get_hookimpls())
     for server, group in groups.items():
         _send_group(host, server, group, pool, outcome, date, prepare)
-    record(host, outcome)
+    record(host, outcome, token)
     return outcome
 
 
@@ -266,29 +271,18 @@ def _info(row) -> dict:
             "email_to": row.email_to, "ref": row.ref}
 
 
-def record(host, outcome: Outcome) -> None:
+def record(host, outcome: Outcome, token: str) -> None:
     """Write every outcome in one transaction (statements per kind of outcome, not per mail),
-    then fire postroom_mail_sent / postroom_mail_failed after the commit."""
+    then fire postroom_mail_sent / postroom_mail_failed after the commit.
+
+    Failed and put-back mails are written first and leave the claim; what is still under
+    the claim token after that is exactly what was sent."""
     now = host.clock.now()
     M, N = OutgoingMail, Notification
     sent_info, failed_info = [], []
     retry_at = []
     with host.transaction():
-        by_server = collections.defaultdict(list)
-        for row, name in outcome.sent:
-            by_server[name].append(row)
-            sent_info.append(_info(row))
-        for name, rows in by_server.items():
-            for chunk in _chunks(rows):
-                ids = [r.id for r in chunk]
-                M.update(state="sent", sent_at=now, updated_at=now, attempts=M.attempts + 1,
-                         failure_type=None, failure_reason=None, next_attempt_at=None,
-                         server=name, lease_owner=None, lease_until=None).where(M.id.in_(ids)).execute()
-                M.delete().where(M.id.in_(ids) & M.auto_delete).execute()
-                nids = [r.notification_id for r in chunk if r.notification_id]
-                if nids:
-                    N.update(status="sent", failure_type=None, failure_reason=None,
-                             updated_at=now).where(N.id.in_(nids)).execute()
+        sent_info = [_info(row) for row, _ in outcome.sent]
         groups = collections.defaultdict(list)
         for row, ftype, reason, permanent in outcome.failed:
             if not permanent and row.expires_at is not None and now >= row.expires_at:
@@ -306,13 +300,27 @@ def record(host, outcome: Outcome) -> None:
                 values["next_attempt_at"] = now + backoff(host, attempts)
                 retry_at.append(values["next_attempt_at"])
             for chunk in _chunks(rows):
-                M.update(**values).where(M.id.in_([r.id for r in chunk])).execute()
+                M.update(**values).where(M.id.in_([r.id for r in chunk]) & (M.lease_owner == token)).execute()
                 nids = [r.notification_id for r in chunk if r.notification_id]
                 if permanent and nids:
                     N.update(status="exception", failure_type=ftype, failure_reason=reason,
                              updated_at=now).where(N.id.in_(nids)).execute()
         for chunk in _chunks(outcome.released):
-            M.update(lease_owner=None, lease_until=None).where(M.id.in_([r.id for r in chunk])).execute()
+            (M.update(lease_owner=None, lease_until=None)
+             .where(M.id.in_([r.id for r in chunk]) & (M.lease_owner == token)).execute())
+        if outcome.sent:
+            mine = M.lease_owner == token
+            (N.update(status="sent", failure_type=None, failure_reason=None, updated_at=now)
+             .where(N.id.in_(M.select(M.notification_id).where(mine & M.notification_id.is_null(False))))
+             .execute())
+            M.delete().where(mine & M.auto_delete).execute()
+            servers_used = {name for _, name in outcome.sent}
+            for name in servers_used:
+                where = mine if len(servers_used) == 1 else mine & M.id.in_(
+                    [r.id for r, n in outcome.sent if n == name])
+                M.update(state="sent", sent_at=now, updated_at=now, attempts=M.attempts + 1,
+                         failure_type=None, failure_reason=None, next_attempt_at=None,
+                         server=name, lease_owner=None, lease_until=None).where(where).execute()
         if retry_at:
             scheduler.trigger(host, ACTION_CODE, min(retry_at))
     for info in failed_info:
@@ -342,11 +350,11 @@ def _run(host, claim_kwargs, limit=None, run=None) -> dict:
             n = batch_size(host) if limit is None else min(batch_size(host), limit - totals["processed"])
             if n <= 0:
                 break
-            ids = claim(host, owner, n, **claim_kwargs)
-            if not ids:
+            token, taken = claim(host, owner, n, **claim_kwargs)
+            if not taken:
                 break
-            outcome = deliver(host, ids, owner, pool)
-            totals["processed"] += len(ids) - len(outcome.released)
+            outcome = deliver(host, token, pool)
+            totals["processed"] += taken - len(outcome.released)
             totals["sent"] += len(outcome.sent)
             totals["failed"] += sum(1 for f in outcome.failed if f[3])
             totals["retry"] += sum(1 for f in outcome.failed if not f[3])
@@ -360,9 +368,19 @@ def _run(host, claim_kwargs, limit=None, run=None) -> dict:
 def process_queue(host, limit=None, run=None) -> dict:
     """Run the queue once: send what is due in batches over reused connections."""
     totals = _run(host, {}, limit, run)
-    remaining = OutgoingMail.select().where(due_condition(host.clock.now())).count()
+    now = host.clock.now()
+    # Only what this worker could claim now counts: mails another worker holds are its
+    # work, and counting them would make an idle worker re-run the action in a busy loop.
+    remaining = OutgoingMail.select().where(due_condition(now) & _free(now)).count()
     if run is not None:
         run.progress(totals.get("processed", 0), remaining)
+        held = (OutgoingMail.select(OutgoingMail.lease_until).where(due_condition(now) & ~_free(now))
+                .order_by(OutgoingMail.lease_until).limit(1).scalar())
+        if not remaining and held is not None:
+            # Look again when those leases end: if their worker died, its mails must not
+            # wait for the next interval.
+            with host.transaction():
+                scheduler.trigger(host, ACTION_CODE, aware(held) + dt.timedelta(seconds=1))
     result = {"processed": 0, "sent": 0, "failed": 0, "retry": 0} | totals | {"remaining": remaining}
     host.log.info("mail queue processed: %s", result)
     return result
