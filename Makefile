@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN = $(VENV)/bin
 # Builtin plugins `make run` enables before serving.
-PLUGINS ?= auto_vacuum mail_marketing inbound
+PLUGINS ?= mail_queue auto_vacuum mail_marketing inbound
 
 .PHONY: install run test test-fast bench clean
 
