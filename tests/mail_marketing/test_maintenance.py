@@ -67,3 +67,15 @@ def test_the_vacuum_hook_answers_for_the_plugin(mk):
     with host.transaction():
         results = host.hook.postroom_vacuum(host=host, batch_size=10, dry_run=True)
     assert {"removed": {"canceled_traces": 0, "bounce_records": 0}, "remaining": 0} in results
+
+
+def test_postroom_vacuum_removes_old_canceled_traces_through_the_auto_vacuum_plugin(mk, run, tmp_path, clock):
+    import json
+    host = mk()
+    host.enable_plugin("auto_vacuum")
+    _campaign_with_canceled_traces(run, host, tmp_path, 3)
+    clock.advance(days=190)
+    report = json.loads(run(host, "vacuum", "--json").output)
+    ours = [p for p in report["plugins"] if p["plugin"] == "mail_marketing"]
+    assert ours and ours[0]["removed"]["canceled_traces"] == 3 and ours[0]["error"] is None
+    assert [t.status for t in Trace.select()] == ["sent"] and Blacklist.select().count() == 3

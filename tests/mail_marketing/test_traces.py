@@ -180,3 +180,29 @@ def test_a_temporary_failure_leaves_the_trace_outgoing_until_it_is_settled(mk, r
     host.clock.advance(hours=2)
     drain(host)
     assert Trace.get().status == "sent" and show(run, host, cid)["sent"] == 1
+
+
+def test_sent_and_failed_outcomes_update_traces_set_based(mk, run, tmp_path):
+    host = mk()
+    make_list(run, host, tmp_path, "news", [f"u{i}@example.org,U{i}" for i in range(400)])
+    cid = make_campaign(run, host, tmp_path, "news")
+    run(host, "campaign", "send", cid)
+    from core import scheduler
+    scheduler.run_by_hand(host, "Mail Marketing: Process queue")   # traced and enqueued, not sent
+    ids = [t.id for t in Trace.select().where(Trace.campaign == cid).order_by(Trace.id)]
+
+    def statements(fn, mails_):
+        before = host.statements()
+        fn(host, mails_)
+        return host.statements() - before
+    sent = lambda chunk: [{"ref": mails.trace_ref(i), "mail_id": None} for i in chunk]  # noqa: E731
+    failed = lambda chunk: [{"ref": mails.trace_ref(i), "failure_type": "mail_smtp", "permanent": True,  # noqa: E731
+                             "failure_reason": f"550 no {i}"} for i in chunk]
+    assert statements(feedback.mails_sent, sent(ids[:5])) == statements(feedback.mails_sent, sent(ids[5:200]))
+    assert statements(feedback.mails_failed, failed(ids[200:205])) == statements(feedback.mails_failed,
+                                                                                 failed(ids[205:]))
+    data = show(run, host, cid)
+    assert (data["sent"], data["error"]) == (200, 200)
+    assert Trace.get_by_id(ids[-1]).failure_reason == f"550 no {ids[-1]}"
+    # Refs that are not ours (chatter mails) are ignored.
+    feedback.mails_sent(host, [{"ref": None}, {"ref": "n12"}])
