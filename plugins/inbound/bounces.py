@@ -9,6 +9,7 @@ import email
 import re
 
 import flufl.bounce
+import peewee as pw
 
 from core import emails, tokens
 from core.models import Message, Notification, Partner
@@ -161,7 +162,13 @@ def apply(host, info, found) -> list[dict]:
         bounce = {"email": t["email"], "token": info["value"], "message_id": t["message_id"],
                   "reason": info["reason"], "partner_id": partner.id if partner else None,
                   "notification_id": note.id if note else None}
-        host.hook.postroom_bounce_received(host=host, bounce=bounce)
+        try:
+            with host.transaction():  # a savepoint: a listener's failure undoes only its own writes
+                host.hook.postroom_bounce_received(host=host, bounce=bounce)
+        except (pw.OperationalError, pw.InterfaceError):
+            raise  # the database itself is gone: the gateway answers 451 and the bounce comes again
+        except Exception:  # noqa: BLE001 - a bounce never fails because of a listener
+            host.log.exception("a postroom_bounce_received listener failed for %s", t["email"])
         fired.append(bounce)
     return fired
 

@@ -17,7 +17,7 @@ from aiosmtpd.smtp import SMTP
 from core.errors import DatabaseUnavailable
 
 from . import decisions, recipients, routing
-from .settings import BARE_LF, LINE_TOO_LONG, TEMPFAIL, TOO_BIG, TOO_MANY_RCPT, settings
+from .settings import BARE_LF, LINE_TOO_LONG, LOCAL_PROBLEM, TEMPFAIL, TOO_BIG, TOO_MANY_RCPT, settings
 
 DB_ERRORS = (pw.OperationalError, pw.InterfaceError, DatabaseUnavailable)
 _BARE = re.compile(rb"(?<!\r)\n|\r(?!\n)")
@@ -127,6 +127,11 @@ class GatewayHandler:
             self.host.log.warning("inbound DATA from <%s> deferred: database unavailable: %s",
                                   envelope.mail_from, exc)
             return self._answer([(r, TEMPFAIL) for r in rcpts])
+        except Exception as exc:  # noqa: BLE001 - e.g. a plugin's hook: defer, never lose the mail
+            self.host.log.error("inbound DATA from <%s> deferred: %s: %s", envelope.mail_from,
+                                type(exc).__name__, exc, exc_info=exc)
+            # Answered here, not by handle_exception, so that LMTP still gets one line per recipient.
+            return self._answer([(r, LOCAL_PROBLEM) for r in rcpts])
         return self._answer(results)
 
     def _answer(self, results) -> str:
@@ -137,7 +142,7 @@ class GatewayHandler:
     async def handle_exception(self, error):
         self.host.log.error("inbound session error: %s: %s", type(error).__name__, error,
                             exc_info=error)
-        return "451 4.3.0 Temporary local problem, try again later"
+        return LOCAL_PROBLEM
 
 
 class _Controller(Controller):

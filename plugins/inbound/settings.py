@@ -16,6 +16,7 @@ DEFAULTS = {
 }
 
 TEMPFAIL = "451 4.3.0 Temporary failure: the database is unavailable, try again later"
+LOCAL_PROBLEM = "451 4.3.0 Temporary local problem, try again later"
 TOO_MANY_RCPT = "452 4.5.3 Too many recipients"
 LINE_TOO_LONG = "500 5.5.2 Line too long (over 1000 characters, see RFC 5321 4.5.3.1.6)"
 TOO_BIG = "552 5.3.4 Message size exceeds fixed maximum message size"

@@ -141,3 +141,27 @@ def test_a_bounce_to_the_return_path_mail_queue_used_turns_the_envelope_red(make
     [row] = chatter.notification_rows(sent)
     assert (row["status"], row["failure_type"]) == ("bounce", "mail_bounce")
     assert Partner.get_by_id(bob.id).message_bounce == 1
+
+
+class BrokenListener:
+    PLUGIN = PluginInfo("broken")
+
+    @hookimpl
+    def postroom_bounce_received(self, host, bounce):
+        Partner.update(name="written by the broken listener").execute()
+        raise RuntimeError("listener bug")
+
+
+def test_a_failing_bounce_listener_does_not_make_the_bounce_fail(inbound_host, gateway):
+    host = inbound_host(extra=[BrokenListener()])
+    host.enable_plugin("broken")
+    record = records.create_record(host, "generic", "Website")
+    bob = records.create_partner(host, "Bob", "bob@example.org")
+    records.follow(host, record, bob)
+    sent = chatter.post_message(host, record, "Tomorrow at 10", subject="Kick-off")
+    note = Notification.get(Notification.message == sent)
+    to = tokens.bounce_address(host, tokens.notification_token(note.id))
+    data = fixture_bytes("dsn_rfc3464.eml", to=to, failed="bob@example.org", msgid=sent.message_id)
+    assert send_bounce(gateway(host), data, to)[0] == 250
+    assert Notification.get_by_id(note.id).status == "bounce"
+    assert Partner.get_by_id(bob.id).name == "Bob"  # the listener's own write was undone

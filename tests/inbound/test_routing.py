@@ -274,3 +274,48 @@ def test_an_auto_reply_never_opens_a_record(inbound_host, gateway):
     code, text = deliver(gateway(host), message(headers={"Auto-Submitted": "auto-replied"}))
     assert code == 550 and b"5.7.1" in text and b"loop protection" in text
     assert Record.select().count() == 0
+
+
+def test_one_mail_to_two_aliases_opens_two_records(inbound_host, gateway, db_url):
+    host = inbound_host(db_url=db_url)
+    aliases.add_alias(host, "support", "generic")
+    aliases.add_alias(host, "sales", "generic")
+    code, _ = deliver(gateway(host), message(subject="Both"), rcpts=["support@example.com", "sales@example.com"])
+    assert code == 250
+    assert Record.select().where(Record.name == "Both").count() == 2
+    assert sorted(m.message_id for m in Message.select()) == ["<m1.route2@client.test>", "<m1@client.test>"]
+    assert InboundOriginal.select().count() == 1
+
+
+def test_a_mail_without_message_id_is_stored_with_one_of_ours(inbound_host, gateway):
+    host = inbound_host()
+    aliases.add_alias(host, "support", "generic")
+    assert deliver(gateway(host), message(message_id=None))[0] == 250
+    assert Message.get().message_id.endswith("@example.com>")
+
+
+class ExplodingReply:
+    PLUGIN = PluginInfo("exploding")
+
+    @hookimpl
+    def postroom_inbound_reply(self, host, references, message, dry_run):
+        raise RuntimeError("plugin bug")
+
+
+def test_a_plugin_failure_after_data_defers_the_mail_per_recipient_in_lmtp(inbound_host, gateway):
+    import socket
+    host = inbound_host(extra=[ExplodingReply()])
+    host.enable_plugin("exploding")
+    service = gateway(host, lmtp=True)
+    with socket.create_connection(("127.0.0.1", service.port), timeout=10) as sock:
+        f = sock.makefile("rb")
+        f.readline()
+        sock.sendall(b"LHLO c.test\r\n")
+        while f.readline()[3:4] == b"-":
+            pass
+        sock.sendall(b"MAIL FROM:<a@c.test>\r\nRCPT TO:<catchall@example.com>\r\nRCPT TO:<postmaster@example.com>\r\nDATA\r\n")
+        assert [f.readline()[:3] for _ in range(4)] == [b"250", b"250", b"250", b"354"]
+        sock.sendall(message(headers={"In-Reply-To": "<x@y.test>"}) + b".\r\n")
+        assert [f.readline()[:9] for _ in range(2)] == [b"451 4.3.0", b"451 4.3.0"]
+        sock.sendall(b"NOOP\r\n")
+        assert f.readline().startswith(b"250")
