@@ -32,11 +32,16 @@ def notification_cutoff(host) -> dt.datetime:
 
 
 def _old_notifications(host):
+    # One condition per status, never `status = a OR status = b`: SQLite answers an OR over
+    # an index by collecting every matching row before LIMIT applies, which makes each
+    # chunk cost as much as the whole backlog.
     cutoff = notification_cutoff(host)
-    delivered = (Notification.status == "canceled") | (
-        (Notification.status == "sent")
-        & ((Notification.notification_type == "email") | Notification.is_read))
-    return Notification, delivered & (Notification.updated_at < cutoff)
+    old = Notification.updated_at < cutoff
+    return Notification, [
+        (Notification.status == "sent") & old
+        & ((Notification.notification_type == "email") | Notification.is_read),
+        (Notification.status == "canceled") & old,
+    ]
 
 
 def _spent_triggers(host):
@@ -45,7 +50,7 @@ def _spent_triggers(host):
     inactive = CronTrigger.cron.in_(CronAction.select(CronAction.id).where(~CronAction.active))
     spent = (CronTrigger.call_at < now) & (
         inactive | (CronTrigger.call_at < now - dt.timedelta(hours=hours)))
-    return CronTrigger, spent
+    return CronTrigger, [spent]
 
 
 KINDS = {"notifications": _old_notifications, "cron_triggers": _spent_triggers}
@@ -73,10 +78,17 @@ def vacuum(host, batch_size: int, dry_run: bool) -> dict:
     """The core's `postroom_vacuum`: see the module docstring for what goes."""
     removed, remaining = {}, 0
     for kind, build in KINDS.items():
-        model, condition = build(host)
-        if dry_run:
-            removed[kind] = count(model, condition)
-            continue
-        removed[kind], more = delete_chunk(model, condition, batch_size)
-        remaining += more
+        model, conditions = build(host)
+        removed[kind] = 0
+        for condition in conditions:
+            if dry_run:
+                removed[kind] += count(model, condition)
+                continue
+            budget = batch_size - removed[kind]
+            if budget <= 0:  # at most batch_size rows of a kind per call
+                remaining = max(remaining, int(model.select(model.id).where(condition).exists()))
+                continue
+            gone, more = delete_chunk(model, condition, budget)
+            removed[kind] += gone
+            remaining = max(remaining, more)
     return {"removed": removed, "remaining": remaining}

@@ -54,8 +54,10 @@ def vacuum_all(host, dry_run: bool = False, should_stop=None, size: int | None =
     longest = 0.0
     entries = []
     for impl in _impls(host):
-        entry = {"plugin": impl.plugin_name, "removed": {}, "remaining": 0, "chunks": 0, "error": None}
+        entry = {"plugin": impl.plugin_name, "removed": {}, "remaining": 0, "chunks": 0, "error": None,
+                 "seconds": 0.0}
         entries.append(entry)
+        plugin_started = time.monotonic()
         while True:
             t0 = time.monotonic()
             try:
@@ -73,6 +75,7 @@ def vacuum_all(host, dry_run: bool = False, should_stop=None, size: int | None =
                 break
             finally:
                 longest = max(longest, time.monotonic() - t0)
+                entry["seconds"] = round(time.monotonic() - plugin_started, 3)
             entry["chunks"] += 1
             for kind, n in removed.items():
                 entry["removed"][kind] = entry["removed"].get(kind, 0) + n
