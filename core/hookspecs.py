@@ -132,6 +132,18 @@ def postroom_mail_prepare(host, mail, message):
     """
 
 
+@hookspec(firstresult=True)
+def postroom_reply_to(host, record):
+    """Return the Reply-To address for mail about `record` (stops at the first non-None).
+
+    `host` is the running `core.host.Host`; `record` is the `core.models.Record` whose
+    chatter message is being mailed. Return the record's alias address (e.g.
+    `"Ticket 12" <support@example.com>`) so that replies come back to it, or None to pass;
+    when nobody answers, mail_queue uses the catchall address. Called inside the posting
+    transaction; read only, no network work.
+    """
+
+
 @hookspec
 def postroom_mail_sent(host, mails):
     """Called after a batch of outgoing mails was sent and their state committed.

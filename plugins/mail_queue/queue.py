@@ -38,9 +38,8 @@ def catchall(host) -> str:
 
 def reply_to_for(host, record) -> str:
     """The record's alias (a plugin may answer `postroom_reply_to`), else the catchall."""
-    hook = getattr(host.hook, "postroom_reply_to", None)  # declared by the plugin that owns aliases
-    if record is not None and hook is not None:
-        alias = hook(host=host, record=record)
+    if record is not None:
+        alias = host.hook.postroom_reply_to(host=host, record=record)
         if alias:
             return alias
     return catchall(host)

@@ -122,3 +122,17 @@ def test_a_subject_with_a_line_break_is_refused_before_anything_is_written(mail_
     with pytest.raises(InvalidInput):
         chatter.post_message(host, rec, "x", subject="Hi\r\nBcc: evil@example.net")
     assert sink.received() == [] and mails() == []
+
+
+def test_a_plugin_can_give_the_records_alias_as_reply_to(mail_host, sink):
+    from core.plugins import hookimpl
+
+    class Aliases:
+        @hookimpl
+        def postroom_reply_to(self, host, record):
+            return f"\"{record.name}\" <support@example.com>"
+    host = mail_host(extra=[Aliases()])
+    rec, _ = record_with_followers(host, "ann@example.org", name="Ticket 12")
+    chatter.post_message(host, rec, "Hi", subject="S")
+    [got] = sink.wait_for(1)
+    assert got.message["Reply-To"].addresses[0].addr_spec == "support@example.com"
