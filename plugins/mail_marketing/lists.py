@@ -1,5 +1,6 @@
 """Mailing lists, their contacts (streamed CSV import), opt-outs and the blacklist."""
 import csv
+import itertools
 
 import peewee as pw
 
@@ -75,7 +76,8 @@ def _check_row(row, columns) -> tuple[str, str, str]:
 
 
 def import_contacts(host, list_name: str, binfile, on_bytes=None) -> dict:
-    """Import a CSV (header with an `email` column, `name` optional) into a list.
+    """Import a CSV (header with an `email` column, `name` optional; fields separated by
+    commas, semicolons or tabs, as the header shows) into a list.
 
     Streams the file in chunks inside ONE transaction: bad rows are skipped and reported
     with their line numbers, good rows are kept, and a file that cannot be read to the end
@@ -83,7 +85,12 @@ def import_contacts(host, list_name: str, binfile, on_bytes=None) -> dict:
     or repeated in the file, are merged (an opted-out contact stays opted out)."""
     mlist = get_list(host, list_name)
     lines = _Lines(binfile, on_bytes)
-    reader = csv.reader(lines, strict=True)
+    stream = iter(lines)
+    first = next(stream, None)
+    # Spreadsheets in many locales write `;` (or tabs) between fields: the header tells.
+    delimiter = max((",", ";", "\t"), key=(first or "").count) if first and first.strip() else ","
+    reader = csv.reader(itertools.chain([first] if first is not None else [], stream),
+                        delimiter=delimiter, strict=True)
     stats = {"imported": 0, "merged": 0, "bad": 0, "errors": []}
     now = host.clock.now()
     try:

@@ -128,3 +128,16 @@ def test_import_statements_do_not_grow_with_the_file(mk, tmp_path):
             lists.import_contacts(host, name, fh)
         return host.statements() - before
     assert count(900, "a") == count(50, "b")
+
+
+def test_semicolon_files_and_files_with_only_an_email_column_are_read(mk, run, tmp_path):
+    host = mk()
+    run(host, "list", "create", "news")
+    semi = tmp_path / "semi.csv"
+    semi.write_text("name;email\nSmith, Ann;ann@example.org\n", encoding="utf-8")
+    only = tmp_path / "only.csv"
+    only.write_text("Email\nbob@example.org\n", encoding="utf-8")
+    run(host, "list", "import", "news", str(semi))
+    run(host, "list", "import", "news", str(only))
+    shown = {c["email"]: c["name"] for c in _show(run, host, "news")["contacts_shown"]}
+    assert shown == {"ann@example.org": "Smith, Ann", "bob@example.org": ""}
