@@ -38,6 +38,10 @@ class ActionSpec:
     interval_type: str = "hours"
     priority: int = 10
     plugin: str = "core"
+    # True: every worker may run it at the same time, so K workers share its work (the
+    # handler itself must split the work safely, e.g. the mail queue's row claims). No
+    # action lease is taken; the interval, triggers and failure count work as usual.
+    parallel: bool = False
 
     def for_plugin(self, plugin: str) -> "ActionSpec":
         return dataclasses.replace(self, plugin=plugin)
@@ -140,12 +144,23 @@ def trigger(host, code: str, at: dt.datetime | None = None) -> None:
     CronTrigger.insert(cron=action, call_at=at or host.clock.now()).execute()
 
 
+def parallel_codes(host) -> list[str]:
+    return [code for code, spec in host.action_specs.items() if spec.parallel]
+
+
+def _lease_free(host, now):
+    """The action is not held by a run, or it is a parallel one (which takes no lease)."""
+    free = CronAction.lease_until.is_null() | (CronAction.lease_until < now)
+    parallel = parallel_codes(host)
+    return (free | CronAction.code.in_(parallel)) if parallel else free
+
+
 def _due_condition(host, now):
     triggered = (CronTrigger.select(pw.SQL("1")).where((CronTrigger.cron == CronAction.id)
                                                        & (CronTrigger.call_at <= now)))
     return (CronAction.active
             & CronAction.code.in_(runnable_codes(host) or [""])
-            & (CronAction.lease_until.is_null() | (CronAction.lease_until < now))
+            & _lease_free(host, now)
             & ((CronAction.nextcall <= now) | pw.fn.EXISTS(triggered)))
 
 
@@ -168,6 +183,9 @@ def claim_next_due(host, owner: str) -> CronAction | None:
         action = query.first()
         if action is None:
             return None
+        if host.action_specs[action.code].parallel:
+            action.lease_owner = owner  # for the log only: a parallel action holds no lease
+            return action
         taken = (CronAction.update(lease_owner=owner, lease_until=_lease_until(host, now))
                  .where((CronAction.id == action.id)
                         & (CronAction.lease_until.is_null() | (CronAction.lease_until < now)))
