@@ -57,8 +57,9 @@ def mail():
 @click.option("--from", "email_from", help="Sender (default: config mail_from / notifications@domain).")
 @click.option("--bulk", is_flag=True, help="Wait for the Email Queue Manager instead of sending now.")
 @click.option("--at", "at", help="Send at this time (ISO 8601, UTC unless an offset is given).")
+@click.option("--keep", is_flag=True, help="Keep the mail once sent (default: deleted, like notifications).")
 @click.pass_context
-def mail_send(ctx, to, subject, body, email_from, bulk, at):
+def mail_send(ctx, to, subject, body, email_from, bulk, at, keep):
     """Send a mail to each --to address (urgent unless --bulk or --at)."""
     host = _host(ctx)
     for address in to:
@@ -69,7 +70,7 @@ def mail_send(ctx, to, subject, body, email_from, bulk, at):
     when = _parse_at(at)
     ids = queue.enqueue(host, [{"email_to": a, "subject": subject, "body_html": text_to_html(body),
                                 "email_from": email_from, "bulk": bulk or when is not None,
-                                "scheduled_at": when, "auto_delete": False} for a in to])
+                                "scheduled_at": when, "auto_delete": not keep} for a in to])
     states = {m.id: m for m in OutgoingMail.select().where(OutgoingMail.id.in_(ids))}
     failed = False
     for mail_id, address in zip(ids, to):
@@ -80,7 +81,7 @@ def mail_send(ctx, to, subject, body, email_from, bulk, at):
         elif m is not None and m.state == "outgoing" and m.next_attempt_at:
             click.echo(f"mail to {address} deferred until {m.next_attempt_at:%Y-%m-%d %H:%M:%S} UTC: "
                        f"{m.failure_reason}", err=True)
-        created(f"mail to {address}:" + (f" {m.state}" if m is not None else ""), mail_id)
+        created(f"mail to {address}: " + (m.state if m is not None else "sent"), mail_id)
     if failed:
         sys.exit(1)
 

@@ -24,7 +24,10 @@ def test_mail_send_is_urgent_and_prints_each_new_id(mail_host, sink, cli_run):
     got = sink.wait_for(2)
     assert sorted(r.rcpt_tos[0] for r in got) == ["ann@example.org", "bob@example.org"]
     assert got[0].message["From"] == "Administrator <admin@example.com>"  # the admin partner
-    assert [m.state for m in mails()] == ["sent", "sent"]
+    assert mails() == []  # sent person-to-person mail does not stay in the queue
+    assert result.output.splitlines()[0].startswith("mail to ann@example.org: sent")
+    kept = cli_run(host, "mail", "send", "--to", "cy@example.org", "--subject", "S", "--body", "b", "--keep")
+    assert [(m.id, m.state) for m in mails()] == [(int(kept.output.split()[-1]), "sent")]
 
 
 def test_mail_send_bulk_waits_for_the_queue_and_at_waits_for_its_time(mail_host, sink, cli_run, clock):
@@ -60,7 +63,8 @@ def test_mail_send_refuses_bad_input_with_one_line(mail_host, sink, cli_run):
 def test_queue_show_retry_and_send_now(mail_host, smtp_sink, cli_run):
     bad = smtp_sink(data_reply="554 5.7.1 Relay denied")
     host = mail_host(smtp_port=bad.port)
-    cli_run(host, "mail", "send", "--to", "ann@example.org", "--subject", "S", "--body", "b")
+    failed = cli_run(host, "mail", "send", "--to", "ann@example.org", "--subject", "S", "--body", "b")
+    assert failed.exit_code == 1 and "554 5.7.1 Relay denied" in failed.output
     [mail] = mails()
     shown = json.loads(cli_run(host, "queue", "show", str(mail.id), "--json").output)
     assert shown["state"] == "exception" and "554 5.7.1 Relay denied" in shown["failure_reason"]
@@ -97,7 +101,7 @@ def test_queue_retry_all_failed_and_cancel(mail_host, smtp_sink, cli_run):
 def test_queue_export_is_the_message_that_was_sent(mail_host, sink, cli_run):
     host = mail_host()
     cli_run(host, "mail", "send", "--to", "Zoë Ünïcode <zoe@example.org>", "--subject", "Réunion — café ☕",
-            "--body", "Bonjour Zoë", "--from", "Åsa Öberg <asa@example.com>")
+            "--body", "Bonjour Zoë", "--from", "Åsa Öberg <asa@example.com>", "--keep")
     [received] = sink.wait_for(1)
     [mail] = mails()
     exported = cli_run(host, "queue", "export", str(mail.id)).stdout_bytes

@@ -137,3 +137,17 @@ def test_built_messages_parse_back_with_the_email_package():
     assert msg.get_body(("html",)).get_content().strip() == Mail.body_html
     assert "Bonjour Zoë" in msg.get_body(("plain",)).get_content()
     assert not msg.defects and all(not p.defects for p in msg.walk())
+
+
+def test_mail_prepare_hooks_get_an_email_message_to_add_headers(mail_host, sink):
+    from core.plugins import hookimpl
+
+    class Signer:
+        @hookimpl
+        def postroom_mail_prepare(self, host, mail, message):
+            message["X-Signed-For"] = mail.email_to
+
+    host = mail_host(extra=[Signer()])
+    host.service("mail").enqueue([{"email_to": "a@example.org", "subject": "Ünï", "bulk": False}])
+    [got] = sink.wait_for(1)
+    assert got.message["X-Signed-For"] == "a@example.org" and got.message["Subject"] == "Ünï"
