@@ -184,8 +184,8 @@ def describe(info, found) -> str:
     return f"bounce for {', '.join(parts)}{extra}: {info['reason']}"
 
 
-def reset_counter(partner_id) -> None:
-    """A normal mail from a partner shows the address works again: bounce counter to 0."""
+def reset_counter_of(address: str) -> None:
+    """A normal mail from an address shows it works again: its partners' bounce counter to 0."""
     (Partner.update(message_bounce=0)
-     .where((Partner.id == partner_id) & (Partner.message_bounce > 0)).execute())
+     .where((Partner.email_normalized == address) & (Partner.message_bounce > 0)).execute())
 

@@ -76,7 +76,8 @@ def inbound_deliver(ctx, rcpts, sender):
 def inbound_log(ctx, sender, limit, as_json):
     """Why was this mail (not) received? Every gateway decision, newest first."""
     rows = decisions.rows(_host(ctx), sender=sender, limit=limit)
-    show(rows, ["id", "time", "sender", "recipients", "message_id", "verdict", "code", "reason"], as_json)
+    show(rows, ["id", "time", "peer", "sender", "recipients", "message_id", "verdict", "code", "reason"],
+         as_json)
 
 
 @inbound.command("export")

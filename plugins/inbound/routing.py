@@ -89,8 +89,6 @@ def _poster(host, mail, sender, record, parent):
             message_id=next(ids), body_is_html=mail.body_is_html,
             # An automatic message is recorded but notifies nobody: it never makes us mail back.
             note=mail.auto_reason is not None)
-        if author is not None and mail.auto_reason is None:
-            bounces.reset_counter(author.id)
         return msg
     return post
 
@@ -217,6 +215,7 @@ def deliver(host, *, peer="", mail_from="", rcpts=(), data=b"", lmtp=False) -> l
                 refused = [o for o in outcomes if not o.accepted]
                 if refused and not lmtp:
                     raise _Refused()
+                _reset_bounce_counter(mail, sender, verdicts, outcomes)
                 accepted = [o for o in outcomes if o.accepted]
                 keep = [o for o in accepted if o.route != "duplicate"]
                 original = decisions.keep_original(host, mail, mail_from) if keep else None
@@ -231,12 +230,24 @@ def deliver(host, *, peer="", mail_from="", rcpts=(), data=b"", lmtp=False) -> l
             with host.transaction():
                 decisions.record(host, **common, recipients=list(rcpts), verdict="refused",
                                  route=first.route, code=first.code, reason=first.text)
+                _reset_bounce_counter(mail, sender, verdicts, outcomes)
             return [(r, first.line) for r in rcpts]
         except pw.IntegrityError:
             if attempt:  # the same Message-Id arrived twice at once: the second is a duplicate
                 raise
     by_rcpt = {r: o.line for o in outcomes for r in o.rcpts}
     return [(r, by_rcpt[r]) for r in rcpts]
+
+
+def _reset_bounce_counter(mail, sender, verdicts, outcomes):
+    """Like Odoo: a normal mail from a partner's address (not a bounce, not automatic, not a
+    message seen before, sent to addresses of ours) shows the address works, even if the
+    mail itself is then refused."""
+    if not sender or mail.auto_reason or not all(v.accepted for v in verdicts):
+        return
+    if any(o.route in ("bounce", "duplicate") for o in outcomes):
+        return
+    bounces.reset_counter_of(sender)
 
 
 def _log(host, o, common, original_id):

@@ -319,3 +319,22 @@ def test_a_plugin_failure_after_data_defers_the_mail_per_recipient_in_lmtp(inbou
         assert [f.readline()[:9] for _ in range(2)] == [b"451 4.3.0", b"451 4.3.0"]
         sock.sendall(b"NOOP\r\n")
         assert f.readline().startswith(b"250")
+
+
+def test_a_normal_mail_to_the_catchall_resets_the_counter_even_when_refused(inbound_host, gateway):
+    host = inbound_host()
+    ann = records.create_partner(host, "Ann", "ann@client.test")
+    Partner.update(message_bounce=2).where(Partner.id == ann.id).execute()
+    code, _ = deliver(gateway(host), message(to="catchall@example.com"), rcpts=["catchall@example.com"])
+    assert code == 550
+    assert Partner.get_by_id(ann.id).message_bounce == 0
+
+
+def test_a_bounce_or_auto_reply_does_not_reset_the_counter(inbound_host, gateway):
+    host = inbound_host()
+    ann = records.create_partner(host, "Ann", "ann@client.test")
+    Partner.update(message_bounce=2).where(Partner.id == ann.id).execute()
+    service = gateway(host)
+    deliver(service, message(headers={"Auto-Submitted": "auto-replied"}), rcpts=["catchall@example.com"])
+    deliver(service, message(message_id="<b@x.test>"), rcpts=["bounce@example.com"])
+    assert Partner.get_by_id(ann.id).message_bounce == 2
