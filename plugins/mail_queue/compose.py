@@ -81,7 +81,14 @@ def headers_block(fields: list[tuple[str, str]]) -> bytes:
 
 def build(mail, envelope_from: str, date: str, reply_to: str | None) -> bytes:
     """The full message bytes for one mail row (an `OutgoingMail` or anything with its
-    attributes)."""
+    attributes). Refuses (InvalidInput) a value carrying CR/LF, whatever wrote it to the
+    database: header injection never reaches the wire."""
+    for label, value in (("sender", mail.email_from), ("recipient", mail.email_to),
+                         ("recipient name", mail.recipient_name), ("subject", mail.subject),
+                         ("Reply-To", reply_to), ("Message-Id", mail.message_id),
+                         ("References", mail.references), ("In-Reply-To", mail.in_reply_to)):
+        if value and emails.has_control_chars(value):
+            emails.check_header_text(label, value)
     from_name, from_addr = parse_address(mail.email_from)
     fields = [
         ("Return-Path", f"<{envelope_from}>"),

@@ -111,8 +111,8 @@ def enqueue(host, mails: list[dict]) -> list[int]:
     with host.transaction():
         ids = insert_rows(host, rows)
         scheduled = [r["scheduled_at"] for r in rows if r["scheduled_at"] and r["scheduled_at"] > now]
-        if scheduled:
-            scheduler.trigger(host, ACTION_CODE, min(scheduled))
+        for at in sorted(set(scheduled))[:20]:  # later ones: the regular runs pick them up
+            scheduler.trigger(host, ACTION_CODE, at)
         urgent = [i for i, r in zip(ids, rows) if not r["bulk"] and not
                   (r["scheduled_at"] and r["scheduled_at"] > now)]
         if urgent:

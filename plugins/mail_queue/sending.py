@@ -16,6 +16,7 @@ import uuid
 from core import emails, scheduler, tokens
 from core.clock import aware
 from core.db import is_postgres
+from core.errors import PostroomError
 from core.models import Notification
 
 from . import compose, servers
@@ -176,6 +177,8 @@ def _send_group(host, server, rows, pool, outcome, date, prepare):
         except (smtplib.SMTPException, OSError) as exc:  # timeouts, resets
             _lost(host, server, pool, outcome, row, rows[i + 1:], exc)
             break
+        except PostroomError as exc:  # e.g. header injection found while building it
+            outcome.fail(row, "unknown", f"Mail refused before sending: {exc}", True)
         except Exception as exc:  # noqa: BLE001 - one odd mail must not stop the batch
             host.log.exception("mail %s: unexpected error while sending", row.id)
             outcome.fail(row, "unknown", f"{type(exc).__name__}: {exc}", True)
@@ -367,6 +370,9 @@ def _run(host, claim_kwargs, limit=None, run=None) -> dict:
 
 def process_queue(host, limit=None, run=None) -> dict:
     """Run the queue once: send what is due in batches over reused connections."""
+    if host.in_transaction:
+        raise PostroomError("the mail queue cannot run inside a transaction (it talks SMTP); "
+                            "call it after the commit")
     totals = _run(host, {}, limit, run)
     now = host.clock.now()
     # Only what this worker could claim now counts: mails another worker holds are its
@@ -387,8 +393,12 @@ def process_queue(host, limit=None, run=None) -> dict:
 
 
 def send_ids(host, ids, force=False) -> dict:
-    """Send these mails now (urgent mail after commit, `queue send-now`)."""
+    """Send these mails now (urgent mail after commit, `queue send-now`). Inside a
+    transaction this waits for the commit: no SMTP conversation under a transaction."""
     ids = list(ids)
+    if host.in_transaction:
+        host.after_commit(lambda: send_ids(host, ids, force))
+        return {}
     totals = collections.Counter()
     for chunk in _chunks(ids):
         totals.update(_run(host, {"where": OutgoingMail.id.in_(chunk), "due": not force}))

@@ -136,3 +136,15 @@ def test_a_plugin_can_give_the_records_alias_as_reply_to(mail_host, sink):
     chatter.post_message(host, rec, "Hi", subject="S")
     [got] = sink.wait_for(1)
     assert got.message["Reply-To"].addresses[0].addr_spec == "support@example.com"
+
+
+def test_a_line_break_smuggled_into_a_partner_name_never_reaches_the_wire(mail_host, sink):
+    host = mail_host()
+    rec, people = record_with_followers(host, "ann@example.org", "bob@example.org")
+    Partner.update(name="Ann\r\nBcc: evil@example.net").where(Partner.id == people[0].id).execute()
+    msg = chatter.post_message(host, rec, "Hi", subject="S")
+    got = sink.wait_for(1)
+    assert [r.rcpt_tos for r in got] == [["bob@example.org"]]
+    assert all(b"evil" not in r.data for r in got)
+    failed = [n for n in chatter.notification_rows(msg) if n["status"] == "exception"]
+    assert len(failed) == 1 and "header injection" in failed[0]["failure_reason"]

@@ -151,3 +151,23 @@ def test_mail_prepare_hooks_get_an_email_message_to_add_headers(mail_host, sink)
     host.service("mail").enqueue([{"email_to": "a@example.org", "subject": "Ünï", "bulk": False}])
     [got] = sink.wait_for(1)
     assert got.message["X-Signed-For"] == "a@example.org" and got.message["Subject"] == "Ünï"
+
+
+def test_send_now_inside_a_transaction_waits_for_the_commit(mail_host, sink):
+    host = mail_host()
+    [mail_id] = host.service("mail").enqueue([{"email_to": "a@example.org", "subject": "S"}])
+    with host.transaction():
+        host.service("mail").send_now([mail_id])
+        assert sink.received() == []
+    assert len(sink.wait_for(1)) == 1
+    with pytest.raises(Exception, match="inside a transaction"):
+        with host.transaction():
+            host.service("mail").process_queue()
+
+
+def test_every_scheduled_time_gets_its_trigger(mail_host, clock):
+    from core.models import CronTrigger
+    host = mail_host()
+    times = [clock.now() + dt.timedelta(minutes=m) for m in (10, 20, 10)]
+    host.service("mail").enqueue([{"email_to": "a@example.org", "scheduled_at": t} for t in times])
+    assert sorted(t.call_at for t in CronTrigger.select()) == sorted(set(times))
