@@ -27,7 +27,8 @@ def inbound():
 @inbound.command("serve")
 @click.option("--host", "bind_host", help="Address to listen on (default: inbound_host, 127.0.0.1).")
 @click.option("--port", type=int, help="Port (default: inbound_port, 2525).")
-@click.option("--lmtp", is_flag=True, help="Speak LMTP (behind Postfix/Dovecot) instead of SMTP.")
+@click.option("--lmtp/--smtp", default=None, help="Speak LMTP (behind Postfix/Dovecot) or SMTP "
+              "(default: inbound_lmtp, else SMTP).")
 @click.pass_context
 def inbound_serve(ctx, bind_host, port, lmtp):
     """Run the gateway in the foreground until Ctrl-C or SIGTERM."""

@@ -158,12 +158,12 @@ class _Controller(Controller):
 class GatewayService:
     """The gateway as a `postroom serve` service: `start()` returns once it listens."""
 
-    def __init__(self, host, bind_host=None, port=None, lmtp=False):
+    def __init__(self, host, bind_host=None, port=None, lmtp=None):
         s = settings(host)
         self.host = host
         self.bind_host = bind_host or s.host
         self.port = int(port if port is not None else s.port)
-        self.lmtp = lmtp
+        self.lmtp = s.lmtp if lmtp is None else lmtp
         self.name = f"inbound {'LMTP' if lmtp else 'SMTP'} gateway on {self.bind_host}:{self.port}"
         self.workers = s.workers
         self.executor = None

@@ -5,6 +5,7 @@ import dataclasses
 DEFAULTS = {
     "inbound_host": "127.0.0.1",
     "inbound_port": 2525,
+    "inbound_lmtp": False,                    # `postroom serve` speaks LMTP instead of SMTP
     "inbound_max_size": 25 * 1024 * 1024,     # bytes; bigger → 552 5.3.4
     "inbound_max_recipients": 50,             # per transaction; more → 452 4.5.3
     "inbound_timeout": 300,                   # seconds a session may idle (and DATA may take)
@@ -28,6 +29,7 @@ BARE_LF = ("550 5.5.2 Bare <LF> or <CR> in message data refused "
 class Settings:
     host: str
     port: int
+    lmtp: bool
     max_size: int
     max_recipients: int
     timeout: float
@@ -45,6 +47,7 @@ def settings(host) -> Settings:
     return Settings(
         host=cfg.get("inbound_host") or d["inbound_host"],
         port=cfg.getint("inbound_port", d["inbound_port"]),
+        lmtp=cfg.getbool("inbound_lmtp", d["inbound_lmtp"]),
         max_size=cfg.getint("inbound_max_size", d["inbound_max_size"]),
         max_recipients=cfg.getint("inbound_max_recipients", d["inbound_max_recipients"]),
         timeout=cfg.getfloat("inbound_timeout", d["inbound_timeout"]),

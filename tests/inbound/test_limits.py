@@ -143,3 +143,19 @@ def test_many_recipients_in_one_session_do_not_exhaust_the_limit_across_transact
         refused = client.sendmail("ann@client.test", ["support@example.com", "catchall@example.com"],
                                   message(message_id="<x9@client.test>"))
     assert refused == {"catchall@example.com": (452, b"4.5.3 Too many recipients")}
+
+
+def test_a_sender_stalling_in_the_middle_of_data_is_cut_off_and_nothing_is_stored(inbound_host, gateway):
+    host = inbound_host(inbound_timeout=1)
+    aliases.add_alias(host, "support", "generic")
+    session = Raw(gateway(host).port)
+    try:
+        for line in (b"EHLO c.test", b"MAIL FROM:<ann@client.test>", b"RCPT TO:<support@example.com>"):
+            assert session.cmd(line).startswith(b"250")
+        assert session.cmd(b"DATA").startswith(b"354")
+        session.sock.sendall(b"Subject: half\r\n\r\nthe rest never comes")
+        session.sock.settimeout(5)
+        assert session.file.readline() == b""
+    finally:
+        session.close()
+    assert Record.select().count() == 0

@@ -78,3 +78,23 @@ def test_database_unreachable_exits_75_so_the_mta_retries(host, tmp_path):
                              "support@example.com"], input=lf(message()), capture_output=True, timeout=60)
     assert result.returncode == 75, result.stderr
     assert b"unavailable" in result.stderr
+
+
+def test_inbound_serve_runs_in_the_foreground_until_sigterm(host):
+    import signal
+    import smtplib
+    import time
+
+    from tests.support.smtp import free_port
+    port = free_port()
+    proc = subprocess.Popen([POSTROOM, "--config", host.config.path, "inbound", "serve", "--port", str(port),
+                             "--lmtp"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert b"LMTP gateway on 127.0.0.1:%d: listening" % port in proc.stdout.readline()
+        client = smtplib.LMTP("127.0.0.1", port, timeout=10)
+        code, _ = client.ehlo()
+        client.quit()
+        assert code == 250
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
