@@ -139,3 +139,23 @@ def test_the_daily_limit_is_exact_with_concurrent_workers_on_postgresql(pg_datab
     assert len(mails(state="exception")) == 35
     assert {m.failure_type for m in mails(state="exception")} == {"mail_limit"}
     assert len({r.rcpt_tos[0] for r in sink.received()}) == 25  # nobody mailed twice
+
+
+@pytest.mark.heavy
+def test_the_daily_limit_is_exact_with_worker_processes_on_postgresql(pg_database, mail_host, sink):
+    import os
+    import subprocess
+    import sys
+
+    from plugins.mail_queue.models import DailyCount
+    host = mail_host(db_url=pg_database, daily_limit=20, mail_batch_size=4)
+    _enqueue(host, 50)
+    worker = os.path.join(os.path.dirname(__file__), "crash_worker.py")
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    procs = [subprocess.Popen([sys.executable, worker, host.config.path], cwd=root,
+                              stdout=subprocess.DEVNULL) for _ in range(3)]
+    assert all(p.wait(60) == 0 for p in procs)
+    assert len(sink.received()) == 20
+    assert len({r.rcpt_tos[0] for r in sink.received()}) == 20
+    assert sum(c.count for c in DailyCount.select()) == 20
+    assert len(mails(state="exception")) == 30
