@@ -62,3 +62,41 @@ def test_malformed_messages_get_an_answer_and_never_break_the_session(inbound_ho
     finally:
         client.close()
     assert 250 in answers
+
+
+def test_garbage_commands_get_an_smtp_reply_and_the_session_stays_usable(inbound_host, gateway):
+    import socket
+    host = inbound_host()
+    service = gateway(host)
+    command = st.one_of(
+        st.binary(max_size=300),
+        st.sampled_from([b"MAIL FROM:<", b"RCPT TO:<>", b"RCPT TO:<@@>", b"MAIL FROM:<a@b> SIZE=x",
+                         b"EHLO", b"HELO \xff\xfe", b"RCPT TO:<\x00@example.com>", b"AUTH PLAIN",
+                         b"MAIL FROM:<" + b"a" * 500 + b"@b.c>", b"STARTTLS", b"VRFY postmaster"]))
+
+    @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(st.lists(command, min_size=1, max_size=3))
+    def check(lines):
+        # A fresh session each time: aiosmtpd hangs up on purpose after repeated bogus commands.
+        with socket.create_connection(("127.0.0.1", service.port), timeout=10) as sock:
+            f = sock.makefile("rb")
+
+            def reply():
+                line = f.readline()
+                while line[3:4] == b"-":
+                    line = f.readline()
+                return line
+            assert reply().startswith(b"220")
+            sock.sendall(b"EHLO fuzz.test\r\n")
+            assert reply().startswith(b"250")
+            for line in lines:
+                line = line.replace(b"\r", b"").replace(b"\n", b"")
+                if line.strip().upper().split(b" ")[:1] in ([b"QUIT"], [b"DATA"], [b"BDAT"]):
+                    continue
+                sock.sendall(line + b"\r\n")
+                answer = reply()
+                assert answer[:3].isdigit() and answer[:1] in b"2345", answer
+            sock.sendall(b"RSET\r\n")
+            assert reply().startswith(b"250")
+
+    check()
