@@ -62,7 +62,8 @@ def check_actions(host) -> list[Check]:
                                 f"{quoted} failed {a.failure_count} time(s) in a row{error}",
                                 f"see grep \"cron {quoted}\" postroom.log; it is deactivated after "
                                 f"5 failures over a week"))
-        elif a.nextcall < now - OVERDUE:
+        elif a.nextcall < now - OVERDUE and (a.last_run_at is None or a.last_run_at < a.nextcall):
+            # (a run continued by triggers keeps its old next call: it did run)
             checks.append(Check(f"cron:{a.name}", "warn",
                                 f"{quoted} was due at {a.nextcall:%Y-%m-%d %H:%M} UTC and has not run",
                                 "make sure `postroom serve` is running"))
