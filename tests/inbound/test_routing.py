@@ -338,3 +338,29 @@ def test_a_bounce_or_auto_reply_does_not_reset_the_counter(inbound_host, gateway
     deliver(service, message(headers={"Auto-Submitted": "auto-replied"}), rcpts=["catchall@example.com"])
     deliver(service, message(message_id="<b@x.test>"), rcpts=["bounce@example.com"])
     assert Partner.get_by_id(ann.id).message_bounce == 2
+
+
+def test_a_reply_costs_the_same_statements_for_5_or_500_followers(inbound_host, gateway, clock):
+    from core.models import Follower
+    host = inbound_host(inbound_workers=1)  # one pool thread, connected by the warm-up below
+    service = gateway(host)
+    deliver(service, message(message_id="<warm-up@client.test>"), rcpts=["catchall@example.com"])
+    costs = []
+    for size in (5, 500):
+        record = records.create_record(host, "generic", f"{size} followers")
+        now = clock.now()
+        with host.transaction():
+            Partner.insert_many([{"name": f"P{size}.{i}", "email": f"p{size}.{i}@example.org",
+                                  "email_normalized": f"p{size}.{i}@example.org", "created_at": now}
+                                 for i in range(size)]).execute()
+            Follower.insert_from(Partner.select(record.id, Partner.id)
+                                 .where(Partner.email_normalized.startswith(f"p{size}.")),
+                                 [Follower.record, Follower.partner]).execute()
+        sent = chatter.post_message(host, record, "Hello", subject="Hi")
+        before = host.db.statements
+        data = message(message_id=f"<cost{size}@client.test>", headers={"In-Reply-To": sent.message_id})
+        assert deliver(service, data, rcpts=["catchall@example.com"])[0] == 250
+        costs.append(host.db.statements - before)
+        assert Notification.select().where(
+            Notification.message == Message.get(Message.message_id == f"<cost{size}@client.test>")).count() == size
+    assert costs[0] == costs[1]
