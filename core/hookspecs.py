@@ -223,8 +223,8 @@ def postroom_inbound_routed(host, route, message_id, record):
 
     `route` is one of `reply`, `alias`, `bounce`, `claimed`; `message_id` is the incoming
     mail's RFC 5322 Message-Id (None when it had none); `record` is the `core.models.Record`
-    posted on or created (or None). Runs on a gateway worker thread, outside any
-    transaction. Return value ignored.
+    posted on or created (or None). Runs after the commit, outside any transaction (on a
+    gateway worker thread, or in the `postroom inbound deliver` process). Return value ignored.
     """
 
 
