@@ -49,7 +49,9 @@ class OutgoingMail(BaseModel):
 
     class Meta:
         table_name = "mail_queue_mail"
-        indexes = ((("state", "next_attempt_at"), False), (("message",), False))
+        # (state) keeps rowid order, so a claim reads the oldest due mails without sorting
+        # the queue; (lease_owner) finds a claim's rows without scanning the table.
+        indexes = ((("state",), False), (("lease_owner",), False))
 
 
 class MailServer(BaseModel):
