@@ -91,7 +91,7 @@ def body_of(msg) -> tuple[str, bool]:
     return "", False
 
 
-def auto_reason(msg, our_domains) -> str | None:
+def auto_reason(msg, our_domains=(), bounce_local="bounce") -> str | None:
     """Why the message is automatic (so it must never make us send mail back), or None."""
     auto = header_text(msg, "Auto-Submitted").lower()
     if auto and auto != "no":
@@ -102,12 +102,16 @@ def auto_reason(msg, our_domains) -> str | None:
     for name in ("X-Autoreply", "X-Autorespond"):
         if msg.get(name) is not None:
             return f"{name} header"
-    if msg.get("X-Postroom-Gateway") is not None:
-        return "our own gateway header came back"
+    # Our own outgoing mail carries Return-Path: <bounce+token@our domain>; seeing it at the
+    # top of a received mail means one of our mails came back round (a forward, a loop).
+    _, return_path = email.utils.parseaddr(header_text(msg, "Return-Path"))
+    local, _, domain = return_path.lower().rpartition("@")
+    if domain in our_domains and local.split("+")[0] == bounce_local:
+        return "our own mail came back (Return-Path)"
     return None
 
 
-def parse(data: bytes, our_domains=()) -> Mail:
+def parse(data: bytes, our_domains=(), bounce_local="bounce") -> Mail:
     """Parse raw bytes into a `Mail`; never raises."""
     msg = email.message_from_bytes(data)
     ids = message_ids(header_text(msg, "Message-Id"))
@@ -130,7 +134,7 @@ def parse(data: bytes, our_domains=()) -> Mail:
     body = unsurrogate(body)
     return Mail(raw=data, msg=msg, message_id=ids[0] if ids else None, references=refs,
                 subject=subject, from_address=from_address, from_display=from_display,
-                auto_reason=auto_reason(msg, our_domains), body=body, body_is_html=is_html)
+                auto_reason=auto_reason(msg, our_domains, bounce_local), body=body, body_is_html=is_html)
 
 
 def is_daemon(address: str | None) -> bool:

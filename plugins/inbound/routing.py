@@ -203,7 +203,7 @@ def deliver(host, *, peer="", mail_from="", rcpts=(), data=b"", lmtp=False) -> l
     SMTP (lmtp=False) is all or nothing: if any recipient is refused, nothing is stored and
     every recipient gets that refusal. LMTP answers each recipient on its own. Database
     errors propagate (the gateway answers 451 4.3.0)."""
-    mail = parse(data, host.config.domains)
+    mail = parse(data, host.config.domains, host.config.get("bounce").lower())
     sender = sender_of(mail, mail_from)
     common = {"peer": peer, "mail_from": mail_from, "sender": sender, "message_id": mail.message_id}
     for attempt in range(2):
@@ -284,7 +284,7 @@ def explain(host, address, in_reply_to=None, sender="", subject="") -> dict:
     msg["Subject"] = subject or "(route test)"
     if in_reply_to:
         msg["In-Reply-To"] = in_reply_to if in_reply_to.startswith("<") else f"<{in_reply_to}>"
-    mail = parse(msg.as_bytes(), host.config.domains)
+    mail = parse(msg.as_bytes(), host.config.domains, host.config.get("bounce").lower())
     mail.message_id = None  # a test mail is never a duplicate
     outcome = plan(host, mail, sender, [verdict], dry_run=True)[0]
     result["route"], result["data"] = outcome.route, outcome.line

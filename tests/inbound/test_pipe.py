@@ -83,7 +83,6 @@ def test_database_unreachable_exits_75_so_the_mta_retries(host, tmp_path):
 def test_inbound_serve_runs_in_the_foreground_until_sigterm(host):
     import signal
     import smtplib
-    import time
 
     from tests.support.smtp import free_port
     port = free_port()

@@ -255,7 +255,8 @@ def test_originals_are_kept_and_exported_as_eml(inbound_host, gateway, cli_run, 
 
 
 @pytest.mark.parametrize("headers", [{"Auto-Submitted": "auto-replied"}, {"Precedence": "bulk"},
-                                     {"Precedence": "list"}, {"X-Autoreply": "yes"}])
+                                     {"Precedence": "list"}, {"X-Autoreply": "yes"},
+                                     {"Return-Path": "<bounce+n7-abcdefabcdefabcd@example.com>"}])
 def test_auto_replies_are_recorded_without_notifying_anyone(inbound_host, gateway, headers):
     host = inbound_host()
     record = records.create_record(host, "generic", "Website")
