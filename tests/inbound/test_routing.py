@@ -365,3 +365,25 @@ def test_a_reply_costs_the_same_statements_for_5_or_500_followers(inbound_host, 
         assert Notification.select().where(
             Notification.message == Message.get(Message.message_id == f"<cost{size}@client.test>")).count() == size
     assert costs[0] == costs[1]
+
+
+def test_the_same_mail_delivered_twice_at_once_is_stored_once(inbound_host, gateway, db_url):
+    import threading
+    host = inbound_host(db_url=db_url)
+    aliases.add_alias(host, "support", "generic")
+    service = gateway(host)
+    for round_ in range(5):
+        start = threading.Barrier(2)
+        codes = []
+
+        def send():
+            start.wait()
+            codes.append(deliver(service, message(message_id=f"<twice{round_}@client.test>"))[0])
+        threads = [threading.Thread(target=send) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert codes == [250, 250]
+        assert Message.select().where(Message.message_id == f"<twice{round_}@client.test>").count() == 1
+    assert Record.select().count() == 5
