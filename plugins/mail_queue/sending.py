@@ -13,6 +13,8 @@ import random
 import smtplib
 import uuid
 
+import peewee as pw
+
 from core import emails, scheduler, tokens
 from core.clock import aware
 from core.db import is_postgres
@@ -160,11 +162,12 @@ def _send_group(host, server, rows, pool, outcome, date, prepare):
         envelope_from = tokens.bounce_address(host, bounce_value(row))
         try:
             data = _message_bytes(host, row, envelope_from, date, prepare)
-            _sendmail(conn, envelope_from, row.email_to, data)
+            reply = _sendmail(conn, envelope_from, row.email_to, data)
             outcome.sent.append((row, server.name))
             used += 1
-            host.log.info("mail %s sent to %s via %s msgid=%s notification=%s ref=%s", row.id,
-                          row.email_to, server.name, row.message_id, row.notification_id, row.ref)
+            host.log.info("mail %s sent to %s via %s msgid=%s notification=%s ref=%s reply=%s", row.id,
+                          row.email_to, server.name, row.message_id, row.notification_id, row.ref,
+                          reply)
         except smtplib.SMTPRecipientsRefused as exc:
             code, text = next(iter(exc.recipients.values()))
             outcome.fail(row, "mail_smtp", _reason(server.name, exc, code, text), code >= 500)
@@ -185,7 +188,7 @@ def _send_group(host, server, rows, pool, outcome, date, prepare):
     servers.release(host, server, granted - used)
 
 
-def _sendmail(conn, sender: str, rcpt: str, data: bytes) -> None:
+def _sendmail(conn, sender: str, rcpt: str, data: bytes) -> str:
     """MAIL, RCPT, DATA for one recipient, raising smtplib's own exceptions like
     `SMTP.sendmail`. Addresses here are already validated bare addresses, so the header
     parsing `sendmail` does to quote them (a third of the CPU of a drain) is skipped."""
@@ -203,6 +206,7 @@ def _sendmail(conn, sender: str, rcpt: str, data: bytes) -> None:
     if code != 250:
         _reset(conn, code)
         raise smtplib.SMTPDataError(code, resp)
+    return f"{code} {resp.decode(errors='replace')}"  # e.g. "250 2.0.0 Ok: queued as 4BcD"
 
 
 def _reset(conn, code):
@@ -259,7 +263,17 @@ def deliver(host, token, pool) -> Outcome:
     prepare = bool(host.hook.postroom_mail_prepare.get_hookimpls())
     for server, group in groups.items():
         _send_group(host, server, group, pool, outcome, date, prepare)
-    record(host, outcome, token)
+    try:
+        record(host, outcome, token)
+    except (pw.OperationalError, pw.InterfaceError) as exc:
+        # The database connection died while the mails were on the wire (a killed backend,
+        # a failover): they did leave, so write that down on a fresh connection instead of
+        # letting the lease send them all again. If the database is really gone this
+        # raises again and the lease takes over, as before.
+        host.log.warning("mail queue: recording the outcomes of claim %s failed (%s: %s); "
+                         "reconnecting once", token, type(exc).__name__, str(exc).strip()[:200])
+        host.db.close()
+        record(host, outcome, token)
     return outcome
 
 

@@ -148,3 +148,14 @@ def test_a_line_break_smuggled_into_a_partner_name_never_reaches_the_wire(mail_h
     assert all(b"evil" not in r.data for r in got)
     failed = [n for n in chatter.notification_rows(msg) if n["status"] == "exception"]
     assert len(failed) == 1 and "header injection" in failed[0]["failure_reason"]
+
+
+def test_every_send_is_logged_with_the_ids_to_follow_it(mail_host, sink, tmp_path):
+    host = mail_host()
+    rec, _ = record_with_followers(host, "ann@example.org")
+    msg = chatter.post_message(host, rec, "Hi", subject="S")
+    for handler in host.log.handlers:
+        handler.flush()
+    text = (tmp_path / "logs" / "postroom.log").read_text()
+    line = [ln for ln in text.splitlines() if "sent to ann@example.org" in ln][0]
+    assert msg.message_id in line and "reply=250 2.0.0 OK queued" in line and "notification=" in line
