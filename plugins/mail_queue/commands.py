@@ -57,9 +57,11 @@ def mail():
 @click.option("--from", "email_from", help="Sender (default: config mail_from / notifications@domain).")
 @click.option("--bulk", is_flag=True, help="Wait for the Email Queue Manager instead of sending now.")
 @click.option("--at", "at", help="Send at this time (ISO 8601, UTC unless an offset is given).")
-@click.option("--keep", is_flag=True, help="Keep the mail once sent (default: deleted, like notifications).")
+@click.option("--auto-delete", is_flag=True,
+              help="Delete the mail once sent, like chatter notifications (default: keep it, like "
+                   "Odoo's directly created mails, so it can be shown and exported).")
 @click.pass_context
-def mail_send(ctx, to, subject, body, email_from, bulk, at, keep):
+def mail_send(ctx, to, subject, body, email_from, bulk, at, auto_delete):
     """Send a mail to each --to address (urgent unless --bulk or --at)."""
     host = _host(ctx)
     for address in to:
@@ -70,7 +72,7 @@ def mail_send(ctx, to, subject, body, email_from, bulk, at, keep):
     when = _parse_at(at)
     ids = queue.enqueue(host, [{"email_to": a, "subject": subject, "body_html": text_to_html(body),
                                 "email_from": email_from, "bulk": bulk or when is not None,
-                                "scheduled_at": when, "auto_delete": not keep} for a in to])
+                                "scheduled_at": when, "auto_delete": auto_delete} for a in to])
     states = {m.id: m for m in OutgoingMail.select().where(OutgoingMail.id.in_(ids))}
     failed = False
     for mail_id, address in zip(ids, to):
