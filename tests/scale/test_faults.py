@@ -3,7 +3,6 @@ server refusing some recipients, and database connections killed (or the databas
 for a while) under the workers' feet."""
 import datetime as dt
 import json
-import threading
 import time
 
 import pytest
