@@ -32,6 +32,12 @@ def postroom_serve(host, register):
 
 
 @hookimpl
+def postroom_reply_to(host, record):
+    from .aliases import reply_to
+    return reply_to(host, record)
+
+
+@hookimpl
 def postroom_vacuum(host, batch_size, dry_run):
     from .decisions import vacuum
     from .settings import settings

@@ -1,4 +1,5 @@
 """Aliases (`alias add/list/remove`) and their contact policies."""
+import email.utils
 import json
 import re
 
@@ -63,6 +64,17 @@ def alias_rows(host) -> list[dict]:
     return [{"id": a.id, "alias": a.local_part, "address": f"{a.local_part}@{domain}", "model": a.model,
              "record_id": a.record_id, "contact": a.contact, "defaults": a.defaults}
             for a in InboundAlias.select().order_by(InboundAlias.local_part)]
+
+
+def reply_to(host, record) -> str | None:
+    """The address of the alias that posts on `record`, as its mail's Reply-To
+    (`"Record name" <alias@primary domain>`, the name RFC 2047-encoded when needed), or None."""
+    alias = (InboundAlias.select(InboundAlias.local_part).where(InboundAlias.record_id == record.id)
+             .order_by(InboundAlias.id).first())
+    if alias is None:
+        return None
+    name = re.sub(r"[\x00-\x1f\x7f\"]+", " ", record.name or "").strip()
+    return email.utils.formataddr((name, f"{alias.local_part}@{host.config.primary_domain}"), charset="utf-8")
 
 
 def contact_refusal(host, alias: InboundAlias, sender: str | None, partner: Partner | None) -> str | None:

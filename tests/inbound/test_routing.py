@@ -387,3 +387,22 @@ def test_the_same_mail_delivered_twice_at_once_is_stored_once(inbound_host, gate
         assert codes == [250, 250]
         assert Message.select().where(Message.message_id == f"<twice{round_}@client.test>").count() == 1
     assert Record.select().count() == 5
+
+
+def test_mail_about_a_record_with_an_alias_carries_the_alias_as_reply_to_and_the_reply_threads(
+        make_host, gateway):
+    with SMTPSink() as sink:
+        host = make_host(plugins=["mail_queue", "inbound"],
+                         config={"smtp_host": sink.host, "smtp_port": sink.port, "smtp_timeout": "3"})
+        records.ensure_admin(host, "admin@example.com")
+        board = records.create_record(host, "generic", "Bördé \"12\"")
+        aliases.add_alias(host, "board", "generic", record_id=board.id)
+        records.follow(host, board, records.create_partner(host, "Cy", "cy@customer.test"))
+        chatter.post_message(host, board, "Agenda", subject="Meeting")
+        [out] = sink.wait_for(1)
+    [reply_to] = out.message["Reply-To"].addresses
+    assert (reply_to.addr_spec, reply_to.display_name) == ("board@example.com", "Bördé 12")
+    data = message(subject="Re: Meeting", sender="cy@customer.test", to="board@example.com",
+                   message_id="<cy2@customer.test>", headers={"In-Reply-To": out.message_id})
+    assert deliver(gateway(host), data, rcpts=["board@example.com"])[0] == 250
+    assert Message.get(Message.message_id == "<cy2@customer.test>").parent.message_id == out.message_id
