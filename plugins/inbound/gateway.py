@@ -164,7 +164,7 @@ class GatewayService:
         self.bind_host = bind_host or s.host
         self.port = int(port if port is not None else s.port)
         self.lmtp = s.lmtp if lmtp is None else lmtp
-        self.name = f"inbound {'LMTP' if lmtp else 'SMTP'} gateway on {self.bind_host}:{self.port}"
+        self.name = f"inbound {'LMTP' if self.lmtp else 'SMTP'} gateway on {self.bind_host}:{self.port}"
         self.workers = s.workers
         self.executor = None
         self.controller = None
