@@ -441,6 +441,12 @@ def doctor(ctx, as_json):
 def serve(ctx, workers, role):
     """Run due scheduled actions and plugin services until Ctrl-C or SIGTERM."""
     from core import serve as serving
+    from core.errors import InvalidInput
+    if workers > 1 and role == "inbound":
+        # K gateways would fight over one port, and the supervisor would restart the losers
+        # forever; the gateway has its own pool of database threads (inbound_workers).
+        raise InvalidInput("--role inbound runs one gateway per machine (its database threads are "
+                           "inbound_workers); use --workers with --role scheduler or all")
     host = get_host(ctx)
     if workers > 1:
         host.db.close()  # the children open their own connections

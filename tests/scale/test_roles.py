@@ -45,3 +45,11 @@ def test_inbound_and_scheduler_roles_run_apart_and_share_one_database(deployment
     log = dep.log()
     assert log.count("listening") == 1  # only the inbound process opened the gateway
     assert log.count(", role inbound, plugins") == 1 and log.count(", role scheduler, plugins") == 2
+
+
+def test_several_inbound_workers_on_one_machine_are_refused(make_host, cli_run):
+    host = make_host(plugins=["inbound"])
+    result = cli_run(host, "serve", "--workers", "3", "--role", "inbound")
+    assert result.exit_code != 0
+    assert "--role inbound runs one gateway per machine" in result.output
+    assert "Traceback" not in result.output
