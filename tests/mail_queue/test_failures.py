@@ -2,7 +2,7 @@
 import datetime as dt
 
 from core import chatter
-from plugins.mail_queue import sending
+from plugins.mail_queue import outcomes, sending
 from tests.support.smtp import SMTPSink, closed_port
 
 from .conftest import MailRecorder, mails, record_with_followers
@@ -84,7 +84,7 @@ def test_the_backoff_stays_between_its_bounds():
             @staticmethod
             def getfloat(key, default):
                 return {"mail_retry_min_minutes": 5.0, "mail_retry_max_minutes": 60.0}[key]
-    waits = [sending.backoff(_Host, n) for n in range(1, 12) for _ in range(20)]
+    waits = [outcomes.backoff(_Host, n) for n in range(1, 12) for _ in range(20)]
     assert min(waits) >= dt.timedelta(minutes=5) and max(waits) <= dt.timedelta(minutes=60)
     assert len({w for w in waits}) > 20  # jitter spreads retries
 
