@@ -28,7 +28,7 @@ class Outcome:
         self.failed.append((row, ftype, reason, permanent))
 
 
-def _reason(server_name, exc, code=None, text=None) -> str:
+def smtp_reason(server_name, exc, code=None, text=None) -> str:
     if code is not None:
         words = text.decode(errors="replace") if isinstance(text, bytes) else str(text or "")
         detail = f"{code} {words}".strip()
@@ -45,7 +45,7 @@ def backoff(host, attempts: int) -> dt.timedelta:
     return dt.timedelta(minutes=max(low, min(high, random.uniform(base / 2, base) if base > low else base)))
 
 
-def _chunks(values):
+def chunks(values):
     values = list(values)
     for start in range(0, len(values), CHUNK):
         yield values[start:start + CHUNK]
@@ -84,13 +84,13 @@ def record(host, outcome: Outcome, token: str) -> None:
             else:
                 values["next_attempt_at"] = now + backoff(host, attempts)
                 retry_at.append(values["next_attempt_at"])
-            for chunk in _chunks(rows):
+            for chunk in chunks(rows):
                 M.update(**values).where(M.id.in_([r.id for r in chunk]) & (M.lease_owner == token)).execute()
                 nids = [r.notification_id for r in chunk if r.notification_id]
                 if permanent and nids:
                     N.update(status="exception", failure_type=ftype, failure_reason=reason,
                              updated_at=now).where(N.id.in_(nids)).execute()
-        for chunk in _chunks(outcome.released):
+        for chunk in chunks(outcome.released):
             (M.update(lease_owner=None, lease_until=None)
              .where(M.id.in_([r.id for r in chunk]) & (M.lease_owner == token)).execute())
         if outcome.sent:

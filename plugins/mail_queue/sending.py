@@ -20,9 +20,10 @@ from core.db import is_postgres
 from core.errors import PostroomError
 
 from . import compose, servers
-from .outcomes import Outcome, _chunks, _reason, record
 from .models import OutgoingMail
+from .outcomes import Outcome, chunks, record, smtp_reason
 from .queue import ACTION_CODE
+
 
 def lease(host) -> dt.timedelta:
     return dt.timedelta(seconds=host.config.getfloat("mail_lease_seconds", 300.0))
@@ -127,7 +128,7 @@ def _send_group(host, server, rows, pool, outcome, date, prepare):
     except (smtplib.SMTPException, OSError) as exc:
         pool.pop(server.name, None)
         permanent = isinstance(exc, smtplib.SMTPAuthenticationError)
-        reason = _reason(server.name, exc, getattr(exc, "smtp_code", None), getattr(exc, "smtp_error", None))
+        reason = smtp_reason(server.name, exc, getattr(exc, "smtp_code", None), getattr(exc, "smtp_error", None))
         host.log.warning("mail: cannot connect to server %s: %s", server.label, reason)
         for row in rows:
             outcome.fail(row, "mail_smtp", reason, permanent)
@@ -145,12 +146,12 @@ def _send_group(host, server, rows, pool, outcome, date, prepare):
                           reply)
         except smtplib.SMTPRecipientsRefused as exc:
             code, text = next(iter(exc.recipients.values()))
-            outcome.fail(row, "mail_smtp", _reason(server.name, exc, code, text), code >= 500)
+            outcome.fail(row, "mail_smtp", smtp_reason(server.name, exc, code, text), code >= 500)
         except smtplib.SMTPServerDisconnected as exc:
             _lost(host, server, pool, outcome, row, rows[i + 1:], exc)
             break
         except smtplib.SMTPResponseException as exc:  # SMTPDataError, SMTPSenderRefused, ...
-            outcome.fail(row, "mail_smtp", _reason(server.name, exc, exc.smtp_code, exc.smtp_error),
+            outcome.fail(row, "mail_smtp", smtp_reason(server.name, exc, exc.smtp_code, exc.smtp_error),
                          exc.smtp_code >= 500)
         except (smtplib.SMTPException, OSError) as exc:  # timeouts, resets
             _lost(host, server, pool, outcome, row, rows[i + 1:], exc)
@@ -203,7 +204,7 @@ def _lost(host, server, pool, outcome, row, rest, exc):
             conn.close()
         except OSError:
             pass
-    reason = _reason(server.name, exc)
+    reason = smtp_reason(server.name, exc)
     host.log.warning("mail %s: connection to %s lost: %s; %s mail(s) of the batch put back",
                      row.id, server.label, reason, len(rest))
     outcome.fail(row, "mail_smtp", reason, False)
@@ -316,7 +317,7 @@ def send_ids(host, ids, force=False) -> dict:
         host.after_commit(lambda: send_ids(host, ids, force))
         return {}
     totals = collections.Counter()
-    for chunk in _chunks(ids):
+    for chunk in chunks(ids):
         totals.update(_run(host, {"where": OutgoingMail.id.in_(chunk), "due": not force}))
     return dict(totals)
 
