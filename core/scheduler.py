@@ -63,8 +63,10 @@ class RunContext:
         return self.budget - (time.monotonic() - self._t0)
 
     def should_stop(self) -> bool:
-        """True once the budget is spent: commit what you did and return."""
-        return self.time_left() <= 0
+        """True once the budget is spent, or once `postroom serve` was asked to stop
+        (SIGTERM): commit what you did and return."""
+        stopping = getattr(self.host, "serve_stop", None)
+        return self.time_left() <= 0 or (stopping is not None and stopping.is_set())
 
     def progress(self, done: int, remaining: int) -> None:
         """Report how much was done and how much is left; remaining > 0 re-runs soon."""
@@ -266,7 +268,10 @@ def run_due(host, owner: str | None = None, limit: int = 100) -> list[dict]:
     """Run due actions one after the other until none is due (or `limit` runs)."""
     owner = owner or worker_name()
     results = []
+    stopping = getattr(host, "serve_stop", None)
     for _ in range(limit):
+        if stopping is not None and stopping.is_set():
+            break
         action = claim_next_due(host, owner)
         if action is None:
             break

@@ -45,6 +45,7 @@ def serve(host, stop_event: threading.Event | None = None, install_signals: bool
     """Loop: run every due action, then sleep until the next is due (at most the poll
     interval, so triggers written by other processes are seen). Returns when stopped."""
     stop = stop_event or threading.Event()
+    host.serve_stop = stop  # a running handler sees it through run.should_stop()
     if install_signals:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())
@@ -79,6 +80,7 @@ def serve(host, stop_event: threading.Event | None = None, install_signals: bool
                 wait = max(0.05, min(poll, (nxt - host.clock.now()).total_seconds()))
             stop.wait(wait)
     finally:
+        host.serve_stop = None
         services.stop(host)
         host.log.info("serve stopped (worker %s)", owner)
 

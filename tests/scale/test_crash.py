@@ -66,3 +66,24 @@ def test_killing_workers_mid_drain_loses_no_mail_and_resends_only_what_was_in_fl
         assert len(twice & window) <= BATCH
     assert twice <= set().union(*windows), twice - set().union(*windows)
     assert dep.restarts() == KILLS
+
+
+@pytest.mark.heavy
+def test_sigterm_stops_a_worker_after_its_batch_and_leaves_no_claim_behind(deployment, smtp_sink):
+    sink = smtp_sink()
+    dep = deployment(smtp_host=sink.host, smtp_port=sink.port)
+    wanted = enqueue(dep.host, N)
+    first = dep.serve()  # one plain `postroom serve`, no supervisor
+    wait_until(lambda: len(sink.received()) >= 100, 60, 0.02, what="the drain to start")
+    first.proc.send_signal(signal.SIGTERM)
+    assert first.proc.wait(30) == 0  # it finished the batch in hand, not the whole queue
+    left = outgoing_left(dep)
+    assert 0 < left < N - 100
+    held = OutgoingMail.select().where(OutgoingMail.lease_owner.is_null(False)
+                                       & (OutgoingMail.state == "outgoing")).count()
+    assert held == 0  # its batch was recorded: nothing waits for a lease, nothing goes twice
+    assert len(sink.received()) == N - left
+    dep.serve()
+    wait_until(lambda: outgoing_left(dep) == 0, 120, 0.3, what="a new worker to finish the queue")
+    got = receipts(sink)
+    assert {r: ids for r, ids in got.items()} == {r: [mid] for r, mid in wanted.items()}
