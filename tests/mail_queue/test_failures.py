@@ -141,3 +141,16 @@ def test_a_dropped_connection_mid_batch_loses_and_doubles_nothing(mail_host, clo
     assert len(healthy.received()) == 3
     assert delivered.isdisjoint(later) and len(delivered | later) == 5
     assert mails() == []
+
+
+def test_a_mail_without_sender_fails_with_mail_from_missing(mail_host, sink, cli_run):
+    from plugins.mail_queue.models import OutgoingMail
+    host = mail_host()
+    [mail_id] = _bulk(host)
+    OutgoingMail.update(email_from=None).where(OutgoingMail.id == mail_id).execute()
+    sending.process_queue(host)
+    [mail] = mails()
+    assert (mail.state, mail.failure_type) == ("exception", "mail_from_missing")
+    listed = cli_run(host, "queue", "list", "--state", "exception").output
+    assert "mail_from_missing" in listed and sink.received() == []
+    assert cli_run(host, "queue", "list", "--state", "sent").output.strip() == "(the queue is empty)"
