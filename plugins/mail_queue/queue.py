@@ -6,7 +6,7 @@ import peewee as pw
 
 from core import chatter, emails, records, scheduler
 from core.db import is_postgres
-from core.errors import InvalidInput, NotFound
+from core.errors import Conflict, InvalidInput, NotFound
 from core.models import Message, Notification, Partner
 
 from . import compose
@@ -235,9 +235,12 @@ def cancel(host, ids) -> list[int]:
     now = host.clock.now()
     with host.transaction():
         mails = _existing(_ids(ids), ("outgoing", "exception"))
+        busy = [m.id for m in mails if m.lease_until is not None and m.lease_until > now]
+        if busy:
+            raise Conflict(f"mail {', '.join(map(str, busy))} is being sent right now; "
+                           f"nothing was canceled, try again in a moment")
         ids = [m.id for m in mails]
-        OutgoingMail.update(state="cancel", lease_owner=None, lease_until=None, updated_at=now
-                            ).where(OutgoingMail.id.in_(ids)).execute()
+        OutgoingMail.update(state="cancel", updated_at=now).where(OutgoingMail.id.in_(ids)).execute()
         _notifications(mails, {"status": "canceled", "updated_at": now})
     host.log.info("mail queue: mails %s canceled", ids)
     return ids

@@ -162,3 +162,12 @@ def test_queue_process_runs_the_queue_once(mail_host, sink, cli_run):
     out = json.loads(cli_run(host, "queue", "process", "--json").output)
     assert out["sent"] == 3 and out["remaining"] == 0
     assert sending.process_queue(host)["processed"] == 0
+
+
+def test_a_mail_being_sent_cannot_be_canceled(mail_host, sink, cli_run):
+    host = mail_host()
+    [mail_id] = host.service("mail").enqueue([{"email_to": "a@example.org", "subject": "S"}])
+    sending.claim(host, "another-worker", 10)
+    result = cli_run(host, "queue", "cancel", mail_id)
+    assert result.exit_code != 0 and "being sent right now" in result.output
+    assert mails()[0].state == "outgoing"
