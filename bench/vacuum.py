@@ -102,6 +102,7 @@ def main():
         "vacuum_seconds": report["seconds"], "removed": report["removed"],
         "removed_by_plugin": {e["plugin"]: e["removed"] for e in report["plugins"]},
         "seconds_by_plugin": {e["plugin"]: e["seconds"] for e in report["plugins"]},
+        "longest_transaction_by_plugin": {e["plugin"]: e["longest_transaction"] for e in report["plugins"]},
         "errors": {e["plugin"]: e["error"] for e in report["plugins"] if e["error"]},
         "notifications_left": left, "transactions": chunks,
         "longest_transaction_seconds": report["longest_transaction"],

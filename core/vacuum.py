@@ -12,11 +12,12 @@ removes, and what it never removes:
   than `trigger_retention_hours` (24) ago: nobody will ever act on them;
 - never a chatter message: the chatter is the record's history.
 
-Every kind is removed in chunks of at most `batch_size` rows (select ids, delete those
-ids), so the statement count of one call does not depend on the table size and the
+Every kind is removed in chunks of at most `batch_size` rows (select ids in order, delete
+those ids), so the statement count of one call does not depend on the table size and the
 caller's transaction stays short.
 """
 import datetime as dt
+import weakref
 
 import peewee as pw
 
@@ -56,18 +57,32 @@ def _spent_triggers(host):
 KINDS = {"notifications": _old_notifications, "cron_triggers": _spent_triggers}
 
 
-def delete_chunk(model, condition, batch_size: int) -> tuple[int, int]:
-    """Delete at most `batch_size` rows of `model` matching `condition`.
+# host → {(kind, n): highest id removed so far in the current sweep of that condition, or
+# DONE once that condition has nothing left}. A sweep is the series of calls until one
+# reports nothing remaining. Resuming after the mark, and not asking again a condition
+# already done, keeps every chunk's cost independent of the backlog: otherwise each chunk
+# rescans what the earlier ones walked (dead rows on PostgreSQL, or a whole table to find
+# no canceled rows) and a million rows take quadratic time. Kept in memory only: a new
+# process simply starts a sweep from the first id.
+_marks = weakref.WeakKeyDictionary()
+DONE = -1
 
-    Returns (removed, remaining) where remaining is 1 when at least one more row matches
-    (a lower bound, not a count: counting a million rows on every chunk would cost more
-    than deleting them) and 0 when the kind is done. Two statements whatever the size.
+
+def delete_chunk(model, condition, batch_size: int, after: int = 0) -> tuple[int, int, int]:
+    """Delete at most `batch_size` rows of `model` matching `condition`, with ids above
+    `after`, lowest ids first.
+
+    Returns (removed, remaining, last id removed) where remaining is 1 when at least one
+    more row matches (a lower bound, not a count: counting a million rows on every chunk
+    would cost more than deleting them) and 0 when the sweep is done. Two statements
+    whatever the size.
     """
-    ids = [row[0] for row in model.select(model.id).where(condition).limit(batch_size + 1).tuples()]
+    ids = [row[0] for row in model.select(model.id).where(condition & (model.id > after))
+           .order_by(model.id).limit(batch_size + 1).tuples()]
     chunk = ids[:batch_size]
     if chunk:
         model.delete().where(model.id.in_(chunk)).execute()
-    return len(chunk), 1 if len(ids) > batch_size else 0
+    return len(chunk), 1 if len(ids) > batch_size else 0, chunk[-1] if chunk else after
 
 
 def count(model, condition) -> int:
@@ -77,18 +92,25 @@ def count(model, condition) -> int:
 def vacuum(host, batch_size: int, dry_run: bool) -> dict:
     """The core's `postroom_vacuum`: see the module docstring for what goes."""
     removed, remaining = {}, 0
+    marks = _marks.setdefault(host, {})
     for kind, build in KINDS.items():
         model, conditions = build(host)
         removed[kind] = 0
-        for condition in conditions:
+        for n, condition in enumerate(conditions):
             if dry_run:
                 removed[kind] += count(model, condition)
                 continue
+            after = marks.get((kind, n), 0)
+            if after == DONE:
+                continue
             budget = batch_size - removed[kind]
             if budget <= 0:  # at most batch_size rows of a kind per call
-                remaining = max(remaining, int(model.select(model.id).where(condition).exists()))
+                remaining = 1  # not asked yet in this sweep: assume there is work
                 continue
-            gone, more = delete_chunk(model, condition, budget)
+            gone, more, last = delete_chunk(model, condition, budget, after)
             removed[kind] += gone
             remaining = max(remaining, more)
+            marks[(kind, n)] = last if more else DONE
+    if not dry_run and not remaining:
+        marks.clear()  # sweep finished: the next one starts from the first id again
     return {"removed": removed, "remaining": remaining}

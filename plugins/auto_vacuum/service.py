@@ -55,7 +55,7 @@ def vacuum_all(host, dry_run: bool = False, should_stop=None, size: int | None =
     entries = []
     for impl in _impls(host):
         entry = {"plugin": impl.plugin_name, "removed": {}, "remaining": 0, "chunks": 0, "error": None,
-                 "seconds": 0.0}
+                 "seconds": 0.0, "longest_transaction": 0.0}
         entries.append(entry)
         plugin_started = time.monotonic()
         while True:
@@ -74,7 +74,9 @@ def vacuum_all(host, dry_run: bool = False, should_stop=None, size: int | None =
                                    impl.plugin_name)
                 break
             finally:
-                longest = max(longest, time.monotonic() - t0)
+                took = time.monotonic() - t0
+                longest = max(longest, took)
+                entry["longest_transaction"] = round(max(entry["longest_transaction"], took), 4)
                 entry["seconds"] = round(time.monotonic() - plugin_started, 3)
             entry["chunks"] += 1
             for kind, n in removed.items():
