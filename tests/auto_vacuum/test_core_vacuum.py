@@ -92,3 +92,18 @@ def seed_core_more(host, n, tag):
         mids = [m.id for m in Message.select(Message.id).where(Message.record == record)]
         Notification.insert_many([{"message": m, "partner": partner.id, "notification_type": "email",
                                    "status": "sent", "updated_at": now - OLD} for m in mids]).execute()
+
+
+def test_a_new_sweep_starts_over_and_finds_rows_that_aged_below_the_last_one(make_host, clock):
+    from plugins.auto_vacuum.service import vacuum_all
+    host = make_host(plugins=["auto_vacuum"], config={"vacuum_batch_size": 1})
+    seed_core_more(host, 3, "young")
+    Notification.update(updated_at=clock.now()).execute()  # the lowest ids are young
+    seed_core_more(host, 3, "old")
+
+    assert vacuum_all(host)["removed"] == 3
+    assert Notification.select().count() == 3
+
+    clock.advance(days=181)
+    assert vacuum_all(host)["removed"] == 3
+    assert Notification.select().count() == 0
