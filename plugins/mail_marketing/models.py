@@ -53,7 +53,7 @@ class BounceEvent(BaseModel):
 
     class Meta:
         table_name = "marketing_bounce"
-        indexes = ((("email_normalized", "bounced_at"), False),)
+        indexes = ((("email_normalized", "bounced_at"), False), (("bounced_at",), False))
 
 
 class Campaign(BaseModel):
