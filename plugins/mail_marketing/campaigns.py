@@ -3,7 +3,7 @@ import datetime as dt
 
 import peewee as pw
 
-from core import chatter, emails, records, scheduler
+from core import emails, records, scheduler
 from core.clock import parse_when
 from core.errors import Conflict, InvalidInput, NotFound
 

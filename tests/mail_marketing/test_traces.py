@@ -1,6 +1,5 @@
 """One trace per recipient: every cancel reason, and what comes back (bounce, reply,
 unsubscribe), plus the automatic blacklist rule."""
-import datetime as dt
 
 from core import tokens
 from plugins.mail_marketing import feedback, mails
