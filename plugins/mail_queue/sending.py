@@ -9,6 +9,7 @@ import datetime as dt
 import email
 import email.policy
 import functools
+import re
 import smtplib
 import uuid
 
@@ -166,23 +167,47 @@ def _send_group(host, server, rows, pool, outcome, date, prepare):
 
 def _sendmail(conn, sender: str, rcpt: str, data: bytes) -> str:
     """MAIL, RCPT, DATA for one recipient, raising smtplib's own exceptions like
-    `SMTP.sendmail`. Addresses here are already validated bare addresses, so the header
-    parsing `sendmail` does to quote them (a third of the CPU of a drain) is skipped."""
-    conn.putcmd("mail", f"FROM:<{sender}>")
-    code, resp = conn.getreply()
-    if code != 250:
-        _reset(conn, code)
-        raise smtplib.SMTPSenderRefused(code, resp, sender)
-    conn.putcmd("rcpt", f"TO:<{rcpt}>")
-    code, resp = conn.getreply()
-    if code not in (250, 251):
-        _reset(conn, code)
-        raise smtplib.SMTPRecipientsRefused({rcpt: (code, resp)})
-    code, resp = conn.data(data)
+    `SMTP.sendmail`; returns the server's final reply. Addresses here are validated bare
+    addresses, so the header parsing `sendmail` does to quote them is skipped. When the
+    server offers PIPELINING (RFC 2920), MAIL, RCPT and DATA go in one write: two round
+    trips per mail instead of four."""
+    if conn.does_esmtp and conn.has_extn("pipelining"):
+        conn.send(f"MAIL FROM:<{sender}>\r\nRCPT TO:<{rcpt}>\r\nDATA\r\n".encode("ascii"))
+        replies = [conn.getreply() for _ in range(3)]
+        (mail_code, mail_resp), (rcpt_code, rcpt_resp), (data_code, data_resp) = replies
+        if data_code == 354 and (mail_code != 250 or rcpt_code not in (250, 251)):
+            conn.send(b".\r\n")  # RFC 2920: end an accepted DATA with no recipient
+            conn.getreply()
+        if mail_code != 250:
+            _reset(conn, mail_code)
+            raise smtplib.SMTPSenderRefused(mail_code, mail_resp, sender)
+        if rcpt_code not in (250, 251):
+            _reset(conn, rcpt_code)
+            raise smtplib.SMTPRecipientsRefused({rcpt: (rcpt_code, rcpt_resp)})
+        if data_code != 354:
+            _reset(conn, data_code)
+            raise smtplib.SMTPDataError(data_code, data_resp)
+        conn.send(_DOT_LINE.sub(b"..", data) + (b"" if data.endswith(b"\r\n") else b"\r\n") + b".\r\n")
+        code, resp = conn.getreply()
+    else:
+        conn.putcmd("mail", f"FROM:<{sender}>")
+        code, resp = conn.getreply()
+        if code != 250:
+            _reset(conn, code)
+            raise smtplib.SMTPSenderRefused(code, resp, sender)
+        conn.putcmd("rcpt", f"TO:<{rcpt}>")
+        code, resp = conn.getreply()
+        if code not in (250, 251):
+            _reset(conn, code)
+            raise smtplib.SMTPRecipientsRefused({rcpt: (code, resp)})
+        code, resp = conn.data(data)
     if code != 250:
         _reset(conn, code)
         raise smtplib.SMTPDataError(code, resp)
     return f"{code} {resp.decode(errors='replace')}"  # e.g. "250 2.0.0 Ok: queued as 4BcD"
+
+
+_DOT_LINE = re.compile(rb"(?m)^\.")  # dot-stuffing (RFC 5321 4.5.2)
 
 
 def _reset(conn, code):

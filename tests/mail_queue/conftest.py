@@ -4,13 +4,34 @@ import pytest
 from core.plugins import hookimpl
 
 from core import records
-from tests.support.smtp import SMTPSink, smtp_sink  # noqa: F401 - re-exported fixture
+from tests.support.smtp import SMTPSink
+
+
+@pytest.fixture(params=["plain", "pipelining"])
+def smtp_mode(request):
+    """Every SMTP test runs against a server without and with PIPELINING (RFC 2920), since
+    the sender speaks differently to each."""
+    return request.param == "pipelining"
 
 
 @pytest.fixture
-def sink():
-    with SMTPSink() as s:
+def sink(smtp_mode):
+    with SMTPSink(pipelining=smtp_mode) as s:
         yield s
+
+
+@pytest.fixture
+def smtp_sink(smtp_mode):
+    """smtp_sink(**faults) → a started SMTPSink (in the test's SMTP mode), stopped after."""
+    started = []
+
+    def factory(**kwargs):
+        kwargs.setdefault("pipelining", smtp_mode)
+        started.append(SMTPSink(**kwargs).start())
+        return started[-1]
+    yield factory
+    for s in started:
+        s.stop()
 
 
 @pytest.fixture

@@ -171,3 +171,12 @@ def test_every_scheduled_time_gets_its_trigger(mail_host, clock):
     times = [clock.now() + dt.timedelta(minutes=m) for m in (10, 20, 10)]
     host.service("mail").enqueue([{"email_to": "a@example.org", "scheduled_at": t} for t in times])
     assert sorted(t.call_at for t in CronTrigger.select()) == sorted(set(times))
+
+
+def test_lines_starting_with_a_dot_arrive_intact(mail_host, sink):
+    host = mail_host()
+    body = "<pre>\n.\n..leading dots\n.end\n</pre>"
+    host.service("mail").enqueue([{"email_to": "a@example.org", "subject": "S", "body_html": body}])
+    host.service("mail").process_queue()
+    [got] = sink.wait_for(1)
+    assert got.message.get_body(("html",)).get_content().strip() == body

@@ -15,6 +15,7 @@ its Message-Id), so tests assert on what really went over the wire.
     SMTPSink(stall_seconds=5)                     # never answers DATA in time
     SMTPSink(stall_seconds=30, stall_after=3)     # accepts 3 messages, then hangs at DATA
     SMTPSink(fail_first=2, data_reply="451 ...")  # 4xx for the first 2 messages, then accepts
+    SMTPSink(pipelining=True)                     # advertises PIPELINING (RFC 2920)
     closed_port()                                 # a port where nothing listens (refused)
 """
 import asyncio
@@ -60,6 +61,14 @@ class _Handler:
     def __init__(self, sink):
         self.sink = sink
 
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        session.host_name = hostname
+        if self.sink.pipelining:
+            # aiosmtpd reads commands one line at a time, so a pipelined group is served
+            # in order; advertising it makes clients use RFC 2920 pipelining.
+            responses.insert(1, "250-PIPELINING")
+        return responses
+
     async def handle_MAIL(self, server, session, envelope, address, mail_options):
         if self.sink.mail_reply:
             return self.sink.mail_reply
@@ -100,7 +109,7 @@ class SMTPSink:
     def __init__(self, data_reply: str | None = None, rcpt_replies: dict | None = None,
                  mail_reply: str | None = None, drop_after: int | None = None,
                  stall_seconds: float = 0, stall_after: int | None = None,
-                 fail_first: int | None = None, port: int | None = None):
+                 fail_first: int | None = None, port: int | None = None, pipelining: bool = False):
         self.data_reply = data_reply
         self.rcpt_replies = {k.lower(): v for k, v in (rcpt_replies or {}).items()}
         self.mail_reply = mail_reply
@@ -108,6 +117,7 @@ class SMTPSink:
         self.stall_seconds = stall_seconds
         self.stall_after = stall_after
         self.fail_first = fail_first
+        self.pipelining = pipelining
         self.host = "127.0.0.1"
         self.port = port or free_port()
         self.lock = threading.Lock()
