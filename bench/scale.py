@@ -155,6 +155,13 @@ def main():
                         help="a PostgreSQL server URL (a database is created and dropped there)")
     args = parser.parse_args()
     counts = [int(c) for c in args.counts.split(",")]
+    try:
+        admin(args.pg).close()
+    except psycopg.Error as exc:
+        # The benchmark is about PostgreSQL; without one there is nothing to measure.
+        print(json.dumps({"bench": "scale", "skipped": f"PostgreSQL not reachable at {args.pg}: "
+                          f"{str(exc).strip().splitlines()[0] if str(exc).strip() else exc}"}))
+        return
 
     counter = multiprocessing.Value("q", 0)
     ready = multiprocessing.Event()
