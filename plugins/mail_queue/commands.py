@@ -327,14 +327,17 @@ def server_test(ctx, name):
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def limit(ctx, as_json):
-    """Today's count of emails through the default server, its daily limit, the reset time."""
-    status = servers.limit_status(_host(ctx))
+    """Today's count of emails through the default server, its daily limit, the reset time
+    (and the same for added servers that have a limit of their own)."""
+    statuses = servers.limit_statuses(_host(ctx))
     if as_json:
-        click.echo(to_json(status))
+        click.echo(to_json(statuses[0] | {"servers": statuses}))
         return
-    click.echo(f"{status['count']} of {status['limit']} emails sent today ({status['day']} UTC) "
-               f"through the default server; {status['remaining']} left; the count resets at "
-               f"{status['resets_at']:%Y-%m-%d %H:%M} UTC")
+    for status in statuses:
+        where = "the default server" if status["server"] == servers.DEFAULT_NAME else f"server {status['server']}"
+        click.echo(f"{status['count']} of {status['limit']} emails sent today ({status['day']} UTC) "
+                   f"through {where}; {status['remaining']} left; the count resets at "
+                   f"{status['resets_at']:%Y-%m-%d %H:%M} UTC")
 
 
 COMMANDS = [mail, message, queue_group, server, limit]

@@ -189,13 +189,20 @@ def today_count(host, server_name: str = DEFAULT_NAME) -> int:
     return row.count if row else 0
 
 
-def limit_status(host) -> dict:
-    """Today's count on the default server, its limit and when the count resets."""
+def limit_status(host, server: Server | None = None) -> dict:
+    """Today's count on a server (the default one unless given), its limit and when the
+    count resets."""
     now = host.clock.now()
-    limit = host.config.getint("daily_limit", 200)
-    count = today_count(host)
-    return {"server": DEFAULT_NAME, "day": day_of(now), "count": count, "limit": limit,
-            "remaining": max(0, limit - count), "resets_at": reset_at(now)}
+    server = server or default_server(host)
+    count = today_count(host, server.name)
+    return {"server": server.name, "day": day_of(now), "count": count, "limit": server.daily_limit,
+            "remaining": max(0, server.daily_limit - count), "resets_at": reset_at(now)}
+
+
+def limit_statuses(host) -> list[dict]:
+    """The default server's status, then each added server that has its own limit."""
+    return [limit_status(host)] + [limit_status(host, s) for s in added_servers(host)
+                                   if s.daily_limit is not None]
 
 
 def limit_reason(host, server: Server) -> str:

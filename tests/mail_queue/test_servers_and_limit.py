@@ -159,3 +159,17 @@ def test_the_daily_limit_is_exact_with_worker_processes_on_postgresql(pg_databas
     assert len({r.rcpt_tos[0] for r in sink.received()}) == 20
     assert sum(c.count for c in DailyCount.select()) == 20
     assert len(mails(state="exception")) == 30
+
+
+def test_an_added_server_with_its_own_limit_counts_separately(mail_host, sink, cli_run):
+    host = mail_host(daily_limit=100)
+    cli_run(host, "server", "add", "capped", "--host", sink.host, "--port", sink.port, "--daily-limit", "2")
+    _enqueue(host, 3)
+    sending.process_queue(host)
+    assert len(sink.received()) == 2
+    [failed] = mails(state="exception")
+    assert failed.failure_type == "mail_limit" and "server 'capped' (limit 2)" in failed.failure_reason
+    out = cli_run(host, "limit").output.splitlines()
+    assert out[0].startswith("0 of 100") and out[1].startswith("2 of 2 emails sent today") and "server capped" in out[1]
+    data = json.loads(cli_run(host, "limit", "--json").output)
+    assert data["count"] == 0 and [s["server"] for s in data["servers"]] == ["default", "capped"]
