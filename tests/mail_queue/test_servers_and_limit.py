@@ -173,3 +173,15 @@ def test_an_added_server_with_its_own_limit_counts_separately(mail_host, sink, c
     assert out[0].startswith("0 of 100") and out[1].startswith("2 of 2 emails sent today") and "server capped" in out[1]
     data = json.loads(cli_run(host, "limit", "--json").output)
     assert data["count"] == 0 and [s["server"] for s in data["servers"]] == ["default", "capped"]
+
+
+def test_a_server_that_cannot_do_what_it_is_configured_for_fails_its_test(mail_host, sink, cli_run):
+    host = mail_host()
+    cli_run(host, "server", "add", "tls", "--host", sink.host, "--port", sink.port, "--encryption", "starttls")
+    result = cli_run(host, "server", "test", "tls")
+    assert result.exit_code == 1 and "STARTTLS" in result.output
+    assert result.output.startswith("Error: server tls") and result.output.count("\n") == 1
+    _enqueue(host, 1)
+    sending.process_queue(host)
+    [mail] = mails()
+    assert mail.state == "outgoing" and "Mail delivery failed via SMTP server 'tls'." in mail.failure_reason
