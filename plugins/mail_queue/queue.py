@@ -1,6 +1,7 @@
 """Putting mail in the queue: the service's `enqueue`, chatter notifications, and the
 operator's actions on queued mails (retry, cancel, send now, resend, ignore)."""
 import datetime as dt
+import email.utils
 
 import peewee as pw
 
@@ -57,6 +58,8 @@ def _row(host, mail: dict, now, from_default, expires_default) -> dict:
     name, address = None, None
     if to_text:
         emails.check_header_text("recipient", to_text)
+        if len(email.utils.getaddresses([to_text])) > 1:
+            raise InvalidInput(f"one recipient per mail, not {to_text!r} (enqueue one mail each)")
         name, address = compose.parse_address(to_text)
         address = address or to_text
     subject = mail.get("subject") or ""

@@ -159,3 +159,20 @@ def test_every_send_is_logged_with_the_ids_to_follow_it(mail_host, sink, tmp_pat
     text = (tmp_path / "logs" / "postroom.log").read_text()
     line = [ln for ln in text.splitlines() if "sent to ann@example.org" in ln][0]
     assert msg.message_id in line and "reply=250 2.0.0 OK queued" in line and "notification=" in line
+
+
+def test_turning_a_post_into_mails_is_set_based(mail_host, sink):
+    host = mail_host(mail_force_send_limit=0)  # everything through the queue: count the post only
+    counts = []
+    for size in (3, 3, 300):
+        rec = records.create_record(host, "generic", f"R{size}")
+        from core.models import Follower
+        people = [partner(host, f"P{size}-{i}-{len(counts)}", f"p{size}.{i}.{len(counts)}@example.org")
+                  for i in range(size)]
+        with host.transaction():
+            Follower.insert_many([{"record": rec.id, "partner": p.id} for p in people]).execute()
+        before = host.statements()
+        chatter.post_message(host, rec, "Hi", subject="S")
+        counts.append(host.statements() - before)
+    assert counts[1] == counts[2]
+    assert len(mails(state="outgoing")) == 306

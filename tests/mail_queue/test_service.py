@@ -100,6 +100,7 @@ def test_headers_and_bounce_address_on_the_wire(mail_host, sink):
     {"email_to": "a@example.org", "scheduled_at": dt.datetime(2026, 1, 1)},
     {"email_to": "a@example.org", "message_id": "no-brackets"},
     {"email_to": "a@example.org", "colour": "red"},
+    {"email_to": "a@example.org, b@example.org"},
 ])
 def test_header_injection_and_bad_keys_are_refused_and_nothing_is_written(mail_host, mail):
     host = mail_host()
