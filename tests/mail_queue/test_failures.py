@@ -124,8 +124,8 @@ def test_a_stalled_server_times_out_and_is_retried(mail_host, smtp_sink):
     assert "timed out" in mail.failure_reason
 
 
-def test_a_dropped_connection_mid_batch_loses_and_doubles_nothing(mail_host, clock, db_url):
-    with SMTPSink(drop_after=2) as dropping:
+def test_a_dropped_connection_mid_batch_loses_and_doubles_nothing(mail_host, clock, db_url, smtp_mode):
+    with SMTPSink(drop_after=2, pipelining=smtp_mode) as dropping:
         host = mail_host(db_url=db_url, smtp_port=dropping.port)
         ids = _bulk(host, 5)
         sending.process_queue(host)
@@ -134,7 +134,7 @@ def test_a_dropped_connection_mid_batch_loses_and_doubles_nothing(mail_host, clo
         assert sorted(states.values()) == ["outgoing"] * 3
         assert set(states) == set(ids[2:])
         delivered = {r.rcpt_tos[0] for r in dropping.received()}
-    with SMTPSink(port=dropping.port) as healthy:
+    with SMTPSink(port=dropping.port, pipelining=smtp_mode) as healthy:
         clock.advance(hours=2)
         sending.process_queue(host)
         later = {r.rcpt_tos[0] for r in healthy.wait_for(3)}
