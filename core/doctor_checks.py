@@ -122,9 +122,10 @@ def check_bounce_rate(host) -> Check:
 def check_logs(host) -> Check:
     directory = host.config.path_of("log_dir")
     path = os.path.join(directory, "postroom.log")
-    if not os.access(directory, os.W_OK):
-        return Check("logs", "fail", f"the log folder {directory} is not writable",
-                     "fix its permissions or set log_dir in the config")
+    if not os.path.isdir(directory) or not os.access(directory, os.W_OK):
+        state = "is not writable" if os.path.isdir(directory) else "does not exist"
+        return Check("logs", "fail", f"the log folder {directory} {state}: nothing is being logged",
+                     "create it (writable by the postroom user) or set log_dir in the config")
     return Check("logs", "ok", f"today's log is {path}; yesterday's postroom.log.1, older ones "
                                f"postroom.log.DATE.gz", f"grep / zgrep {directory} for a mail's id")
 

@@ -124,7 +124,14 @@ def test_scheduled_actions_failing_deactivated_disabled_and_overdue(doctor_host,
     assert found["cron"]["status"] == "ok"
 
 
-def test_the_log_check_says_where_the_logs_are(doctor_host, checks, tmp_path):
-    found, _ = checks(doctor_host())
+def test_the_log_check_says_where_the_logs_are_or_that_they_are_gone(doctor_host, checks, tmp_path):
+    host = doctor_host()
+    found, _ = checks(host)
     assert found["logs"]["status"] == "ok"
     assert str(tmp_path / "logs" / "postroom.log") in found["logs"]["finding"]
+
+    import shutil
+    shutil.rmtree(tmp_path / "logs")
+    found, code = checks(host)
+    assert found["logs"]["status"] == "fail" and code == 1
+    assert found["logs"]["finding"] == f"the log folder {tmp_path / 'logs'} does not exist: nothing is being logged"
