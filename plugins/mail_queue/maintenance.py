@@ -66,7 +66,7 @@ def vacuum(host, batch_size, dry_run):
 
 def doctor_checks(host) -> list[Check]:
     checks = []
-    for fn in (_server_checks, _limit_check, _failure_check, _interval_check):
+    for fn in (_server_checks, _sender_check, _limit_check, _failure_check, _interval_check):
         try:
             result = fn(host)
         except Exception as exc:  # noqa: BLE001 - a check reports, it never raises
@@ -91,6 +91,17 @@ def _server_checks(host):
                                 f"{type(exc).__name__}: {exc}",
                                 f"postroom server add NAME --host HOST --port PORT, then postroom server test NAME"))
     return checks
+
+
+def _sender_check(host):
+    from .queue import default_from
+    from .sending import sender_problem
+    sender = default_from(host)
+    problem = sender_problem(sender)
+    if problem:
+        return Check("mail.sender", "fail", f"the default sender {sender} cannot send: {problem[1]}",
+                     "set mail_from in the config (or real domains), or postroom admin set-email ADDRESS")
+    return Check("mail.sender", "ok", f"mail without a sender of its own leaves as {sender}", "")
 
 
 def _limit_check(host):

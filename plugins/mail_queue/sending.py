@@ -66,7 +66,8 @@ def claim(host, owner: str, limit: int, where=None, due=True) -> tuple[str, int]
 
 
 @functools.lru_cache(maxsize=1024)
-def _sender_problem(email_from: str | None):
+def sender_problem(email_from: str | None):
+    """(failure_type, reason) when `email_from` cannot be used as a sender, else None."""
     if not email_from or not compose.parse_address(email_from)[1]:
         return "mail_from_missing", "The mail has no sender address (From)."
     addr = compose.parse_address(email_from)[1]
@@ -254,7 +255,7 @@ def deliver(host, token, pool) -> Outcome:
     chooser = servers.Chooser(host)
     groups = collections.OrderedDict()
     for row in rows:
-        problem = _recipient_problem(row.email_to) or _sender_problem(row.email_from)
+        problem = _recipient_problem(row.email_to) or sender_problem(row.email_from)
         if problem:
             outcome.fail(row, problem[0], problem[1], True)
             continue

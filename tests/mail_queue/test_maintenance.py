@@ -52,8 +52,8 @@ def test_vacuum_removes_old_sent_and_canceled_mails_but_never_pending_or_failing
 def test_doctor_reports_server_limit_failures_and_interval(mail_host, sink, cli_run):
     host = mail_host(daily_limit=10)
     checks = maintenance.doctor_checks(host)
-    assert _statuses(checks) == {"mail.server": "ok", "mail.daily_limit": "ok", "mail.failures": "ok",
-                                 "mail.queue_interval": "ok"}
+    assert _statuses(checks) == {"mail.server": "ok", "mail.sender": "ok", "mail.daily_limit": "ok",
+                                 "mail.failures": "ok", "mail.queue_interval": "ok"}
     host.service("mail").enqueue([{"email_to": f"r{i}@example.org"} for i in range(9)]
                                  + [{"email_to": "broken"}])
     sending.process_queue(host)
@@ -78,3 +78,10 @@ def test_doctor_says_when_the_limit_is_reached(mail_host, sink):
     sending.process_queue(host)
     assert servers.limit_status(host)["count"] == 1
     assert _statuses(maintenance.doctor_checks(host))["mail.daily_limit"] == "fail"
+
+
+def test_doctor_fails_when_the_default_sender_cannot_send(make_host, sink):
+    host = make_host(plugins=["mail_queue"], config={"domains": "localhost", "smtp_host": sink.host,
+                                                     "smtp_port": sink.port})
+    checks = {c.name: c for c in maintenance.doctor_checks(host)}
+    assert checks["mail.sender"].status == "fail" and "notifications@localhost" in checks["mail.sender"].finding
