@@ -1,4 +1,6 @@
 """`postroom vacuum [--dry-run] [--json]`: the daily auto-vacuum, by hand."""
+import sys
+
 import click
 
 from core.output import table, to_json
@@ -17,7 +19,10 @@ def vacuum(ctx, dry_run, as_json):
     from cli import get_host
 
     from .service import run_vacuum
-    result = run_vacuum(get_host(ctx), dry_run=dry_run)
+    result = run_vacuum(get_host(ctx), dry_run=dry_run,
+                        on_chunk=_progress if sys.stderr.isatty() and not dry_run else None)
+    if sys.stderr.isatty() and not dry_run:
+        click.echo("\r\033[K", err=True, nl=False)
     if as_json:
         click.echo(to_json(result))
     else:
@@ -37,3 +42,10 @@ def vacuum(ctx, dry_run, as_json):
                        err=True)
     if result["errors"]:
         ctx.exit(1)
+
+
+def _progress(entry):
+    """One self-overwriting line on a terminal: plugin, rows removed so far, chunks."""
+    done = sum(entry["removed"].values())
+    click.echo(f"\r\033[K{entry['plugin']}: {done} removed in {entry['chunks']} chunk(s)...",
+               err=True, nl=False)

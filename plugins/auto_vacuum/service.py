@@ -47,8 +47,12 @@ def _parse(result) -> tuple[dict, int]:
     return removed, max(0, int(result.get("remaining") or 0))
 
 
-def vacuum_all(host, dry_run: bool = False, should_stop=None, size: int | None = None) -> dict:
-    """Vacuum every registered implementation; returns the per-plugin report."""
+def vacuum_all(host, dry_run: bool = False, should_stop=None, size: int | None = None,
+               on_chunk=None) -> dict:
+    """Vacuum every registered implementation; returns the per-plugin report.
+
+    `on_chunk(entry)` (optional) is called after each chunk with the plugin's running
+    entry, e.g. to show progress on a terminal."""
     size = size or batch_size(host)
     started = time.monotonic()
     longest = 0.0
@@ -82,6 +86,8 @@ def vacuum_all(host, dry_run: bool = False, should_stop=None, size: int | None =
             for kind, n in removed.items():
                 entry["removed"][kind] = entry["removed"].get(kind, 0) + n
             entry["remaining"] = remaining
+            if on_chunk is not None:
+                on_chunk(entry)
             if dry_run or not remaining:
                 break
             if not sum(removed.values()):
@@ -99,9 +105,10 @@ def vacuum_all(host, dry_run: bool = False, should_stop=None, size: int | None =
             "longest_transaction": round(longest, 4)}
 
 
-def run_vacuum(host, dry_run: bool = False, should_stop=None, size: int | None = None) -> dict:
+def run_vacuum(host, dry_run: bool = False, should_stop=None, size: int | None = None,
+               on_chunk=None) -> dict:
     """`vacuum_all`, logged, and (unless a dry run) remembered for `postroom doctor`."""
-    result = vacuum_all(host, dry_run=dry_run, should_stop=should_stop, size=size)
+    result = vacuum_all(host, dry_run=dry_run, should_stop=should_stop, size=size, on_chunk=on_chunk)
     for e in result["plugins"]:
         if e["error"] is None:
             host.log.info("vacuum of %s: %s %s, remaining %s", e["plugin"],
