@@ -33,12 +33,17 @@ class Lookup:
             self.resolver = dns.resolver.Resolver(configure=False)
             self.unreachable = f"no system resolver configured ({type(exc).__name__})"
         if spec:
-            self.resolver.nameservers = []
-            for item in spec:
-                address, _, port = item.rpartition(":") if item.count(":") == 1 else (item, "", "")
-                self.resolver.nameservers.append(address)
-                if port:
-                    self.resolver.port = int(port)
+            addresses = []
+            try:
+                for item in spec:
+                    address, _, port = item.rpartition(":") if item.count(":") == 1 else (item, "", "")
+                    addresses.append(address)
+                    if port:
+                        self.resolver.port = int(port)
+                self.resolver.nameservers = addresses
+            except ValueError:
+                self.unreachable = (f"dns_resolver = {', '.join(spec)} is not a list of IP[:port] "
+                                    f"addresses")
         self.resolver.lifetime = host.config.getfloat("dns_timeout", 3.0)
         self.resolver.timeout = self.resolver.lifetime
 

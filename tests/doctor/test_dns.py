@@ -87,3 +87,11 @@ def test_a_local_domain_is_not_looked_up(make_host, checks):
     assert found["dns.dmarc"]["status"] == "warn"
     assert "not a public domain" in found["dns.dmarc"]["finding"]
     assert server.queries == []
+
+
+def test_a_resolver_setting_that_is_not_an_address_is_reported_not_raised(make_host, checks):
+    found, _ = checks(make_host(config={"dns_resolver": "dns.example.net:53"}))
+
+    assert _statuses(found) == {"dns.spf": "warn", "dns.dkim": "warn", "dns.dmarc": "warn"}
+    assert "dns_resolver = dns.example.net:53 is not a list of IP[:port] addresses" in found["dns.spf"]["finding"]
+    assert found["admin_email"]["status"] == "warn"  # the other core checks still ran
