@@ -7,7 +7,6 @@ import time
 
 import pytest
 
-from plugins.mail_queue.models import OutgoingMail
 from tests.support.smtp import free_port
 
 from .harness import BASE_CONFIG, enqueue, outgoing_left, receipts, wait_until
