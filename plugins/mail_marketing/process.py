@@ -118,6 +118,18 @@ def _reason(contact, norm, blacklisted, taken, seen) -> str | None:
     return None
 
 
+def _insert_many(db, model, fields, rows) -> None:
+    """One multi-row INSERT, its SQL written directly: building it through peewee's query
+    compiler cost more than the database itself for a 500-row chunk (measured on the bench)."""
+    if not rows:
+        return
+    columns = ", ".join(f'"{f.column_name}"' for f in fields)
+    one = "(" + ", ".join([db.param] * len(fields)) + ")"
+    params = [f.db_value(v) for row in rows for f, v in zip(fields, row)]
+    db.execute_sql(f'INSERT INTO "{model._meta.table_name}" ({columns}) VALUES ' + ", ".join([one] * len(rows)),
+                   params)
+
+
 def process_batch(host, campaign, size: int) -> tuple[int, bool]:
     """Trace and enqueue the next `size` contacts of `campaign` in one transaction.
     Returns (contacts processed, campaign finished)."""
@@ -151,7 +163,7 @@ def process_batch(host, campaign, size: int) -> tuple[int, bool]:
         fields = [Trace.campaign, Trace.contact_id, Trace.email, Trace.email_normalized, Trace.status,
                   Trace.cancel_reason, Trace.message_id, Trace.created_at]
         for start in range(0, len(rows), mails.CHUNK):
-            Trace.insert_many(rows[start:start + mails.CHUNK], fields=fields).execute()
+            _insert_many(host.db, Trace, fields, rows[start:start + mails.CHUNK])
         if names:
             outgoing = list(Trace.select(Trace.id, Trace.email, Trace.contact_id, Trace.message_id).where(
                 (Trace.campaign == campaign) & Trace.contact_id.in_(list(names))
