@@ -174,7 +174,8 @@ def campaign_cancel(ctx, campaign_id):
 def campaign_test(ctx, campaign_id, to):
     """Send one test copy now; nothing is recorded as sent."""
     message_id = campaigns.send_test(get_host(ctx), campaign_id, to)
-    click.echo(f"test copy of campaign {campaign_id} sent to {to} ({message_id})")
+    click.echo(f"test copy of campaign {campaign_id} to {to} handed to the mail queue to leave at once "
+               f"({message_id}); if it does not arrive, see: postroom queue list")
 
 
 @campaign.command("show")
