@@ -162,3 +162,27 @@ def test_batch_statements_do_not_grow_with_the_batch(mk, run, tmp_path):
         process.process_batch(host, campaign, size + 1)
         counts.append(host.statements() - before)
     assert counts[0] == counts[1]
+
+
+def test_a_head_that_fails_mid_way_is_retried_later_and_resumes_where_it_stopped(mk, run, sink, tmp_path, clock):
+    broken = BrokenTemplates()
+    host = mk(extra=[broken], marketing_batch_size=2, marketing_run_limit=2)
+    host.enable_plugin("broken_templates")
+    make_list(run, host, tmp_path, "news", contacts(4))
+    cid = make_campaign(run, host, tmp_path, "news", subject="Campaign_1")
+    run(host, "campaign", "send", cid)
+    scheduler.run_by_hand(host, PROCESS)          # first batch goes out
+    broken.broken.add("Campaign_1")
+    drain(host)                                   # the second batch fails
+    data = show(run, host, cid)
+    assert data["state"] == "sending" and data["pending"] == 2
+    assert "unknown placeholder" in data["last_error"]
+    broken.broken.clear()
+    clock.advance(minutes=59)
+    drain(host)
+    assert show(run, host, cid)["state"] == "sending"     # not yet: retried after an hour
+    clock.advance(minutes=1)
+    drain(host)
+    data = show(run, host, cid)
+    assert data["state"] == "done" and data["sent"] == 4 and data["last_error"] is None
+    assert sorted(m.rcpt_tos[0] for m in sink.wait_for(4)) == [f"user{i}@example.org" for i in range(4)]
