@@ -65,6 +65,8 @@ class Host:
         self.record_types: dict[str, RecordType] = {}
         self.action_specs: dict = {}
         self.services: dict = {}
+        self._background = None
+        self._background_lock = threading.Lock()
         self._opened = False
 
     @classmethod
@@ -143,6 +145,9 @@ class Host:
         self.action_specs = specs
 
     def close(self):
+        if self._background is not None:
+            self._background.shutdown(wait=True)  # offloaded sends finish before we go
+            self._background = None
         if self._log_handler is not None:
             logs.uninstall(self, self._log_handler)
             self._log_handler = None
@@ -257,13 +262,42 @@ class Host:
                 except Exception:  # noqa: BLE001 - a callback's failure must not undo a commit
                     self.log.exception("after-commit callback %r failed", callback)
 
-    def after_commit(self, callback):
+    def after_commit(self, callback, network: bool = False):
         """Run `callback()` after the current transaction commits (at once if none is open).
-        Network work (an SMTP conversation) belongs here, never inside a transaction."""
+        Network work (an SMTP conversation) belongs here, never inside a transaction.
+
+        `network=True` marks work that may wait on a remote peer: inside an `offloading()`
+        block it runs on the host's background threads instead of the caller's, so a caller
+        that answers someone (the inbound gateway answering DATA) is not held up by it."""
+        if network and getattr(self._tx, "offload", False):
+            callback = self._offloaded(callback)
         if getattr(self._tx, "depth", 0) == 0:
             callback()
         else:
             self._tx.callbacks.append(callback)
+
+    @contextlib.contextmanager
+    def offloading(self):
+        """Within this block, `after_commit(..., network=True)` work runs in the background.
+        What it sends is already committed as queued work, so a crash loses nothing: the
+        queue picks it up. `close()` waits for the background work to finish."""
+        previous = getattr(self._tx, "offload", False)
+        self._tx.offload = True
+        try:
+            yield
+        finally:
+            self._tx.offload = previous
+
+    def _offloaded(self, callback):
+        def submit():
+            with self._background_lock:
+                if self._background is None:
+                    from concurrent.futures import ThreadPoolExecutor
+                    self._background = ThreadPoolExecutor(max_workers=2, thread_name_prefix="postroom-bg")
+            future = self._background.submit(callback)
+            future.add_done_callback(lambda f: f.exception() and self.log.error(
+                "background work %r failed: %s", callback, f.exception()))
+        return submit
 
     @property
     def in_transaction(self) -> bool:

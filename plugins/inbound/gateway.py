@@ -113,6 +113,13 @@ class GatewayHandler:
                                  code=verdict.code, reason=verdict.text)
         return verdict.line
 
+    def _deliver(self, session, envelope, rcpts, data):
+        # Mail the routing triggers (followers notified of a reply) leaves in the background:
+        # a slow outgoing server must not hold up our answer to this client.
+        with self.host.offloading():
+            return routing.deliver(self.host, peer=self._peer(session), mail_from=envelope.mail_from or "",
+                                   rcpts=rcpts, data=data, lmtp=self.lmtp)
+
     async def handle_DATA(self, server, session, envelope):
         data = envelope.original_content or b""
         rcpts = list(envelope.rcpt_tos)
@@ -120,9 +127,7 @@ class GatewayHandler:
             await self.note_refusal(session, envelope, BARE_LF)
             return self._answer([(r, BARE_LF) for r in rcpts])
         try:
-            results = await self._db(lambda: routing.deliver(
-                self.host, peer=self._peer(session), mail_from=envelope.mail_from or "",
-                rcpts=rcpts, data=data, lmtp=self.lmtp))
+            results = await self._db(lambda: self._deliver(session, envelope, rcpts, data))
         except DB_ERRORS as exc:
             self.host.log.warning("inbound DATA from <%s> deferred: database unavailable: %s",
                                   envelope.mail_from, exc)

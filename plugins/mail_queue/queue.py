@@ -120,7 +120,7 @@ def enqueue(host, mails: list[dict]) -> list[int]:
                   (r["scheduled_at"] and r["scheduled_at"] > now)]
         if urgent:
             from . import sending
-            host.after_commit(lambda: sending.send_ids(host, urgent))
+            host.after_commit(lambda: sending.send_ids(host, urgent), network=True)
     host.log.info("mail queue: %s mail(s) enqueued (%s urgent), ids %s..%s", len(ids),
                   len(urgent), ids[0], ids[-1])
     return ids
@@ -174,7 +174,7 @@ def on_message_posted(host, message: Message, notified: int) -> None:
     if urgent:
         from . import sending
         mid = message.id
-        host.after_commit(lambda: sending.send_message_mails(host, mid))
+        host.after_commit(lambda: sending.send_message_mails(host, mid), network=True)
     else:
         scheduler.trigger(host, ACTION_CODE, host.clock.now())
 
@@ -309,7 +309,7 @@ def resend(host, message: Message, only=(), fixes=None) -> dict:
         from_notifications(host, message, Notification.id.in_(chosen_ids), bulk=False)
         from . import sending
         mid = message.id
-        host.after_commit(lambda: sending.send_message_mails(host, mid))
+        host.after_commit(lambda: sending.send_message_mails(host, mid), network=True)
     host.log.info("mail queue: message %s resent to %s, %s ignored", message.id,
                   [n.partner.email_normalized for n in chosen], len(others))
     return {"resent": [fixes.get(n.partner.email_normalized) or n.partner.email for n in chosen],

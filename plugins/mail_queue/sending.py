@@ -340,7 +340,7 @@ def send_ids(host, ids, force=False) -> dict:
     transaction this waits for the commit: no SMTP conversation under a transaction."""
     ids = list(ids)
     if host.in_transaction:
-        host.after_commit(lambda: send_ids(host, ids, force))
+        host.after_commit(lambda: send_ids(host, ids, force), network=True)
         return {}
     totals = collections.Counter()
     for chunk in chunks(ids):
