@@ -57,7 +57,7 @@ def _spent_triggers(host):
 KINDS = {"notifications": _old_notifications, "cron_triggers": _spent_triggers}
 
 
-# host → {(kind, n): highest id removed so far in the current sweep of that condition, or
+# host → {(owner, kind, n): highest id removed so far in the current sweep of that condition, or
 # DONE once that condition has nothing left}. A sweep is the series of calls until one
 # reports nothing remaining. Resuming after the mark, and not asking again a condition
 # already done, keeps every chunk's cost independent of the backlog: otherwise each chunk
@@ -89,18 +89,20 @@ def count(model, condition) -> int:
     return model.select(pw.fn.COUNT(model.id)).where(condition).scalar() or 0
 
 
-def vacuum(host, batch_size: int, dry_run: bool) -> dict:
-    """The core's `postroom_vacuum`: see the module docstring for what goes."""
+def sweep(host, owner: str, kinds: dict, batch_size: int, dry_run: bool) -> dict:
+    """Remove, chunk by chunk, the rows of each kind: `kinds` maps a kind's name to
+    `(model, [condition, ...])`. Plugins use it for their own `postroom_vacuum` so that
+    every chunk costs the same whatever the backlog: give each condition one indexed
+    equality (one state, one status) and never OR them together."""
     removed, remaining = {}, 0
     marks = _marks.setdefault(host, {})
-    for kind, build in KINDS.items():
-        model, conditions = build(host)
+    for kind, (model, conditions) in kinds.items():
         removed[kind] = 0
         for n, condition in enumerate(conditions):
             if dry_run:
                 removed[kind] += count(model, condition)
                 continue
-            after = marks.get((kind, n), 0)
+            after = marks.get((owner, kind, n), 0)
             if after == DONE:
                 continue
             budget = batch_size - removed[kind]
@@ -110,7 +112,13 @@ def vacuum(host, batch_size: int, dry_run: bool) -> dict:
             gone, more, last = delete_chunk(model, condition, budget, after)
             removed[kind] += gone
             remaining = max(remaining, more)
-            marks[(kind, n)] = last if more else DONE
+            marks[(owner, kind, n)] = last if more else DONE
     if not dry_run and not remaining:
-        marks.clear()  # sweep finished: the next one starts from the first id again
+        for key in [k for k in marks if k[0] == owner]:
+            del marks[key]  # sweep finished: the next one starts from the first id again
     return {"removed": removed, "remaining": remaining}
+
+
+def vacuum(host, batch_size: int, dry_run: bool) -> dict:
+    """The core's `postroom_vacuum`: see the module docstring for what goes."""
+    return sweep(host, "core", {kind: build(host) for kind, build in KINDS.items()}, batch_size, dry_run)

@@ -7,6 +7,7 @@ import smtplib
 import peewee as pw
 
 from core import chatter
+from core import vacuum as core_vacuum
 from core.doctor import Check
 from core.models import CronAction, Notification
 
@@ -19,47 +20,48 @@ def _keep(host, key, default_days):
     return dt.timedelta(days=host.config.getfloat(key, default_days))
 
 
-def vacuum_condition(host):
+def vacuum_conditions(host) -> list:
     """Mails that may go: sent past `mail_keep_sent_days` (30), canceled past
     `mail_keep_canceled_days` (30), and failed ones whose recipient's failure was dealt
     with (ignored or resent) past the same 30 days. Never outgoing or scheduled mail, never
     a failure still showing on a red envelope, never a failed mail without notification
-    (nobody else would show it)."""
+    (nobody else would show it). One condition per state (the state index), never ORed:
+    see `core.vacuum.sweep`."""
     now = host.clock.now()
     M = OutgoingMail
     failing = Notification.select(Notification.id).where(Notification.status.in_(chatter.FAILED))
-    sent = (M.state == "sent") & (M.sent_at < now - _keep(host, "mail_keep_sent_days", 30))
-    canceled = (M.state == "cancel") & (M.updated_at < now - _keep(host, "mail_keep_canceled_days", 30))
-    resolved = ((M.state == "exception") & M.notification_id.is_null(False)
-                & ~M.notification_id.in_(failing)
-                & (M.updated_at < now - _keep(host, "mail_keep_canceled_days", 30)))
-    return sent | canceled | resolved
+    return [
+        (M.state == "sent") & (M.sent_at < now - _keep(host, "mail_keep_sent_days", 30)),
+        (M.state == "cancel") & (M.updated_at < now - _keep(host, "mail_keep_canceled_days", 30)),
+        ((M.state == "exception") & M.notification_id.is_null(False)
+         & ~M.notification_id.in_(failing)
+         & (M.updated_at < now - _keep(host, "mail_keep_canceled_days", 30))),
+    ]
 
 
 def vacuum(host, batch_size, dry_run):
     """Remove at most `batch_size` old mails and old daily counters per call."""
     cutoff_day = servers.day_of(host.clock.now() - dt.timedelta(days=31))
-    mails = vacuum_condition(host)
     counters = DailyCount.day < cutoff_day
+    result = core_vacuum.sweep(host, "mail_queue", {"mails": (OutgoingMail, vacuum_conditions(host))},
+                               batch_size, dry_run)
     if dry_run:
-        removed = {"mails": OutgoingMail.select().where(mails).count(),
-                   "counters": DailyCount.select().where(counters).count()}
-        return {"removed": removed, "remaining": 0} if any(removed.values()) else None
-    with host.transaction():
-        ids = [r[0] for r in OutgoingMail.select(OutgoingMail.id).where(mails)
-               .order_by(OutgoingMail.id).limit(batch_size + 1).tuples()]
-        gone = OutgoingMail.delete().where(OutgoingMail.id.in_(ids[:batch_size])).execute() if ids else 0
-        keys = list(DailyCount.select(DailyCount.server, DailyCount.day).where(counters)
-                    .order_by(DailyCount.day).limit(batch_size + 1).tuples())
-        gone_counters = 0
-        for server, day in keys[:batch_size]:  # a few rows a month: a loop is fine here
-            gone_counters += DailyCount.delete().where((DailyCount.server == server)
-                                                       & (DailyCount.day == day)).execute()
-    if not gone and not gone_counters:
+        result["removed"]["counters"] = DailyCount.select().where(counters).count()
+        result["remaining"] = 0
+        return result if any(result["removed"].values()) else None
+    # A handful of rows a month (one per server and day): a bounded loop is fine here.
+    keys = list(DailyCount.select(DailyCount.server, DailyCount.day).where(counters)
+                .order_by(DailyCount.day).limit(batch_size + 1).tuples())
+    gone_counters = 0
+    for server, day in keys[:batch_size]:
+        gone_counters += DailyCount.delete().where((DailyCount.server == server)
+                                                   & (DailyCount.day == day)).execute()
+    gone = result["removed"]["mails"]
+    if not gone and not gone_counters and not result["remaining"]:
         return None
     host.log.info("mail queue vacuum: %s mail(s), %s counter(s) removed", gone, gone_counters)
-    more = int(len(ids) > batch_size or len(keys) > batch_size)
-    return {"removed": {"mails": gone, "counters": gone_counters}, "remaining": more}
+    return {"removed": {"mails": gone, "counters": gone_counters},
+            "remaining": max(result["remaining"], int(len(keys) > batch_size))}
 
 
 # --- doctor --------------------------------------------------------------------------
