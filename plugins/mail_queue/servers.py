@@ -28,6 +28,14 @@ class Server:
     from_filter: str | None = None
     daily_limit: int | None = None
     timeout: float = 30.0
+    ca_file: str | None = None  # extra CA bundle to trust (config `smtp_ca_file`), like Postfix's smtp_tls_CAfile
+
+    def tls_context(self) -> ssl.SSLContext:
+        """Certificates are always verified, against the system's CAs plus `ca_file`."""
+        context = ssl.create_default_context()
+        if self.ca_file:
+            context.load_verify_locations(cafile=self.ca_file)
+        return context
 
     @property
     def label(self) -> str:
@@ -39,16 +47,20 @@ def default_server(host) -> Server:
     return Server(DEFAULT_NAME, host.config.get("smtp_host", "127.0.0.1"),
                   host.config.getint("smtp_port", 25), host.config.get("smtp_encryption", "none"),
                   host.config.get("smtp_user"), host.config.get("smtp_password_env"), None,
-                  host.config.getint("daily_limit", 200), timeout(host))
+                  host.config.getint("daily_limit", 200), timeout(host), ca_file(host))
 
 
 def timeout(host) -> float:
     return host.config.getfloat("smtp_timeout", 30.0)
 
 
+def ca_file(host) -> str | None:
+    return host.config.path_of("smtp_ca_file") if host.config.get("smtp_ca_file") else None
+
+
 def added_servers(host) -> list[Server]:
     return [Server(s.name, s.host, s.port, s.encryption, s.user, s.password_env, s.from_filter,
-                   s.daily_limit, timeout(host)) for s in MailServer.select().order_by(MailServer.id)]
+                   s.daily_limit, timeout(host), ca_file(host)) for s in MailServer.select().order_by(MailServer.id)]
 
 
 class Chooser:
@@ -108,12 +120,12 @@ def connect(server: Server) -> smtplib.SMTP:
     """An open, greeted (and if asked, encrypted and logged-in) SMTP connection."""
     if server.encryption == "ssl":
         conn = smtplib.SMTP_SSL(server.host, server.port, timeout=server.timeout,
-                                context=ssl.create_default_context())
+                                context=server.tls_context())
     else:
         conn = smtplib.SMTP(server.host, server.port, timeout=server.timeout)
     conn.ehlo()
     if server.encryption == "starttls":
-        conn.starttls(context=ssl.create_default_context())
+        conn.starttls(context=server.tls_context())
         conn.ehlo()
     if server.user:
         password = os.environ.get(server.password_env or "", "")
