@@ -29,64 +29,9 @@ sys.path.insert(0, ROOT)
 
 from core.config import Config  # noqa: E402
 from core.host import Host  # noqa: E402
+from smtp_sink import SinkProtocol  # noqa: E402  (this script's folder is on sys.path)
 
 BODY = "<p>Hello,</p><p>" + "This month's news from the shop. " * 20 + "</p><p>See you soon.</p>"
-
-
-class _SinkProtocol:
-    """A minimal SMTP server side: answers every command with success and counts the
-    messages. aiosmtpd costs about a millisecond of CPU per message, which on a small
-    machine would make the sink, not the sender, the thing measured."""
-
-    def __init__(self, counter, pipelining):
-        self.counter = counter
-        self.pipelining = pipelining
-        self.buf = b""
-        self.in_data = False
-
-    def connection_made(self, transport):
-        self.transport = transport
-        transport.write(b"220 sink ESMTP\r\n")
-
-    def data_received(self, data):
-        self.buf += data
-        while True:
-            if self.in_data:
-                if self.buf.startswith(b".\r\n"):
-                    end, skip = 0, 3
-                else:
-                    end = self.buf.find(b"\r\n.\r\n")
-                    skip = 5
-                if end < 0:
-                    return
-                self.buf = self.buf[end + skip:]
-                self.in_data = False
-                self.counter[0] += 1
-                self.transport.write(b"250 2.0.0 OK\r\n")
-                continue
-            i = self.buf.find(b"\r\n")
-            if i < 0:
-                return
-            line, self.buf = self.buf[:i], self.buf[i + 2:]
-            verb = line[:4].upper()
-            if verb == b"EHLO":
-                self.transport.write(b"250-sink\r\n" + (b"250-PIPELINING\r\n" if self.pipelining else b"")
-                                     + b"250-8BITMIME\r\n250 SIZE 100000000\r\n")
-            elif verb == b"DATA":
-                self.in_data = True
-                self.transport.write(b"354 go ahead\r\n")
-            elif verb == b"QUIT":
-                self.transport.write(b"221 bye\r\n")
-                self.transport.close()
-                return
-            else:
-                self.transport.write(b"250 OK\r\n")
-
-    def eof_received(self):
-        return False
-
-    def connection_lost(self, exc):
-        pass
 
 
 def serve_sink(port, pipelining=True):
@@ -98,7 +43,7 @@ def serve_sink(port, pipelining=True):
 
     async def run():
         server = await asyncio.get_running_loop().create_server(
-            lambda: _SinkProtocol(counter, pipelining), "127.0.0.1", port)
+            lambda: SinkProtocol(lambda: counter.__setitem__(0, counter[0] + 1), pipelining), "127.0.0.1", port)
         print("ready", flush=True)
         done = asyncio.Event()
         loop = asyncio.get_running_loop()
