@@ -12,7 +12,7 @@ from . import emails
 from .errors import InvalidInput, NotFound
 from .html import sanitize, text_to_html
 from .models import Follower, Message, Notification, Partner, Record
-from .records import find_partner
+from .records import find_partner, parse_id
 
 MESSAGE_TYPES = ("comment", "notification", "email")
 FAILED = ("exception", "bounce")
@@ -91,10 +91,7 @@ def _fan_out(message, record, author, partner_ids, note, email_channel, now) -> 
 
 
 def get_message(host, message_id) -> Message:
-    try:
-        mid = int(message_id)
-    except (TypeError, ValueError):
-        raise InvalidInput(f"message id must be a number, not {message_id!r}") from None
+    mid = parse_id(message_id, "message")
     message = Message.get_or_none(Message.id == mid)
     if message is None:
         raise NotFound(f"no message with id {mid}")

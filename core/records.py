@@ -130,6 +130,14 @@ def admin_has_temporary_email(host) -> bool:
 
 # --- records -----------------------------------------------------------------------
 
+def parse_id(value, what: str) -> int:
+    """An id typed by an operator, as a number, or InvalidInput naming what it was for."""
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise InvalidInput(f"{what} id must be a number, not {value!r}") from None
+
+
 def check_model(host, model: str) -> RecordType:
     if model not in host.record_types:
         known = ", ".join(sorted(host.record_types))
@@ -153,10 +161,7 @@ def create_record(host, model: str, name: str, values: dict | None = None) -> Re
 
 def get_record(host, model: str, res_id) -> Record:
     check_model(host, model)
-    try:
-        res_id = int(res_id)
-    except (TypeError, ValueError):
-        raise InvalidInput(f"record id must be a number, not {res_id!r}") from None
+    res_id = parse_id(res_id, "record")
     record = Record.get_or_none((Record.id == res_id) & (Record.model == model))
     if record is None:
         raise NotFound(f"no {model} record with id {res_id}")

@@ -60,10 +60,7 @@ def create_campaign(host, subject: str, body_html: str, list_names, email_from: 
 
 
 def get_campaign(host, campaign_id) -> Campaign:
-    try:
-        cid = int(campaign_id)
-    except (TypeError, ValueError):
-        raise InvalidInput(f"campaign id must be a number, not {campaign_id!r}") from None
+    cid = records.parse_id(campaign_id, "campaign")
     campaign = Campaign.get_or_none(Campaign.id == cid)
     if campaign is None:
         raise NotFound(f"no campaign with id {cid}; see: postroom campaign list")
