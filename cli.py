@@ -6,11 +6,11 @@ import sys
 import click
 import peewee as pw
 
-from core import chatter, records, scheduler
-from core.config import Config
-from core.errors import DatabaseUnavailable, PostroomError
-from core.host import Host
-from core.output import created, fields, show, table, to_json
+from postroom.core import chatter, records, scheduler
+from postroom.core.config import Config
+from postroom.core.errors import DatabaseUnavailable, PostroomError
+from postroom.core.host import Host
+from postroom.core.output import created, fields, show, table, to_json
 
 HOST_KEY = "postroom.host"
 
@@ -212,7 +212,7 @@ def partner_import(ctx, file):
 def partner_list(ctx, as_json):
     """Partners, with their bounce counters."""
     get_host(ctx)
-    from core.models import Partner
+    from postroom.core.models import Partner
     rows = [{"id": p.id, "name": p.name, "email": p.email, "notification_type": p.notification_type,
              "message_bounce": p.message_bounce, "active": p.active}
             for p in Partner.select().order_by(Partner.id)]
@@ -251,7 +251,7 @@ def record_types(ctx, as_json):
 def record_list(ctx, model, as_json):
     """Records, optionally of one type."""
     host = get_host(ctx)
-    from core.models import Record
+    from postroom.core.models import Record
     query = Record.select().order_by(Record.id)
     if model:
         records.check_model(host, model)
@@ -269,7 +269,7 @@ def record_show(ctx, model, res_id, as_json):
     """A record, its followers and its chatter with each message's envelope."""
     host = get_host(ctx)
     rec = records.get_record(host, model, res_id)
-    from core.models import Follower, Partner
+    from postroom.core.models import Follower, Partner
     followers = [{"partner_id": p.id, "name": p.name, "email": p.email}
                  for p in Partner.select().join(Follower).where(Follower.record == rec).order_by(Partner.id)]
     messages = chatter.chatter(rec)
@@ -284,7 +284,7 @@ def record_show(ctx, model, res_id, as_json):
         return
     click.echo(f"{rec.model},{rec.id}  {rec.name}")
     click.echo("followers: " + (", ".join(f["email"] or f["name"] for f in followers) or "(none)"))
-    from core.html import to_text
+    from postroom.core.html import to_text
     click.echo(table([dict(m, body=to_text(m["body"])) for m in msgs],
                      ["id", "date", "type", "envelope", "author", "subject", "body"], "(no messages)"))
 
@@ -419,7 +419,7 @@ def cron_disable(ctx, name):
 @click.pass_context
 def doctor(ctx, as_json):
     """Walk the troubleshooting steps: ok / warn / fail, finding, remedy; exit 1 on a fail."""
-    from core import doctor as checks
+    from postroom.core import doctor as checks
     results = checks.run_checks(get_host(ctx))
     if as_json:
         click.echo(to_json({"checks": [c.as_dict(source) for source, c in results],
@@ -440,8 +440,8 @@ def doctor(ctx, as_json):
 @click.pass_context
 def serve(ctx, workers, role):
     """Run due scheduled actions and plugin services until Ctrl-C or SIGTERM."""
-    from core import serve as serving
-    from core.errors import InvalidInput
+    from postroom.core import serve as serving
+    from postroom.core.errors import InvalidInput
     if workers > 1 and role == "inbound":
         # K gateways would fight over one port, and the supervisor would restart the losers
         # forever; the gateway has its own pool of database threads (inbound_workers).

@@ -22,9 +22,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from aiosmtpd.controller import Controller  # noqa: E402
 
-from core import scheduler  # noqa: E402
-from core.config import Config  # noqa: E402
-from core.host import Host  # noqa: E402
+from postroom.core import scheduler  # noqa: E402
+from postroom.core.config import Config  # noqa: E402
+from postroom.core.host import Host  # noqa: E402
 
 
 class CountingSink:
@@ -72,7 +72,7 @@ def main():
                          "marketing_run_limit": "20000", "mail_batch_size": "1000"})
         host = Host(config).open()
         host.enable_plugin("mail_marketing")
-        from plugins.mail_marketing import campaigns, lists
+        from postroom.plugins.mail_marketing import campaigns, lists
         csv_path = os.path.join(work, "contacts.csv")
         write_csv(csv_path, args.contacts)
         lists.create_list(host, "bench")

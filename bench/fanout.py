@@ -14,10 +14,10 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from core import chatter, records  # noqa: E402
-from core.config import Config  # noqa: E402
-from core.host import Host  # noqa: E402
-from core.models import Follower, Partner  # noqa: E402
+from postroom.core import chatter, records  # noqa: E402
+from postroom.core.config import Config  # noqa: E402
+from postroom.core.host import Host  # noqa: E402
+from postroom.core.models import Follower, Partner  # noqa: E402
 
 SIZES = (10, 100, 1_000, 10_000)
 

@@ -22,12 +22,12 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import aiosmtplib  # noqa: E402
 from aiosmtpd.controller import Controller  # noqa: E402
 
-from core import chatter, records  # noqa: E402
-from core.config import Config  # noqa: E402
-from core.host import Host  # noqa: E402
-from core.models import Message, Record  # noqa: E402
-from plugins.inbound import aliases  # noqa: E402
-from plugins.inbound.gateway import GatewayService  # noqa: E402
+from postroom.core import chatter, records  # noqa: E402
+from postroom.core.config import Config  # noqa: E402
+from postroom.core.host import Host  # noqa: E402
+from postroom.core.models import Message, Record  # noqa: E402
+from postroom.plugins.inbound import aliases  # noqa: E402
+from postroom.plugins.inbound.gateway import GatewayService  # noqa: E402
 from tests.support.smtp import free_port  # noqa: E402
 
 

@@ -27,8 +27,8 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from core.config import Config  # noqa: E402
-from core.host import Host  # noqa: E402
+from postroom.core.config import Config  # noqa: E402
+from postroom.core.host import Host  # noqa: E402
 from smtp_sink import SinkProtocol  # noqa: E402  (this script's folder is on sys.path)
 
 BODY = "<p>Hello,</p><p>" + "This month's news from the shop. " * 20 + "</p><p>See you soon.</p>"
@@ -103,7 +103,7 @@ def ceiling(smtp_host, port, n):
 
 
 def drain_worker(config_path):
-    from plugins.mail_queue import sending
+    from postroom.plugins.mail_queue import sending
     host = Host.from_config(config_path)
     sending.process_queue(host)
     host.close()
@@ -158,7 +158,7 @@ def main():
             else:
                 service.process_queue()
             drain_seconds = time.perf_counter() - t0
-            from plugins.mail_queue.models import OutgoingMail
+            from postroom.plugins.mail_queue.models import OutgoingMail
             left = OutgoingMail.select().count()
             engine = host.db.engine
             ceiling_rate = ceiling(smtp_host, smtp_port, min(args.n, 20_000))

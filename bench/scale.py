@@ -30,8 +30,8 @@ sys.path.insert(0, ROOT)
 
 import psycopg  # noqa: E402
 
-from core.config import Config  # noqa: E402
-from core.host import Host  # noqa: E402
+from postroom.core.config import Config  # noqa: E402
+from postroom.core.host import Host  # noqa: E402
 from smtp_sink import SinkProtocol  # noqa: E402  (this script's folder is on sys.path)
 
 BODY = "<p>Hello,</p><p>" + "This month's news from the shop. " * 20 + "</p><p>See you soon.</p>"
@@ -65,7 +65,7 @@ def admin(url):
 
 
 def outgoing(host) -> int:
-    from plugins.mail_queue.models import OutgoingMail
+    from postroom.plugins.mail_queue.models import OutgoingMail
     host.db.close()
     return OutgoingMail.select().where(OutgoingMail.state == "outgoing").count()
 
@@ -83,7 +83,7 @@ def run_count(host, cfg_path, workdir, k, n, counter, log_path):
     """Drain n mails with k workers; returns (seconds, received)."""
     mail = host.service("mail")
     env = dict(os.environ, PYTHONPATH=ROOT, POSTROOM_CONFIG=cfg_path)
-    proc = subprocess.Popen([sys.executable, "-m", "cli", "serve", "--role", "scheduler", "--workers", str(k)],
+    proc = subprocess.Popen([sys.executable, "-m", "postroom.cli", "serve", "--role", "scheduler", "--workers", str(k)],
                             cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     try:

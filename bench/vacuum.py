@@ -20,9 +20,9 @@ import peewee as pw
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from core.config import Config  # noqa: E402
-from core.host import Host  # noqa: E402
-from core.models import Message, Notification, Partner, Record  # noqa: E402
+from postroom.core.config import Config  # noqa: E402
+from postroom.core.host import Host  # noqa: E402
+from postroom.core.models import Message, Notification, Partner, Record  # noqa: E402
 
 
 def seed(host, rows):
@@ -90,7 +90,7 @@ def main():
     if host.db.engine == "postgresql":
         host.db.execute_sql("ANALYZE")
 
-    from plugins.auto_vacuum.service import vacuum_all
+    from postroom.plugins.auto_vacuum.service import vacuum_all
     statements = host.statements()
     report = vacuum_all(host)
     statements = host.statements() - statements

@@ -17,7 +17,7 @@ from .errors import Conflict, NotFound
 
 hookimpl = pluggy.HookimplMarker("postroom")
 ENTRY_POINT_GROUP = "postroom.plugins"
-BUILTIN = ("plugins.mail_queue", "plugins.mail_marketing", "plugins.inbound", "plugins.auto_vacuum")
+BUILTIN = ("postroom.plugins.mail_queue", "postroom.plugins.mail_marketing", "postroom.plugins.inbound", "postroom.plugins.auto_vacuum")
 log = logging.getLogger("postroom.plugins")
 
 

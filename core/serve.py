@@ -90,7 +90,7 @@ def supervise(config_path: str | None, workers: int, role: str, log) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    base = [sys.executable, "-m", "cli"] + (["--config", config_path] if config_path else []) + ["serve"]
+    base = [sys.executable, "-m", "postroom.cli"] + (["--config", config_path] if config_path else []) + ["serve"]
     roles = [role if role != "all" else ("all" if i == 0 else "scheduler") for i in range(workers)]
     children = [None] * workers
 

@@ -12,10 +12,10 @@ from urllib.parse import urlparse, urlunparse
 import pytest
 from click.testing import CliRunner
 
-from core.clock import UTC, FrozenClock
-from core.config import Config
-from core.host import Host
-from core.plugins import hookimpl
+from postroom.core.clock import UTC, FrozenClock
+from postroom.core.config import Config
+from postroom.core.host import Host
+from postroom.core.plugins import hookimpl
 
 PG_URL = os.environ.get("POSTROOM_TEST_PG_URL")
 ENGINES = ["sqlite", "postgresql"]
@@ -110,7 +110,7 @@ def make_host(tmp_path, clock):
 @pytest.fixture
 def cli_run():
     """cli_run(host, *args, input=None) → click Result, through the real CLI."""
-    from cli import cli
+    from postroom.cli import cli
 
     def run(host, *args, input=None):
         return CliRunner().invoke(cli, [str(a) for a in args], obj=host, input=input, catch_exceptions=False)

@@ -2,5 +2,5 @@
 
 
 def up(migrator, db):
-    from core.models import CORE_MODELS
+    from postroom.core.models import CORE_MODELS
     db.create_tables(CORE_MODELS)

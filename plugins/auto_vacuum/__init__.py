@@ -4,8 +4,8 @@ It owns no tables. `Base: Auto-vacuum internal data` runs daily and calls the
 `postroom_vacuum` hook of every registered implementation in turn (enabled plugins, then
 the core), each chunk in its own transaction; `postroom vacuum` runs the same by hand.
 """
-from core.plugins import PluginInfo, hookimpl
-from core.scheduler import ActionSpec
+from postroom.core.plugins import PluginInfo, hookimpl
+from postroom.core.scheduler import ActionSpec
 
 PLUGIN = PluginInfo("auto_vacuum", "Daily clean-up: every plugin removes its own redundant data")
 ACTION_CODE = "auto_vacuum.run"

@@ -3,7 +3,7 @@ import sys
 
 import click
 
-from core.output import table, to_json
+from postroom.core.output import table, to_json
 
 
 @click.command()
@@ -16,7 +16,7 @@ def vacuum(ctx, dry_run, as_json):
     Prints what each plugin removed (or would remove) by kind. Exits 1 when a plugin's
     vacuum failed; the other plugins are vacuumed anyway.
     """
-    from cli import get_host
+    from postroom.cli import get_host
 
     from .service import run_vacuum
     result = run_vacuum(get_host(ctx), dry_run=dry_run,

@@ -11,9 +11,9 @@ import datetime as dt
 import json
 import time
 
-from core.doctor import Check, call_impl, ordered_impls
-from core.errors import ConfigError
-from core.models import Parameter
+from postroom.core.doctor import Check, call_impl, ordered_impls
+from postroom.core.errors import ConfigError
+from postroom.core.models import Parameter
 
 DEFAULT_BATCH_SIZE = 1000
 LAST_RUN_PARAM = "auto_vacuum.last_run"

@@ -2,7 +2,7 @@
 record, turns mail to an alias into a record, processes bounces and refuses the rest."""
 import os
 
-from core.plugins import PluginInfo, hookimpl
+from postroom.core.plugins import PluginInfo, hookimpl
 
 PLUGIN = PluginInfo("inbound", "Inbound SMTP/LMTP gateway: replies, aliases, bounces, 550 for the rest")
 

@@ -3,9 +3,9 @@ import email.utils
 import json
 import re
 
-from core import records
-from core.errors import Conflict, InvalidInput, NotFound
-from core.models import Follower, Partner, Record
+from postroom.core import records
+from postroom.core.errors import Conflict, InvalidInput, NotFound
+from postroom.core.models import Follower, Partner, Record
 
 from .models import CONTACT_POLICIES, InboundAlias
 from .recipients import system_local_parts

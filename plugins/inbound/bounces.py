@@ -11,8 +11,8 @@ import re
 import flufl.bounce
 import peewee as pw
 
-from core import emails, tokens
-from core.models import Message, Notification, Partner
+from postroom.core import emails, tokens
+from postroom.core.models import Message, Notification, Partner
 
 from .parsing import header_text, is_daemon, message_ids
 

@@ -7,15 +7,15 @@ import threading
 import click
 import peewee as pw
 
-from core.errors import DatabaseUnavailable
-from core.output import created, show, to_json
+from postroom.core.errors import DatabaseUnavailable
+from postroom.core.output import created, show, to_json
 
 from . import aliases, decisions, pipe, routing
 from .models import CONTACT_POLICIES
 
 
 def _host(ctx):
-    from cli import get_host
+    from postroom.cli import get_host
     return get_host(ctx)
 
 

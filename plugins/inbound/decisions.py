@@ -4,7 +4,7 @@ import datetime as dt
 
 import peewee as pw
 
-from core.errors import NotFound
+from postroom.core.errors import NotFound
 
 from .models import InboundDecision, InboundOriginal
 from .parsing import unsurrogate

@@ -1,7 +1,7 @@
 """`postroom doctor` checks of the inbound gateway."""
 import socket
 
-from core.doctor import Check
+from postroom.core.doctor import Check
 
 from .settings import settings
 

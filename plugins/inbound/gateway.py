@@ -14,7 +14,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import SMTP
 
-from core.errors import DatabaseUnavailable
+from postroom.core.errors import DatabaseUnavailable
 
 from . import decisions, recipients, routing
 from .settings import BARE_LF, LINE_TOO_LONG, LOCAL_PROBLEM, TEMPFAIL, TOO_BIG, TOO_MANY_RCPT, settings

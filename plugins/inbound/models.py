@@ -1,8 +1,8 @@
 """Tables of the inbound plugin: aliases, the decision log, and the originals kept."""
 import peewee as pw
 
-from core.db import JSONField, UTCDateTimeField
-from core.models import BaseModel
+from postroom.core.db import JSONField, UTCDateTimeField
+from postroom.core.models import BaseModel
 
 CONTACT_POLICIES = ("everyone", "partners", "followers")
 

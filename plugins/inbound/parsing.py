@@ -10,7 +10,7 @@ import email.header
 import email.utils
 import re
 
-from core import emails
+from postroom.core import emails
 
 _MSGID = re.compile(r"<[^<>\s]{1,500}>")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")

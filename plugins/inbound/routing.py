@@ -8,8 +8,8 @@ import dataclasses
 
 import peewee as pw
 
-from core import chatter, emails, records
-from core.models import Message, Record
+from postroom.core import chatter, emails, records
+from postroom.core.models import Message, Record
 
 from . import bounces, decisions, recipients
 from .aliases import contact_refusal

@@ -3,9 +3,9 @@ queue and one trace per recipient. Mass mail leaves through mail_queue's "mail" 
 bulk mail; what comes back (sent, failed, bounced, replied, unsubscribed) arrives by hooks."""
 import os
 
-from core.plugins import PluginInfo, hookimpl
-from core.records import RecordType
-from core.scheduler import ActionSpec
+from postroom.core.plugins import PluginInfo, hookimpl
+from postroom.core.records import RecordType
+from postroom.core.scheduler import ActionSpec
 
 PLUGIN = PluginInfo("mail_marketing", "Mailing lists, blacklist, campaigns sent in order through "
                     "their own process queue, traces per recipient", requires=("mail_queue",))

@@ -3,9 +3,9 @@ import datetime as dt
 
 import peewee as pw
 
-from core import emails, records, scheduler
-from core.clock import parse_when
-from core.errors import Conflict, InvalidInput, NotFound
+from postroom.core import emails, records, scheduler
+from postroom.core.clock import parse_when
+from postroom.core.errors import Conflict, InvalidInput, NotFound
 
 from . import mails
 from .lists import get_list

@@ -4,8 +4,8 @@ import sys
 
 import click
 
-from cli import get_host
-from core.output import created, fields, show, table, to_json
+from postroom.cli import get_host
+from postroom.core.output import created, fields, show, table, to_json
 
 from . import campaigns, lists, process
 

@@ -4,7 +4,7 @@ import datetime as dt
 
 import peewee as pw
 
-from core import emails, tokens
+from postroom.core import emails, tokens
 
 from .mails import CHUNK, UNSUBSCRIBE_PURPOSE, trace_of, unsubscribe_local
 from .models import Blacklist, BounceEvent, CampaignList, Contact, Trace
@@ -82,7 +82,7 @@ def apply_blacklist_rule(host, norm: str) -> bool:
     if not count or count < BOUNCE_LIMIT:
         return False
     first = BounceEvent.bounced_at.python_value(first) if not isinstance(first, dt.datetime) else first
-    from core.clock import aware
+    from postroom.core.clock import aware
     first = aware(first)
     if now - first <= BOUNCE_SPAN:
         return False
@@ -101,7 +101,7 @@ def reply_record(host, references, dry_run: bool = False):
     ids = [r for r in (references or []) if r]
     if not ids:
         return None
-    from core.models import Record
+    from postroom.core.models import Record
     from .models import Campaign
     trace = (Trace.select(Trace.id, Trace.campaign).where(Trace.message_id.in_(ids)).first())
     if trace is None:

@@ -4,8 +4,8 @@ import itertools
 
 import peewee as pw
 
-from core import emails
-from core.errors import Conflict, InvalidInput, NotFound
+from postroom.core import emails
+from postroom.core.errors import Conflict, InvalidInput, NotFound
 
 from .models import Blacklist, Contact, MailingList
 

@@ -1,6 +1,6 @@
 """The mail of one campaign recipient: headers, signed unsubscribe address, enqueueing."""
-from core import chatter, tokens
-from core.models import Record
+from postroom.core import chatter, tokens
+from postroom.core.models import Record
 
 from .models import Trace
 

@@ -1,7 +1,7 @@
 """Housekeeping for `postroom vacuum` / the auto-vacuum action, and `postroom doctor` checks."""
 import datetime as dt
 
-from core.doctor import Check
+from postroom.core.doctor import Check
 
 from .feedback import BOUNCE_WINDOW
 from .models import BounceEvent, Trace

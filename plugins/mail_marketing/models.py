@@ -1,8 +1,8 @@
 """Tables of the mail_marketing plugin: lists, contacts, blacklist, campaigns, traces."""
 import peewee as pw
 
-from core.db import UTCDateTimeField
-from core.models import BaseModel
+from postroom.core.db import UTCDateTimeField
+from postroom.core.models import BaseModel
 
 CAMPAIGN_STATES = ("draft", "in_queue", "sending", "done")
 TRACE_STATES = ("outgoing", "sent", "error", "bounce", "reply", "canceled")

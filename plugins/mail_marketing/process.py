@@ -10,8 +10,8 @@ import datetime as dt
 
 import peewee as pw
 
-from core import chatter, emails, scheduler
-from core.errors import InvalidInput
+from postroom.core import chatter, emails, scheduler
+from postroom.core.errors import InvalidInput
 
 from . import mails
 from .campaigns import ACTION_CODE, QUEUED, list_ids, remaining_recipients

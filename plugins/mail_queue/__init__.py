@@ -7,8 +7,8 @@ operator's queue commands live here too.
 """
 import os
 
-from core.plugins import PluginInfo, hookimpl
-from core.scheduler import ActionSpec
+from postroom.core.plugins import PluginInfo, hookimpl
+from postroom.core.scheduler import ActionSpec
 
 PLUGIN = PluginInfo("mail_queue", "Outgoing mail: servers, queue, retries, daily limit, resend")
 

@@ -4,10 +4,10 @@ import sys
 
 import click
 
-from core import chatter, emails
-from core.clock import UTC
-from core.errors import InvalidInput
-from core.output import created, fields, show, to_json
+from postroom.core import chatter, emails
+from postroom.core.clock import UTC
+from postroom.core.errors import InvalidInput
+from postroom.core.output import created, fields, show, to_json
 
 from . import queue, sending, servers
 from .models import STATES, OutgoingMail
@@ -17,7 +17,7 @@ LIST_COLUMNS = ["id", "state", "email_to", "subject", "attempts", "next_attempt_
 
 
 def _host(ctx):
-    from cli import get_host
+    from postroom.cli import get_host
     return get_host(ctx)
 
 
@@ -68,7 +68,7 @@ def mail_send(ctx, to, subject, body, email_from, bulk, at, auto_delete):
         emails.split_address(address)
     if email_from:
         emails.split_address(email_from)
-    from core.html import text_to_html
+    from postroom.core.html import text_to_html
     when = _parse_at(at)
     ids = queue.enqueue(host, [{"email_to": a, "subject": subject, "body_html": text_to_html(body),
                                 "email_from": email_from, "bulk": bulk or when is not None,
@@ -244,7 +244,7 @@ def queue_export(ctx, mail_id):
     """The mail as an .eml file on stdout (what is sent, byte for byte), for support."""
     host = _host(ctx)
     m = queue.get_mail(host, mail_id)
-    from core import tokens
+    from postroom.core import tokens
 
     from . import compose
     envelope_from = tokens.bounce_address(host, sending.bounce_value(m))

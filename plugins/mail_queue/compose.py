@@ -15,8 +15,8 @@ import re
 from email import policy
 from email.message import EmailMessage
 
-from core import emails
-from core.html import to_text
+from postroom.core import emails
+from postroom.core.html import to_text
 
 _HEADER_NAME = re.compile(r"^[!-9;-~]+$")  # RFC 5322 ftext: printable ASCII except ':'
 # Headers Postroom writes itself; an enqueuer's `headers` may not replace them.

@@ -6,10 +6,10 @@ import smtplib
 
 import peewee as pw
 
-from core import chatter
-from core import vacuum as core_vacuum
-from core.doctor import Check
-from core.models import CronAction, Notification
+from postroom.core import chatter
+from postroom.core import vacuum as core_vacuum
+from postroom.core.doctor import Check
+from postroom.core.models import CronAction, Notification
 
 from . import servers
 from .models import DailyCount, OutgoingMail

@@ -1,8 +1,8 @@
 """Tables of the mail_queue plugin: outgoing mails, SMTP servers, the daily send counter."""
 import peewee as pw
 
-from core.db import JSONField, UTCDateTimeField
-from core.models import BaseModel, Message
+from postroom.core.db import JSONField, UTCDateTimeField
+from postroom.core.models import BaseModel, Message
 
 STATES = ("outgoing", "sent", "exception", "cancel")
 FAILURE_TYPES = ("mail_smtp", "mail_email_invalid", "mail_email_missing", "mail_from_invalid",

@@ -7,8 +7,8 @@ import collections
 import datetime as dt
 import random
 
-from core import scheduler
-from core.models import Notification
+from postroom.core import scheduler
+from postroom.core.models import Notification
 
 from .models import OutgoingMail
 from .queue import ACTION_CODE, CHUNK

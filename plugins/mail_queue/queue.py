@@ -5,10 +5,10 @@ import email.utils
 
 import peewee as pw
 
-from core import chatter, emails, records, scheduler
-from core.db import is_postgres
-from core.errors import Conflict, InvalidInput, NotFound
-from core.models import Message, Notification, Partner
+from postroom.core import chatter, emails, records, scheduler
+from postroom.core.db import is_postgres
+from postroom.core.errors import Conflict, InvalidInput, NotFound
+from postroom.core.models import Message, Notification, Partner
 
 from . import compose
 from .models import OutgoingMail

@@ -15,10 +15,10 @@ import uuid
 
 import peewee as pw
 
-from core import emails, scheduler, tokens
-from core.clock import aware
-from core.db import is_postgres
-from core.errors import PostroomError
+from postroom.core import emails, scheduler, tokens
+from postroom.core.clock import aware
+from postroom.core.db import is_postgres
+from postroom.core.errors import PostroomError
 
 from . import compose, servers
 from .models import OutgoingMail

@@ -6,9 +6,9 @@ import os
 import smtplib
 import ssl
 
-from core import emails
-from core.db import is_postgres
-from core.errors import Conflict, InvalidInput, NotFound
+from postroom.core import emails
+from postroom.core.db import is_postgres
+from postroom.core.errors import Conflict, InvalidInput, NotFound
 
 from .models import DailyCount, MailServer
 

@@ -53,7 +53,7 @@ class MailService:
         return queue.enqueue(self.host, list(mails))
 
     def trigger_queue(self, at=None) -> None:
-        from core import scheduler
+        from postroom.core import scheduler
         with self.host.transaction():
             scheduler.trigger(self.host, queue.ACTION_CODE, at)
 

@@ -5,7 +5,7 @@ exactly which rows must go and which must stay.
 """
 import datetime as dt
 
-from core.models import CronAction, CronTrigger, Message, Notification, Partner, Record
+from postroom.core.models import CronAction, CronTrigger, Message, Notification, Partner, Record
 
 OLD = dt.timedelta(days=200)   # past the 180-day notification retention
 NEW = dt.timedelta(days=10)

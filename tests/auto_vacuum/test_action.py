@@ -3,9 +3,9 @@ import datetime as dt
 import json
 import types
 
-from core import scheduler
-from core.models import CronAction, CronTrigger, Notification, Parameter
-from core.plugins import hookimpl
+from postroom.core import scheduler
+from postroom.core.models import CronAction, CronTrigger, Notification, Parameter
+from postroom.core.plugins import hookimpl
 
 from .seed import seed_core
 from .test_core_vacuum import seed_core_more
@@ -31,7 +31,7 @@ def test_a_plugin_whose_vacuum_raises_does_not_stop_the_others(make_host, cli_ru
     calls = []
 
     def broken(host, batch_size, dry_run):
-        from core.models import Partner
+        from postroom.core.models import Partner
         Partner.delete().execute()  # must be rolled back with the failing call
         raise RuntimeError("table mail_mail is locked")
 
@@ -49,14 +49,14 @@ def test_a_plugin_whose_vacuum_raises_does_not_stop_the_others(make_host, cli_ru
     assert calls == [False]
     assert ["tidy", "widgets", "2"] in [line.split() for line in result.output.splitlines()]
     assert Notification.get_or_none(Notification.id == ids["email_sent_old"]) is None  # core ran, last
-    from core.models import Partner
+    from postroom.core.models import Partner
     assert Partner.select().count() == 1  # the broken plugin's delete was rolled back
     log = (host.config.path_of("log_dir") + "/postroom.log")
     assert "vacuum of broken failed" in open(log).read()
 
 
 def test_plugins_are_vacuumed_before_the_core(make_host):
-    from plugins.auto_vacuum.service import vacuum_all
+    from postroom.plugins.auto_vacuum.service import vacuum_all
     order = []
 
     def first(host):
@@ -92,7 +92,7 @@ def test_a_partial_run_is_continued_soon_and_the_last_one_waits_a_day(make_host,
 
 
 def test_a_slow_plugin_never_starves_the_next_one(make_host):
-    from plugins.auto_vacuum.service import vacuum_all
+    from postroom.plugins.auto_vacuum.service import vacuum_all
     calls = {"big": 0, "small": 0}
 
     def big(host, batch_size):
@@ -111,7 +111,7 @@ def test_a_slow_plugin_never_starves_the_next_one(make_host):
 
 
 def test_a_plugin_that_reports_work_but_removes_nothing_does_not_spin(make_host):
-    from plugins.auto_vacuum.service import vacuum_all
+    from postroom.plugins.auto_vacuum.service import vacuum_all
     calls = []
 
     def stuck(host):

@@ -2,9 +2,9 @@
 import datetime as dt
 import json
 
-from core import chatter, records
-from core.models import Message, Notification
-from core.plugins import discover
+from postroom.core import chatter, records
+from postroom.core.models import Message, Notification
+from postroom.core.plugins import discover
 from tests.doctor.conftest import GOOD
 from tests.support.dns import DnsServer
 from tests.support.smtp import SMTPSink, free_port

@@ -1,7 +1,7 @@
 """What the auto-vacuum removes from the core tables, and what it never touches."""
 import json
 
-from core.models import CronTrigger, Message, Notification
+from postroom.core.models import CronTrigger, Message, Notification
 
 from .seed import NOTIFICATIONS, TRIGGERS, expected_gone, seed_core
 
@@ -61,7 +61,7 @@ def test_retention_is_configurable_and_chunks_still_reach_every_row(make_host, d
 
 
 def test_a_chunk_runs_the_same_number_of_statements_whatever_the_backlog(make_host):
-    from core.vacuum import vacuum
+    from postroom.core.vacuum import vacuum
     host = make_host()
     seed_core_more(host, 5, "small")
     with host.transaction():
@@ -79,7 +79,7 @@ def test_a_chunk_runs_the_same_number_of_statements_whatever_the_backlog(make_ho
 
 def seed_core_more(host, n, tag):
     """`n` more old sent notifications, set-based."""
-    from core.models import Partner, Record
+    from postroom.core.models import Partner, Record
     from .seed import OLD
     now = host.clock.now()
     with host.transaction():
@@ -95,7 +95,7 @@ def seed_core_more(host, n, tag):
 
 
 def test_a_new_sweep_starts_over_and_finds_rows_that_aged_below_the_last_one(make_host, clock):
-    from plugins.auto_vacuum.service import vacuum_all
+    from postroom.plugins.auto_vacuum.service import vacuum_all
     host = make_host(plugins=["auto_vacuum"], config={"vacuum_batch_size": 1})
     seed_core_more(host, 3, "young")
     Notification.update(updated_at=clock.now()).execute()  # the lowest ids are young

@@ -2,8 +2,8 @@
 import json
 import types
 
-from core import scheduler
-from core.plugins import hookimpl
+from postroom.core import scheduler
+from postroom.core.plugins import hookimpl
 
 
 def _checks(cli_run, host):

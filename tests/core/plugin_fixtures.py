@@ -4,10 +4,10 @@ import time
 
 import peewee as pw
 
-from core.models import BaseModel
-from core.plugins import PluginInfo, hookimpl
-from core.records import RecordType
-from core.scheduler import ActionSpec
+from postroom.core.models import BaseModel
+from postroom.core.plugins import PluginInfo, hookimpl
+from postroom.core.records import RecordType
+from postroom.core.scheduler import ActionSpec
 
 HERE = os.path.dirname(__file__)
 

@@ -7,8 +7,8 @@ import sys
 import pytest
 from click.testing import CliRunner
 
-from cli import cli
-from core.models import Partner
+from postroom.cli import cli
+from postroom.core.models import Partner
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -161,7 +161,7 @@ def test_the_console_script_runs_from_a_config_file(tmp_path):
     cfg = tmp_path / "postroom.cfg"
     cfg.write_text(f"[postroom]\ndatabase = sqlite:///data.db\nlog_dir = logs\n")
     env = dict(os.environ, POSTROOM_CONFIG=str(cfg), PYTHONPATH=ROOT)
-    out = subprocess.run([sys.executable, "-m", "cli", "init"], env=env, cwd=tmp_path,
+    out = subprocess.run([sys.executable, "-m", "postroom.cli", "init"], env=env, cwd=tmp_path,
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert (tmp_path / "data.db").exists()  # relative to the config file's folder

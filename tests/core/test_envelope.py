@@ -1,6 +1,6 @@
 """The envelope: red while any notification failed, white otherwise."""
-from core import chatter, records
-from core.models import Notification
+from postroom.core import chatter, records
+from postroom.core.models import Notification
 from tests.core.plugin_fixtures import EmailChannel
 
 

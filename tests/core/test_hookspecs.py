@@ -3,7 +3,7 @@ import inspect
 
 import pluggy
 
-from core import hookspecs
+from postroom.core import hookspecs
 
 
 def _hooks():
@@ -23,7 +23,7 @@ def test_every_hook_is_prefixed_and_documented():
 
 
 def test_a_misspelled_hook_implementation_fails_fast():
-    from core.plugins import hookimpl, make_plugin_manager
+    from postroom.core.plugins import hookimpl, make_plugin_manager
 
     class Typo:
         @hookimpl

@@ -3,8 +3,8 @@ import datetime as dt
 import gzip
 import logging
 
-from core.clock import UTC, FrozenClock
-from core.logs import ClockFormatter, DailyRotatingHandler, period_start
+from postroom.core.clock import UTC, FrozenClock
+from postroom.core.logs import ClockFormatter, DailyRotatingHandler, period_start
 
 
 def _logger(tmp_path, clock):

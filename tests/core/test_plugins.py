@@ -1,9 +1,9 @@
 """Enabling and disabling plugins: stored per deployment, with requirements."""
 import pytest
 
-from core.errors import Conflict, NotFound
-from core.host import Host
-from core.models import PluginState
+from postroom.core.errors import Conflict, NotFound
+from postroom.core.host import Host
+from postroom.core.models import PluginState
 from tests.core.plugin_fixtures import Base, Dependent, Widget
 
 
@@ -42,7 +42,7 @@ def test_disabling_a_required_plugin_is_refused_with_the_reason(make_host, db_ur
 
 
 def test_a_disabled_plugins_hooks_do_not_fire(make_host, available):
-    from core import chatter, records
+    from postroom.core import chatter, records
     host = make_host(available=available, plugins=["dependent_fx"])
     rec = records.create_record(host, "generic", "R")
     chatter.post_message(host, rec, "one")
@@ -83,7 +83,7 @@ def test_disabling_a_required_plugin_from_the_cli_prints_one_line_and_fails(make
 
 
 def test_builtin_and_entry_point_plugins_go_through_one_loader():
-    from core import plugins
+    from postroom.core import plugins
     found = plugins.discover()
     for name, module in found.items():
         assert plugins.info_of(module).name == name

@@ -1,8 +1,8 @@
 """Who a post notifies, and how: the recipient rules of DESIGN.md, on both engines."""
 import pytest
 
-from core import chatter, records
-from core.models import Follower, Notification, Partner
+from postroom.core import chatter, records
+from postroom.core.models import Follower, Notification, Partner
 from tests.core.plugin_fixtures import EmailChannel
 
 

@@ -3,9 +3,9 @@ import datetime as dt
 
 import pytest
 
-from core import scheduler
-from core.errors import Conflict, InvalidInput
-from core.models import CronAction, CronTrigger
+from postroom.core import scheduler
+from postroom.core.errors import Conflict, InvalidInput
+from postroom.core.models import CronAction, CronTrigger
 from tests.core.plugin_fixtures import Actions
 
 

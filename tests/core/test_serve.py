@@ -6,8 +6,8 @@ import sys
 import threading
 import time
 
-from core import scheduler
-from core.serve import serve
+from postroom.core import scheduler
+from postroom.core.serve import serve
 from tests.core.plugin_fixtures import Actions
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -40,7 +40,7 @@ def test_serve_process_exits_cleanly_on_sigterm(tmp_path):
     cfg = tmp_path / "postroom.cfg"
     cfg.write_text("[postroom]\ndatabase = sqlite:///p.db\nlog_dir = logs\nserve_poll_seconds = 0.1\n")
     env = dict(os.environ, POSTROOM_CONFIG=str(cfg), PYTHONPATH=ROOT)
-    proc = subprocess.Popen([sys.executable, "-m", "cli", "serve"], env=env, cwd=tmp_path,
+    proc = subprocess.Popen([sys.executable, "-m", "postroom.cli", "serve"], env=env, cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     log = tmp_path / "logs" / "postroom.log"
     deadline = time.time() + 20
@@ -68,8 +68,8 @@ def test_serve_with_workers_restarts_a_killed_worker_and_stops_them_all(tmp_path
     cfg = tmp_path / "postroom.cfg"
     cfg.write_text("[postroom]\ndatabase = sqlite:///p.db\nlog_dir = logs\nserve_poll_seconds = 0.1\n")
     env = dict(os.environ, POSTROOM_CONFIG=str(cfg), PYTHONPATH=ROOT)
-    subprocess.run([sys.executable, "-m", "cli", "init"], env=env, cwd=tmp_path, check=True, capture_output=True)
-    proc = subprocess.Popen([sys.executable, "-m", "cli", "serve", "--workers", "2"], env=env, cwd=tmp_path,
+    subprocess.run([sys.executable, "-m", "postroom.cli", "init"], env=env, cwd=tmp_path, check=True, capture_output=True)
+    proc = subprocess.Popen([sys.executable, "-m", "postroom.cli", "serve", "--workers", "2"], env=env, cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     log = tmp_path / "logs" / "postroom.log"
 

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from core import plugins as plugin_loader, records
-from core.models import Record
+from postroom.core import plugins as plugin_loader, records
+from postroom.core.models import Record
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "postroom-helpdesk"
@@ -63,7 +63,7 @@ def postroom(helpdesk_site, tmp_path, db_url):
     cfg.write_text(f"[postroom]\ndatabase = {db_url}\nlog_dir = {tmp_path / 'logs'}\n"
                    "domains = example.com\n")
     script = shutil.which("postroom", path=str(Path(sys.executable).parent))
-    command = [script] if script else [sys.executable, "-c", "from cli import main; main()"]
+    command = [script] if script else [sys.executable, "-c", "from postroom.cli import main; main()"]
     env = dict(os.environ, POSTROOM_CONFIG=str(cfg),
                PYTHONPATH=os.pathsep.join(filter(None, [str(helpdesk_site), str(ROOT),
                                                         os.environ.get("PYTHONPATH")])))
@@ -201,7 +201,7 @@ def broken_site(tmp_path, monkeypatch):
     entry point names a module that does not exist."""
     site = tmp_path / "site"
     _fake_distribution(site, "pr_good", {"good": "pr_good_plugin"}, {"pr_good_plugin": """
-        from core.plugins import PluginInfo
+        from postroom.core.plugins import PluginInfo
         PLUGIN = PluginInfo("pr_good", "a plugin that loads")
     """})
     _fake_distribution(site, "pr_crashing", {"crashing": "pr_crashing_plugin"}, {"pr_crashing_plugin": """

@@ -8,9 +8,9 @@ import os
 import sys
 import time
 
-from core import scheduler
-from core.config import Config
-from core.host import Host
+from postroom.core import scheduler
+from postroom.core.config import Config
+from postroom.core.host import Host
 from tests.core.plugin_fixtures import Actions
 
 

@@ -2,9 +2,9 @@
 import json
 import types
 
-from core import records
-from core.doctor import Check
-from core.plugins import PluginInfo, hookimpl
+from postroom.core import records
+from postroom.core.doctor import Check
+from postroom.core.plugins import PluginInfo, hookimpl
 
 
 def _contributor(name, checks_fn, plugin_info=False):

@@ -2,8 +2,8 @@
 import datetime as dt
 import uuid
 
-from core import records
-from core.models import CronAction, Message, Notification, Partner, Record
+from postroom.core import records
+from postroom.core.models import CronAction, Message, Notification, Partner, Record
 
 
 def test_admin_address_missing_temporary_and_real(doctor_host, checks):

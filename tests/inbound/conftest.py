@@ -6,7 +6,7 @@ import smtplib
 
 import pytest
 
-from plugins.inbound.gateway import GatewayService
+from postroom.plugins.inbound.gateway import GatewayService
 from tests.support.smtp import free_port
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures"

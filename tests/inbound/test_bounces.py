@@ -2,10 +2,10 @@
 the returned Message-Id, with their effects and the hook mail_marketing listens to."""
 import pytest
 
-from core import chatter, records, tokens
-from core.models import Message, Notification, Partner, Record
-from core.plugins import PluginInfo, hookimpl
-from plugins.inbound import aliases
+from postroom.core import chatter, records, tokens
+from postroom.core.models import Message, Notification, Partner, Record
+from postroom.core.plugins import PluginInfo, hookimpl
+from postroom.plugins.inbound import aliases
 
 from .conftest import fixture_bytes, transaction
 

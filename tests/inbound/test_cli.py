@@ -7,10 +7,10 @@ import threading
 
 import pytest
 
-from core import chatter, records
-from core.models import Record
-from plugins.inbound import aliases
-from plugins.inbound.models import InboundAlias, InboundDecision, InboundOriginal
+from postroom.core import chatter, records
+from postroom.core.models import Record
+from postroom.plugins.inbound import aliases
+from postroom.plugins.inbound.models import InboundAlias, InboundDecision, InboundOriginal
 from tests.support.smtp import free_port
 
 from .conftest import message, transaction
@@ -108,7 +108,7 @@ def test_vacuum_removes_old_originals_and_decisions_in_bounded_chunks(inbound_ho
     inbound = [r for r in dry if r and "inbound originals" in r["removed"]][0]
     assert inbound == {"removed": {"inbound originals": 3, "inbound decisions": 0}, "remaining": 0}
     assert InboundOriginal.select().count() == 4
-    from plugins.inbound import postroom_vacuum
+    from postroom.plugins.inbound import postroom_vacuum
     first = postroom_vacuum(host=host, batch_size=2, dry_run=False)
     assert first == {"removed": {"inbound originals": 2, "inbound decisions": 0}, "remaining": 1}
     second = postroom_vacuum(host=host, batch_size=2, dry_run=False)
@@ -120,20 +120,20 @@ def test_vacuum_removes_old_originals_and_decisions_in_bounded_chunks(inbound_ho
 
 
 def test_doctor_checks_find_the_gateway_answering_or_not(inbound_host, gateway):
-    from plugins.inbound.doctor import checks
+    from postroom.plugins.inbound.doctor import checks
     port = free_port()
     host = inbound_host(inbound_port=port)
     down = {c.name: c for c in checks(host)}
     assert down["inbound gateway"].status == "fail" and "start `postroom serve`" in down["inbound gateway"].remedy
     assert down["inbound domains"].status == "ok" and "example.com" in down["inbound domains"].finding
-    from plugins.inbound.gateway import GatewayService
+    from postroom.plugins.inbound.gateway import GatewayService
     with GatewayService(host, "127.0.0.1", port):
         up = {c.name: c for c in checks(host)}
     assert up["inbound gateway"].status == "ok" and "220 example.com" in up["inbound gateway"].finding
 
 
 def test_postroom_serve_runs_the_gateway_on_the_configured_address(inbound_host):
-    from core.serve import serve
+    from postroom.core.serve import serve
     port = free_port()
     host = inbound_host(inbound_port=port, inbound_host="127.0.0.1", serve_poll_seconds="0.05")
     aliases.add_alias(host, "support", "generic")
@@ -158,7 +158,7 @@ def test_postroom_serve_runs_the_gateway_on_the_configured_address(inbound_host)
 
 
 def test_database_work_runs_on_the_pool_never_on_the_event_loop(inbound_host, gateway):
-    from core.plugins import PluginInfo, hookimpl
+    from postroom.core.plugins import PluginInfo, hookimpl
 
     seen = []
 

@@ -4,9 +4,9 @@ import socket
 
 import pytest
 
-from core.models import Record
-from plugins.inbound import aliases
-from plugins.inbound.models import InboundDecision
+from postroom.core.models import Record
+from postroom.plugins.inbound import aliases
+from postroom.plugins.inbound.models import InboundDecision
 
 from .conftest import message, smtp, transaction
 

@@ -4,7 +4,7 @@ import smtplib
 
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from plugins.inbound import aliases
+from postroom.plugins.inbound import aliases
 
 HEADER_NAMES = ["From", "To", "Subject", "Message-Id", "In-Reply-To", "References", "Content-Type",
                 "Content-Transfer-Encoding", "MIME-Version", "Auto-Submitted", "Precedence", "X-Odd"]

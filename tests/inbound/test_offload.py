@@ -1,8 +1,8 @@
 """A slow outgoing server never holds up the gateway's answer to DATA."""
 import time
 
-from core import chatter, records
-from core.models import Message
+from postroom.core import chatter, records
+from postroom.core.models import Message
 from tests.support.smtp import SMTPSink
 
 from .conftest import message, transaction

@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from core.models import Record
-from plugins.inbound import aliases
+from postroom.core.models import Record
+from postroom.plugins.inbound import aliases
 
 from .conftest import message
 

@@ -6,9 +6,9 @@ import smtplib
 import aiosmtplib
 import pytest
 
-from core.plugins import PluginInfo, hookimpl
-from plugins.inbound import aliases
-from plugins.inbound.models import InboundDecision
+from postroom.core.plugins import PluginInfo, hookimpl
+from postroom.plugins.inbound import aliases
+from postroom.plugins.inbound.models import InboundDecision
 
 from .conftest import message, smtp, transaction
 
@@ -142,7 +142,7 @@ def test_postgresql_going_away_mid_session_answers_451_and_nothing_is_half_store
     import psycopg
     from urllib.parse import urlparse
 
-    from core.models import Record
+    from postroom.core.models import Record
     host = inbound_host(db_url=pg_database)
     aliases.add_alias(host, "support", "generic")
     service = gateway(host)

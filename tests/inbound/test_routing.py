@@ -2,11 +2,11 @@
 Storage tests run on SQLite and PostgreSQL (`db_url`)."""
 import pytest
 
-from core import chatter, records
-from core.models import Message, Notification, Partner, Record
-from core.plugins import PluginInfo, hookimpl
-from plugins.inbound import aliases
-from plugins.inbound.models import InboundDecision, InboundOriginal
+from postroom.core import chatter, records
+from postroom.core.models import Message, Notification, Partner, Record
+from postroom.core.plugins import PluginInfo, hookimpl
+from postroom.plugins.inbound import aliases
+from postroom.plugins.inbound.models import InboundDecision, InboundOriginal
 from tests.support.smtp import SMTPSink
 
 from .conftest import message, transaction
@@ -342,7 +342,7 @@ def test_a_bounce_or_auto_reply_does_not_reset_the_counter(inbound_host, gateway
 
 
 def test_a_reply_costs_the_same_statements_for_5_or_500_followers(inbound_host, gateway, clock):
-    from core.models import Follower
+    from postroom.core.models import Follower
     host = inbound_host(inbound_workers=1)  # one pool thread, connected by the warm-up below
     service = gateway(host)
     deliver(service, message(message_id="<warm-up@client.test>"), rcpts=["catchall@example.com"])

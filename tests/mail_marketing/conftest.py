@@ -2,7 +2,7 @@
 a real SMTP sink on loopback, and small helpers that go through the real CLI."""
 import pytest
 
-from core import scheduler
+from postroom.core import scheduler
 from tests.support.smtp import SMTPSink, smtp_sink  # noqa: F401 - re-exported fixture
 
 

@@ -6,8 +6,8 @@ kill it at the worst moment."""
 import sys
 import time
 
-from core import scheduler
-from core.host import Host
+from postroom.core import scheduler
+from postroom.core.host import Host
 
 
 class SlowBatches:
@@ -16,7 +16,7 @@ class SlowBatches:
     def __init__(self):
         self.batches = 0
 
-    from core.plugins import hookimpl
+    from postroom.core.plugins import hookimpl
 
     @hookimpl
     def postroom_campaign_batch(self, host, campaign, mails):

@@ -1,7 +1,7 @@
 """Campaign life: create, send, schedule, cancel, test copies, show, retry-failed, bad input."""
 import json
 
-from core.models import Record
+from postroom.core.models import Record
 
 from .conftest import contacts, drain, make_campaign, make_list, show
 
@@ -34,7 +34,7 @@ def test_states_go_draft_in_queue_sending_done(mk, run, tmp_path):
     assert show(run, host, cid)["state"] == "draft"
     run(host, "campaign", "send", cid)
     assert show(run, host, cid)["state"] == "in_queue"
-    from core import scheduler
+    from postroom.core import scheduler
     scheduler.run_by_hand(host, "Mail Marketing: Process queue")
     data = show(run, host, cid)
     assert data["state"] == "sending" and data["pending"] == 3 and data["expected"] == 5
@@ -100,7 +100,7 @@ def test_cancel_returns_a_queued_campaign_to_draft_and_refuses_a_sending_one(mk,
     assert "back to draft" in run(host, "campaign", "cancel", cid).output
     assert show(run, host, cid)["state"] == "draft"
     run(host, "campaign", "send", cid)
-    from core import scheduler
+    from postroom.core import scheduler
     scheduler.run_by_hand(host, "Mail Marketing: Process queue")
     result = run(host, "campaign", "cancel", cid, expect_fail=True)
     assert "is sending (1 recipients already processed)" in result.stderr
@@ -195,7 +195,7 @@ def test_the_error_trace_keeps_the_failure_type(mk, run, sink, tmp_path):
     cid = make_campaign(run, host, tmp_path, "news")
     run(host, "campaign", "send", cid)
     drain(host)
-    from plugins.mail_marketing.models import Trace
+    from postroom.plugins.mail_marketing.models import Trace
     trace = Trace.get()
     assert trace.status == "error" and trace.failure_type == "mail_smtp"
     assert "550" in trace.failure_reason

@@ -9,8 +9,8 @@ from collections import Counter
 
 import pytest
 
-from core.clock import UTC
-from plugins.mail_marketing.models import Trace
+from postroom.core.clock import UTC
+from postroom.plugins.mail_marketing.models import Trace
 
 from .conftest import contacts, drain, make_campaign, make_list, show
 

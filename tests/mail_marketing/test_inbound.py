@@ -3,9 +3,9 @@ address opts the contact out, a reply threads onto the campaign's chatter and ma
 trace `reply`, a bounce to the signed address marks it `bounce`."""
 import pytest
 
-from core import tokens
-from core.models import Message
-from plugins.mail_marketing.models import Campaign, Contact, Trace
+from postroom.core import tokens
+from postroom.core.models import Message
+from postroom.plugins.mail_marketing.models import Campaign, Contact, Trace
 from tests.inbound.conftest import fixture_bytes, gateway, message, transaction  # noqa: F401 - fixture
 
 from .conftest import drain, make_campaign, make_list, show

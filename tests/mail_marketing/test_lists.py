@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from plugins.mail_marketing.models import Contact
+from postroom.plugins.mail_marketing.models import Contact
 
 from .conftest import last_word, write_csv
 
@@ -116,7 +116,7 @@ def test_blacklist_add_list_remove(mk, run, tmp_path):
 
 
 def test_import_statements_do_not_grow_with_the_file(mk, tmp_path):
-    from plugins.mail_marketing import lists
+    from postroom.plugins.mail_marketing import lists
     host = mk()
     lists.create_list(host, "a")
     lists.create_list(host, "b")

@@ -2,8 +2,8 @@
 doctor's check of the marketing queue's head."""
 import datetime as dt
 
-from plugins.mail_marketing.maintenance import vacuum
-from plugins.mail_marketing.models import Blacklist, BounceEvent, Trace
+from postroom.plugins.mail_marketing.maintenance import vacuum
+from postroom.plugins.mail_marketing.models import Blacklist, BounceEvent, Trace
 
 from .conftest import drain, make_campaign, make_list
 

@@ -2,10 +2,10 @@
 bounded batches, and the `campaign queue` listing. The seed page's example, as a test."""
 import json
 
-from core import scheduler
-from core.plugins import PluginInfo, hookimpl
-from plugins.mail_marketing import process
-from plugins.mail_marketing.models import Trace
+from postroom.core import scheduler
+from postroom.core.plugins import PluginInfo, hookimpl
+from postroom.plugins.mail_marketing import process
+from postroom.plugins.mail_marketing.models import Trace
 
 from .conftest import contacts, drain, make_campaign, make_list, show
 
@@ -116,7 +116,7 @@ def test_seed_example_a_stuck_head_holds_the_others_until_it_is_canceled(mk, run
 
 
 def process_doctor(host):
-    from plugins.mail_marketing.maintenance import doctor_checks
+    from postroom.plugins.mail_marketing.maintenance import doctor_checks
     (check,) = doctor_checks(host)
     return check
 
@@ -151,7 +151,7 @@ def test_batch_statements_do_not_grow_with_the_batch(mk, run, tmp_path):
     host = mk()
     make_list(run, host, tmp_path, "small", contacts(10))
     make_list(run, host, tmp_path, "big", contacts(400, start=100))
-    from core import tokens
+    from postroom.core import tokens
     tokens.secret(host), tokens.secret(host)  # the deployment secret exists and is read once
     counts = []
     for name, size in (("small", 10), ("big", 400)):

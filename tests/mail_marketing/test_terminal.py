@@ -10,7 +10,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 def _postroom(tmp_path, *args, tty: bool) -> str:
-    cmd = [sys.executable, "-c", "from cli import main; main()", "--config", str(tmp_path / "postroom.cfg"), *args]
+    cmd = [sys.executable, "-c", "from postroom.cli import main; main()", "--config", str(tmp_path / "postroom.cfg"), *args]
     env = dict(os.environ, PYTHONPATH=ROOT, COLUMNS="100")
     if not tty:
         done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)

@@ -1,9 +1,9 @@
 """One trace per recipient: every cancel reason, and what comes back (bounce, reply,
 unsubscribe), plus the automatic blacklist rule."""
 
-from core import tokens
-from plugins.mail_marketing import feedback, mails
-from plugins.mail_marketing.models import Blacklist, Contact, MailingList, Trace
+from postroom.core import tokens
+from postroom.plugins.mail_marketing import feedback, mails
+from postroom.plugins.mail_marketing.models import Blacklist, Contact, MailingList, Trace
 
 from .conftest import drain, make_campaign, make_list, show
 
@@ -186,7 +186,7 @@ def test_sent_and_failed_outcomes_update_traces_set_based(mk, run, tmp_path):
     make_list(run, host, tmp_path, "news", [f"u{i}@example.org,U{i}" for i in range(400)])
     cid = make_campaign(run, host, tmp_path, "news")
     run(host, "campaign", "send", cid)
-    from core import scheduler
+    from postroom.core import scheduler
     scheduler.run_by_hand(host, "Mail Marketing: Process queue")   # traced and enqueued, not sent
     ids = [t.id for t in Trace.select().where(Trace.campaign == cid).order_by(Trace.id)]
 

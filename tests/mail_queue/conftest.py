@@ -1,9 +1,9 @@
 """Fixtures for mail_queue tests: a host whose default server is a loopback sink."""
 import pytest
 
-from core.plugins import hookimpl
+from postroom.core.plugins import hookimpl
 
-from core import records
+from postroom.core import records
 from tests.support.smtp import SMTPSink
 
 
@@ -78,7 +78,7 @@ class MailRecorder:
 
 
 def mails(**where):
-    from plugins.mail_queue.models import OutgoingMail
+    from postroom.plugins.mail_queue.models import OutgoingMail
     query = OutgoingMail.select().order_by(OutgoingMail.id)
     for key, value in where.items():
         query = query.where(getattr(OutgoingMail, key) == value)

@@ -1,9 +1,9 @@
 """Mail from chatter posts: one SMTP message per recipient, threading, urgent after commit."""
 import pytest
 
-from core import chatter, records, tokens
-from core.errors import InvalidInput
-from core.models import Partner
+from postroom.core import chatter, records, tokens
+from postroom.core.errors import InvalidInput
+from postroom.core.models import Partner
 
 from .conftest import MailRecorder, mails, partner, record_with_followers
 
@@ -70,7 +70,7 @@ def test_partners_who_prefer_inbox_get_no_email_and_use_none_of_the_limit(mail_h
     chatter.post_message(host, rec, "Hi", subject="S")
     got = sink.wait_for(1)
     assert [r.rcpt_tos for r in got] == [["max@example.org"]]
-    from plugins.mail_queue import servers
+    from postroom.plugins.mail_queue import servers
     assert servers.limit_status(host)["count"] == 1
 
 
@@ -125,7 +125,7 @@ def test_a_subject_with_a_line_break_is_refused_before_anything_is_written(mail_
 
 
 def test_a_plugin_can_give_the_records_alias_as_reply_to(mail_host, sink):
-    from core.plugins import hookimpl
+    from postroom.core.plugins import hookimpl
 
     class Aliases:
         @hookimpl
@@ -166,7 +166,7 @@ def test_turning_a_post_into_mails_is_set_based(mail_host, sink):
     counts = []
     for size in (3, 3, 300):
         rec = records.create_record(host, "generic", f"R{size}")
-        from core.models import Follower
+        from postroom.core.models import Follower
         people = [partner(host, f"P{size}-{i}-{len(counts)}", f"p{size}.{i}.{len(counts)}@example.org")
                   for i in range(size)]
         with host.transaction():

@@ -5,8 +5,8 @@ import email
 import email.policy
 import json
 
-from core import chatter
-from plugins.mail_queue import sending
+from postroom.core import chatter
+from postroom.plugins.mail_queue import sending
 
 from .conftest import mails, record_with_followers
 
@@ -39,7 +39,7 @@ def test_mail_send_bulk_waits_for_the_queue_and_at_waits_for_its_time(mail_host,
     listing = json.loads(cli_run(host, "queue", "list", "--json").output)
     assert [r["state"] for r in listing] == ["outgoing", "outgoing"]
     assert FIELDS <= set(listing[0])
-    from core.models import CronTrigger
+    from postroom.core.models import CronTrigger
     assert any(t.call_at == clock.now() + dt.timedelta(hours=3) for t in CronTrigger.select())
     assert "processed 1" in cli_run(host, "queue", "process").output
     assert [r.rcpt_tos[0] for r in sink.wait_for(1)] == ["ann@example.org"]

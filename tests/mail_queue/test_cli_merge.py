@@ -1,7 +1,7 @@
 """cli.py merges a plugin group named like a core group into the core group."""
 import click
 
-from core.plugins import hookimpl
+from postroom.core.plugins import hookimpl
 
 
 class _Plugin:

@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from core.clock import UTC
-from plugins.mail_queue import sending
+from postroom.core.clock import UTC
+from postroom.plugins.mail_queue import sending
 from tests.support.smtp import SMTPSink
 
 from .conftest import mails

@@ -1,8 +1,8 @@
 """SMTP failures: permanent at once, temporary with backoff until the lifetime runs out."""
 import datetime as dt
 
-from core import chatter
-from plugins.mail_queue import outcomes, sending
+from postroom.core import chatter
+from postroom.plugins.mail_queue import outcomes, sending
 from tests.support.smtp import SMTPSink, closed_port
 
 from .conftest import MailRecorder, mails, record_with_followers
@@ -144,7 +144,7 @@ def test_a_dropped_connection_mid_batch_loses_and_doubles_nothing(mail_host, clo
 
 
 def test_a_mail_without_sender_fails_with_mail_from_missing(mail_host, sink, cli_run):
-    from plugins.mail_queue.models import OutgoingMail
+    from postroom.plugins.mail_queue.models import OutgoingMail
     host = mail_host()
     [mail_id] = _bulk(host)
     OutgoingMail.update(email_from=None).where(OutgoingMail.id == mail_id).execute()

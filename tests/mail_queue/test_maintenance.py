@@ -1,8 +1,8 @@
 """postroom_vacuum and postroom_doctor_checks of mail_queue."""
 import datetime as dt
 
-from core import chatter
-from plugins.mail_queue import maintenance, sending, servers
+from postroom.core import chatter
+from postroom.plugins.mail_queue import maintenance, sending, servers
 from tests.support.smtp import closed_port
 
 from .conftest import mails, record_with_followers
@@ -28,7 +28,7 @@ def test_vacuum_removes_old_sent_and_canceled_mails_but_never_pending_or_failing
     outgoing = service.enqueue([{"email_to": "later@example.org",
                                  "scheduled_at": clock.now() + dt.timedelta(days=60)}])
     cancelled = service.enqueue([{"email_to": "c@example.org"}])
-    from plugins.mail_queue import queue
+    from postroom.plugins.mail_queue import queue
     queue.cancel(host, cancelled)
     clock.advance(days=31)
     dry = maintenance.vacuum(host, 2, True)

@@ -4,7 +4,7 @@ import threading
 
 import pytest
 
-from plugins.mail_queue import sending, servers
+from postroom.plugins.mail_queue import sending, servers
 from tests.support.smtp import SMTPSink, closed_port
 
 from .conftest import mails
@@ -39,7 +39,7 @@ def test_server_test_fails_loudly_when_nothing_answers(mail_host, cli_run):
 
 
 def test_the_default_server_comes_from_the_config():
-    from core.config import Config
+    from postroom.core.config import Config
 
     class _H:
         config = Config({})
@@ -147,7 +147,7 @@ def test_the_daily_limit_is_exact_with_worker_processes_on_postgresql(pg_databas
     import subprocess
     import sys
 
-    from plugins.mail_queue.models import DailyCount
+    from postroom.plugins.mail_queue.models import DailyCount
     host = mail_host(db_url=pg_database, daily_limit=20, mail_batch_size=4)
     _enqueue(host, 50)
     worker = os.path.join(os.path.dirname(__file__), "crash_worker.py")

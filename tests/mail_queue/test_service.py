@@ -5,10 +5,10 @@ import email.policy
 
 import pytest
 
-from core import scheduler, tokens
-from core.errors import InvalidInput
-from core.models import CronAction
-from plugins.mail_queue import compose, sending
+from postroom.core import scheduler, tokens
+from postroom.core.errors import InvalidInput
+from postroom.core.models import CronAction
+from postroom.plugins.mail_queue import compose, sending
 
 from .conftest import MailRecorder, mails
 
@@ -141,7 +141,7 @@ def test_built_messages_parse_back_with_the_email_package():
 
 
 def test_mail_prepare_hooks_get_an_email_message_to_add_headers(mail_host, sink):
-    from core.plugins import hookimpl
+    from postroom.core.plugins import hookimpl
 
     class Signer:
         @hookimpl
@@ -167,7 +167,7 @@ def test_send_now_inside_a_transaction_waits_for_the_commit(mail_host, sink):
 
 
 def test_every_scheduled_time_gets_its_trigger(mail_host, clock):
-    from core.models import CronTrigger
+    from postroom.core.models import CronTrigger
     host = mail_host()
     times = [clock.now() + dt.timedelta(minutes=m) for m in (10, 20, 10)]
     host.service("mail").enqueue([{"email_to": "a@example.org", "scheduled_at": t} for t in times])

@@ -10,8 +10,8 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
 
-from core import records
-from plugins.mail_queue import queue as mail_queue_queue
+from postroom.core import records
+from postroom.plugins.mail_queue import queue as mail_queue_queue
 from tests.support.smtp import free_port
 
 

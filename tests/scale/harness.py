@@ -17,7 +17,7 @@ import time
 
 import psycopg
 
-from core.clock import SystemClock
+from postroom.core.clock import SystemClock
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -53,7 +53,7 @@ class Serve:
         self.deployment = deployment
         env = dict(os.environ, PYTHONPATH=ROOT, POSTROOM_CONFIG=deployment.config_path)
         self.out = open(deployment.tmp_path / f"serve-{len(deployment.procs)}.out", "wb")
-        self.proc = subprocess.Popen([sys.executable, "-m", "cli", "serve", *args], cwd=deployment.tmp_path,
+        self.proc = subprocess.Popen([sys.executable, "-m", "postroom.cli", "serve", *args], cwd=deployment.tmp_path,
                                      env=env, stdout=self.out, stderr=subprocess.STDOUT,
                                      start_new_session=True)
 
@@ -149,7 +149,7 @@ class Deployment:
 
 def enqueue(host, count, prefix="r", domain="example.org") -> dict[str, str]:
     """Queue `count` bulk mails, one recipient each; returns {recipient: Message-Id}."""
-    from plugins.mail_queue.models import OutgoingMail
+    from postroom.plugins.mail_queue.models import OutgoingMail
     mails = [{"email_to": f"{prefix}{i}@{domain}", "subject": f"News {i}",
               "body_html": f"<p>Hello number {i}</p>", "bulk": True} for i in range(count)]
     ids = host.service("mail").enqueue(mails)
@@ -158,7 +158,7 @@ def enqueue(host, count, prefix="r", domain="example.org") -> dict[str, str]:
 
 
 def outgoing_left(dep) -> int:
-    from plugins.mail_queue.models import OutgoingMail
+    from postroom.plugins.mail_queue.models import OutgoingMail
     dep.fresh()
     return OutgoingMail.select().where(OutgoingMail.state == "outgoing").count()
 

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from plugins.mail_queue.models import OutgoingMail
+from postroom.plugins.mail_queue.models import OutgoingMail
 
 from .harness import BASE_CONFIG, enqueue, hostname, outgoing_left, receipts, wait_until
 

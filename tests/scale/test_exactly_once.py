@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from plugins.mail_queue.models import OutgoingMail
+from postroom.plugins.mail_queue.models import OutgoingMail
 
 from .harness import enqueue, outgoing_left, receipts, wait_until
 

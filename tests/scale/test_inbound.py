@@ -9,9 +9,9 @@ import time
 
 import pytest
 
-from core.models import Message
-from plugins.inbound import aliases
-from plugins.inbound.models import InboundOriginal
+from postroom.core.models import Message
+from postroom.plugins.inbound import aliases
+from postroom.plugins.inbound.models import InboundOriginal
 from tests.support.smtp import free_port
 
 from .harness import wait_until

@@ -1,8 +1,8 @@
 """A parallel scheduled action (the mail queue's) is taken by every worker at once; an
 ordinary one by one worker at a time. This is what lets K workers drain one queue."""
-from core import scheduler
-from core.plugins import PluginInfo, hookimpl
-from core.scheduler import ActionSpec
+from postroom.core import scheduler
+from postroom.core.plugins import PluginInfo, hookimpl
+from postroom.core.scheduler import ActionSpec
 
 
 def _handler(host, run):

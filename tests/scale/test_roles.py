@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from core.models import Message
-from plugins.inbound import aliases
+from postroom.core.models import Message
+from postroom.plugins.inbound import aliases
 from tests.support.smtp import free_port
 
 from .harness import enqueue, outgoing_left, receipts, wait_until

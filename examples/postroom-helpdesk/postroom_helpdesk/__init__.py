@@ -6,8 +6,8 @@ then on the hooks below are called. Every hook is documented in Postroom's
 `core/hookspecs.py`: an implementation is a module-level function with the hook's name,
 decorated with `hookimpl`, taking any subset of the hook's arguments.
 """
-from core.plugins import PluginInfo, hookimpl
-from core.records import RecordType
+from postroom.core.plugins import PluginInfo, hookimpl
+from postroom.core.records import RecordType
 
 from . import tickets
 

@@ -1,8 +1,8 @@
 """`postroom helpdesk`: the plugin's command group, added by `postroom_cli_commands`."""
 import click
 
-from cli import get_host
-from core.output import show
+from postroom.cli import get_host
+from postroom.core.output import show
 
 from . import tickets
 

@@ -6,7 +6,7 @@ counter is a row in the core `parameter` table.
 """
 import peewee as pw
 
-from core.models import Message, Parameter, Record
+from postroom.core.models import Message, Parameter, Record
 
 MODEL = "helpdesk.ticket"
 COUNTER_KEY = "helpdesk.last_ticket_number"

@@ -2,5 +2,5 @@
 
 
 def up(migrator, db):
-    from plugins.inbound.models import MODELS
+    from postroom.plugins.inbound.models import MODELS
     db.create_tables(MODELS)

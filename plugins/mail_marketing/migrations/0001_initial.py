@@ -2,5 +2,5 @@
 
 
 def up(migrator, db):
-    from plugins.mail_marketing.models import MODELS
+    from postroom.plugins.mail_marketing.models import MODELS
     db.create_tables(MODELS)

@@ -1,1 +1,0 @@
-"""Shared test helpers other areas can import."""
