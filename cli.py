@@ -6,7 +6,7 @@ import sys
 import click
 import peewee as pw
 
-from postroom.core import chatter, records, scheduler
+from postroom.core import attachments, chatter, records, scheduler
 from postroom.core.config import Config
 from postroom.core.errors import DatabaseUnavailable, PostroomError
 from postroom.core.host import Host
@@ -318,8 +318,10 @@ def message():
 @click.option("--author", help="Author email (a partner's, or a raw address).")
 @click.option("--partner", "partners", multiple=True, help="Notify this partner too (repeatable).")
 @click.option("--note", is_flag=True, help="Internal note: notifies only --partner recipients.")
+@click.option("--attach", "attach", multiple=True, metavar="FILE",
+              help="Attach this file (repeatable; at most attachment_max_size each).")
 @click.pass_context
-def message_post(ctx, model, res_id, body, subject, author, partners, note):
+def message_post(ctx, model, res_id, body, subject, author, partners, note, attach):
     """Post on a record's chatter; followers are notified."""
     host = get_host(ctx)
     rec = records.get_record(host, model, res_id)
@@ -329,7 +331,7 @@ def message_post(ctx, model, res_id, body, subject, author, partners, note):
         email_from = None if author_partner else author
     ids = [records.find_partner(host, e).id for e in partners]
     msg = chatter.post_message(host, rec, body, subject=subject, author=author_partner,
-                               email_from=email_from, partner_ids=ids, note=note)
+                               email_from=email_from, partner_ids=ids, note=note, attachments=attach)
     created("message", msg.id)
 
 
@@ -342,16 +344,38 @@ def message_show(ctx, message_id, as_json):
     host = get_host(ctx)
     msg = chatter.get_message(host, message_id)
     notes = chatter.notification_rows(msg)
+    files = attachments.describe(attachments.of("message", msg.id))
     data = {"id": msg.id, "model": msg.model, "res_id": msg.record_id, "subject": msg.subject,
             "author": msg.email_from, "type": msg.message_type, "note": msg.is_internal,
             "message_id": msg.message_id, "date": msg.created_at, "envelope": chatter.envelope(msg),
-            "notifications": notes}
+            "notifications": notes, "attachments": files}
     if as_json:
         click.echo(to_json(data))
         return
     fields(data, False)
     click.echo("")
     click.echo(table(notes, ["email", "channel", "status", "failure_type", "failure_reason"], "(no recipients)"))
+    if files:
+        click.echo("")
+        click.echo(table(files, ["id", "name", "mimetype", "size", "content_id"]))
+
+
+# --- attachments -------------------------------------------------------------------
+
+@cli.group()
+def attachment():
+    """Files attached to messages, mails and campaigns."""
+
+
+@attachment.command("export")
+@click.argument("attachment_id")
+@click.option("--output", "-o", "output", default=".", show_default=True,
+              help="File to write, or a folder to write the attachment's own name in.")
+@click.pass_context
+def attachment_export(ctx, attachment_id, output):
+    """Write an attachment's exact bytes to a file."""
+    row, path = attachments.export(get_host(ctx), attachment_id, output)
+    click.echo(f"attachment {row.id} ({row.size} bytes, {row.mimetype}) written to {path}")
 
 
 # --- scheduled actions ---------------------------------------------------------------

@@ -8,7 +8,7 @@ import time
 
 import peewee as pw
 
-from . import emails
+from . import attachments as attachment_store, emails
 from .errors import InvalidInput, NotFound
 from .html import sanitize, text_to_html
 from .models import Follower, Message, Notification, Partner, Record
@@ -33,8 +33,12 @@ def post_message(host, record: Record, body: str, subject: str | None = None,
                  author: Partner | None = None, email_from: str | None = None,
                  partner_ids=(), note: bool = False, message_type: str = "comment",
                  parent: Message | None = None, message_id: str | None = None,
-                 body_is_html: bool = False) -> Message:
+                 body_is_html: bool = False, attachments=()) -> Message:
     """Post on `record`'s chatter and notify its recipients, in one transaction.
+
+    `attachments`: paths or `(name, bytes, mimetype)` (see `core.attachments.prepare`), or
+    `(name, bytes, mimetype, content_id)` for an inline part; all are checked before
+    anything is written, and stored with the message (its mails carry them).
 
     Recipients: the record's followers plus `partner_ids` (a note: only `partner_ids`),
     never the author, never an inactive partner. Partners preferring email get a `ready`
@@ -50,6 +54,7 @@ def post_message(host, record: Record, body: str, subject: str | None = None,
         email_from = f"{author.name} <{author.email}>" if author.email else None
     body_html = sanitize(body) if body_is_html else text_to_html(body)
     partner_ids = sorted({int(p) for p in partner_ids})
+    files = attachment_store.prepare(host, attachments)
     email_channel = email_channel_enabled(host)
     now = host.clock.now()
     with host.transaction():
@@ -58,6 +63,8 @@ def post_message(host, record: Record, body: str, subject: str | None = None,
             email_from=email_from, subject=subject, body=body_html, message_type=message_type,
             is_internal=note, parent=parent, message_id=message_id or make_message_id(host, record),
             created_at=now)
+        if files:
+            attachment_store.store(host, files, "message", message.id)
         notified = _fan_out(message, record, author, partner_ids, note, email_channel, now)
         host.hook.postroom_message_posted(host=host, message=message, notified=notified)
     host.log.info("message %s posted on %s,%s (%s, %s notified) msgid=%s", message.id,

@@ -12,6 +12,7 @@ SECTION = "postroom"
 DEFAULTS = {
     "database": "sqlite:///postroom.db",
     "log_dir": "./logs",
+    "data_dir": "./data",  # the attachment file store lives in data_dir/filestore
     "log_level": "INFO",
     "domains": "localhost",
     "catchall": "catchall",

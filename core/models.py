@@ -132,5 +132,39 @@ class CronTrigger(BaseModel):
         table_name = "cron_trigger"
 
 
+class AttachmentContent(BaseModel):
+    """Content stored once per checksum in the file store (`core.attachments`).
+
+    A row exists only while its file does: the row is written in the transaction that
+    wrote the file, and removed (by the vacuum) in the transaction that unlinks it."""
+    checksum = pw.CharField(primary_key=True, max_length=64)  # sha256, hex
+    size = pw.BigIntegerField()
+    last_used_at = UTCDateTimeField()
+
+    class Meta:
+        table_name = "attachment_content"
+
+
+class Attachment(BaseModel):
+    """One use of a file: its name and type as the user gave them, and who holds it
+    (`res_model`, `res_id`: "message" and a message id, a plugin's own model and row).
+    The bytes are `content`'s, shared by every attachment with the same checksum."""
+    name = pw.CharField(max_length=255)
+    mimetype = pw.CharField(max_length=128)
+    size = pw.BigIntegerField()
+    content = pw.ForeignKeyField(AttachmentContent, column_name="checksum", on_delete="RESTRICT",
+                                 object_id_name="checksum")
+    res_model = pw.CharField(max_length=64, null=True)
+    res_id = pw.IntegerField(null=True)
+    content_id = pw.CharField(max_length=255, null=True)  # an inline part's Content-ID
+    created_at = UTCDateTimeField()
+
+    class Meta:
+        table_name = "attachment"
+        indexes = ((("res_model", "res_id"), False),)
+
+
+# The attachment tables come last: migration 0001 creates every model listed here on a
+# fresh database, 0002 adds the attachment tables to databases made before them.
 CORE_MODELS = [Parameter, PluginState, Partner, Record, Message, Follower, Notification,
-               CronAction, CronTrigger]
+               CronAction, CronTrigger, AttachmentContent, Attachment]

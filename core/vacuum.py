@@ -10,6 +10,9 @@ removes, and what it never removes:
   envelope an operator has not dealt with yet: those stay whatever their age;
 - scheduler triggers in the past whose action is inactive, or whose time passed more
   than `trigger_retention_hours` (24) ago: nobody will ever act on them;
+- attachments of chatter messages that no longer exist (their record was deleted);
+- attachment content (rows and files in the file store) that no attachment references
+  any more, an hour after it was last stored (`core.attachments.collect_garbage`);
 - never a chatter message: the chatter is the record's history.
 
 Every kind is removed in chunks of at most `batch_size` rows (select ids in order, delete
@@ -121,4 +124,15 @@ def sweep(host, owner: str, kinds: dict, batch_size: int, dry_run: bool) -> dict
 
 def vacuum(host, batch_size: int, dry_run: bool) -> dict:
     """The core's `postroom_vacuum`: see the module docstring for what goes."""
-    return sweep(host, "core", {kind: build(host) for kind, build in KINDS.items()}, batch_size, dry_run)
+    from . import attachments
+    from .models import Message
+    result = sweep(host, "core", {kind: build(host) for kind, build in KINDS.items()}, batch_size, dry_run)
+    if dry_run:
+        orphans, more = 0, 0
+    else:
+        orphans, more = attachments.remove_orphans("message", Message.select(Message.id), batch_size)
+    gone, more_content = attachments.collect_garbage(host, batch_size, dry_run)
+    result["removed"]["attachments"] = orphans
+    result["removed"]["attachment_content"] = gone
+    result["remaining"] = max(result["remaining"], more, more_content)
+    return result

@@ -21,7 +21,8 @@ def test_vacuum_removes_exactly_old_delivered_notifications_and_spent_triggers(m
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
     core = next(e for e in report["plugins"] if e["plugin"] == "core")
-    assert core["removed"] == {"notifications": 3, "cron_triggers": 2}
+    assert core["removed"] == {"notifications": 3, "cron_triggers": 2, "attachments": 0,
+                               "attachment_content": 0}
     assert core["error"] is None and report["remaining"] == 0
     assert _alive(ids, Notification, NOTIFICATIONS) == set(NOTIFICATIONS) - expected_gone(NOTIFICATIONS)
     assert _alive(ids, CronTrigger, TRIGGERS) == set(TRIGGERS) - expected_gone(TRIGGERS)
