@@ -26,8 +26,8 @@ def postroom_migrations():
 
 @hookimpl
 def postroom_scheduled_actions():
-    from . import queue, sending
-    return [ActionSpec(queue.ACTION_CODE, queue.ACTION_NAME, sending.handle_action,
+    from . import sending, settings
+    return [ActionSpec(settings.ACTION_CODE, settings.ACTION_NAME, sending.handle_action,
                        interval_number=60, interval_type="minutes", priority=5,
                        # Every worker drains at once; row claims keep each mail to one.
                        parallel=True)]

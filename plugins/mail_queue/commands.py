@@ -9,8 +9,9 @@ from postroom.core.clock import UTC
 from postroom.core.errors import InvalidInput
 from postroom.core.output import created, fields, show, to_json
 
-from . import queue, sending, servers
+from . import actions, daily_limit, queue, sending, servers, smtp_client
 from .models import STATES, OutgoingMail
+from .settings import ACTION_NAME
 
 LIST_COLUMNS = ["id", "state", "email_to", "subject", "attempts", "next_attempt_at",
                 "failure_type", "failure_reason"]
@@ -97,7 +98,7 @@ def _resend(ctx, message_id, only, fixes):
         if not sep or not old.strip() or not new.strip():
             raise InvalidInput(f"--fix needs OLD=NEW, not {fix!r}")
         pairs[old.strip()] = new.strip()
-    result = queue.resend(host, msg, only, pairs)
+    result = actions.resend(host, msg, only, pairs)
     click.echo(f"message {msg.id}: resent to {', '.join(result['resent']) or 'nobody'}"
                + (f"; ignored {', '.join(result['ignored'])}" if result["ignored"] else "")
                + f"; envelope {chatter.envelope(msg)}")
@@ -107,8 +108,8 @@ def _ignore(ctx, message_id, all_):
     host = _host(ctx)
     if all_ == bool(message_id):
         raise InvalidInput("give a message id or --all (not both)")
-    ids = queue.messages_with_failures() if all_ else [chatter.get_message(host, message_id).id]
-    count = queue.ignore(host, ids)
+    ids = actions.messages_with_failures() if all_ else [chatter.get_message(host, message_id).id]
+    count = actions.ignore(host, ids)
     click.echo(f"ignored {count} failed notification(s) on {len(ids)} message(s)")
 
 
@@ -184,7 +185,7 @@ def queue_list(ctx, state, limit, as_json):
 @click.pass_context
 def queue_show(ctx, mail_id, as_json):
     """Every field of one mail, with its failure details."""
-    m = queue.get_mail(_host(ctx), mail_id)
+    m = actions.get_mail(_host(ctx), mail_id)
     data = mail_row(m)
     data["headers"] = m.headers
     data["reply_to"] = m.reply_to
@@ -206,8 +207,8 @@ def queue_retry(ctx, ids, all_failed):
     """Put failed mails back to outgoing: they leave at the next queue run."""
     if bool(ids) == all_failed:
         raise InvalidInput("give mail ids or --all-failed (not both)")
-    done = queue.retry(_host(ctx), ids, all_failed)
-    click.echo(f"{len(done)} mail(s) back to outgoing; sent at the next run of {queue.ACTION_NAME!r}")
+    done = actions.retry(_host(ctx), ids, all_failed)
+    click.echo(f"{len(done)} mail(s) back to outgoing; sent at the next run of {ACTION_NAME!r}")
 
 
 @queue_group.command("send-now")
@@ -216,10 +217,9 @@ def queue_retry(ctx, ids, all_failed):
 def queue_send_now(ctx, ids):
     """Send these outgoing mails now instead of waiting for the queue."""
     host = _host(ctx)
-    mails = queue._existing(queue._ids(_ids_or_fail(ids)), ("outgoing",))
-    sending.send_ids(host, [m.id for m in mails], force=True)
-    rows = [mail_row(m) for m in OutgoingMail.select().where(OutgoingMail.id.in_([m.id for m in mails]))]
-    gone = len(mails) - len(rows)
+    done = actions.send_now(host, _ids_or_fail(ids))
+    rows = [mail_row(m) for m in OutgoingMail.select().where(OutgoingMail.id.in_(done))]
+    gone = len(done) - len(rows)
     for r in rows:
         click.echo(f"mail {r['id']}: {r['state']}" + (f" ({r['failure_reason']})" if r["failure_reason"] else ""))
     if gone:
@@ -233,7 +233,7 @@ def queue_send_now(ctx, ids):
 @click.pass_context
 def queue_cancel(ctx, ids):
     """Cancel mails (they will not be sent); their notifications become canceled."""
-    done = queue.cancel(_host(ctx), _ids_or_fail(ids))
+    done = actions.cancel(_host(ctx), _ids_or_fail(ids))
     click.echo(f"{len(done)} mail(s) canceled")
 
 
@@ -242,14 +242,7 @@ def queue_cancel(ctx, ids):
 @click.pass_context
 def queue_export(ctx, mail_id):
     """The mail as an .eml file on stdout (what is sent, byte for byte), for support."""
-    host = _host(ctx)
-    m = queue.get_mail(host, mail_id)
-    from postroom.core import tokens
-
-    from . import compose
-    envelope_from = tokens.bounce_address(host, sending.bounce_value(m))
-    data = compose.build(m, envelope_from, compose.format_date(m.sent_at or m.updated_at or m.created_at),
-                         m.reply_to)
+    data = actions.export(_host(ctx), mail_id)
     click.echo(data, nl=False)  # bytes go to the binary stream untouched
 
 
@@ -314,7 +307,7 @@ def server_test(ctx, name):
     import smtplib
     s = servers.get_server(_host(ctx), name)
     try:
-        answer = servers.test_server(s)
+        answer = smtp_client.test_server(s)
     except (smtplib.SMTPException, OSError) as exc:
         click.echo(f"Error: server {s.label} failed: {type(exc).__name__}: {exc}", err=True)
         sys.exit(1)
@@ -329,7 +322,7 @@ def server_test(ctx, name):
 def limit(ctx, as_json):
     """Today's count of emails through the default server, its daily limit, the reset time
     (and the same for added servers that have a limit of their own)."""
-    statuses = servers.limit_statuses(_host(ctx))
+    statuses = daily_limit.limit_statuses(_host(ctx))
     if as_json:
         click.echo(to_json(statuses[0] | {"servers": statuses}))
         return

@@ -7,6 +7,7 @@ with the `email` package and kept as bytes; each recipient only gets its own hea
 encoded with the `email` package's own RFC 2047 / address helpers (cached per value). The
 result parses back with `email` into the same message (a test checks it).
 """
+import email
 import email.header
 import email.utils
 import functools
@@ -108,4 +109,24 @@ def build(mail, envelope_from: str, date: str, reply_to: str | None) -> bytes:
 
 def format_date(when) -> str:
     return email.utils.format_datetime(when)
+
+
+def final_bytes(host, mail, envelope_from: str, date: str, prepare: bool | None = None) -> bytes:
+    """The exact bytes that go on the wire for one recipient's mail: the one point where
+    a mail's final message is produced, for sending and for `queue export` alike.
+
+    Anything that must change the finished message (DKIM signing, extra headers) hooks in
+    here, through `postroom_mail_prepare`, after every header is final. `prepare` says
+    whether any plugin implements that hook (pass it once per batch; None looks it up).
+    Raises InvalidInput for a value that would inject headers."""
+    data = build(mail, envelope_from, date, mail.reply_to)
+    if prepare is None:
+        prepare = bool(host.hook.postroom_mail_prepare.get_hookimpls())
+    if prepare:
+        # Hook implementations get a real EmailMessage (to add headers, sign); only then do
+        # we pay for parsing and serialising it.
+        message = email.message_from_bytes(data, policy=policy.SMTP)
+        host.hook.postroom_mail_prepare(host=host, mail=mail, message=message)
+        data = message.as_bytes(policy=policy.SMTP)
+    return data
 

@@ -11,9 +11,10 @@ from postroom.core import vacuum as core_vacuum
 from postroom.core.doctor import Check
 from postroom.core.models import CronAction, Notification
 
-from . import servers
+from . import daily_limit, servers, smtp_client
+from .addressing import default_from, sender_problem
 from .models import DailyCount, OutgoingMail
-from .queue import ACTION_CODE, ACTION_NAME
+from .settings import ACTION_CODE, ACTION_NAME
 
 
 def _keep(host, key, default_days):
@@ -41,7 +42,7 @@ def vacuum_conditions(host) -> list:
 
 def vacuum(host, batch_size, dry_run):
     """Remove at most `batch_size` old mails and old daily counters per call."""
-    cutoff_day = servers.day_of(host.clock.now() - dt.timedelta(days=31))
+    cutoff_day = daily_limit.day_of(host.clock.now() - dt.timedelta(days=31))
     counters = DailyCount.day < cutoff_day
     result = core_vacuum.sweep(host, "mail_queue", {"mails": (OutgoingMail, vacuum_conditions(host))},
                                batch_size, dry_run)
@@ -84,7 +85,7 @@ def _server_checks(host):
     for server in candidates:
         probe = dataclasses.replace(server, timeout=3.0)
         try:
-            servers.test_server(probe)
+            smtp_client.test_server(probe)
             checks.append(Check("mail.server", "ok", f"outgoing server {server.label} answers EHLO", ""))
         except (smtplib.SMTPException, OSError) as exc:
             hint = ("no outgoing server is configured and the config's default (smtp_host/smtp_port) "
@@ -96,8 +97,6 @@ def _server_checks(host):
 
 
 def _sender_check(host):
-    from .queue import default_from
-    from .sending import sender_problem
     sender = default_from(host)
     problem = sender_problem(sender)
     if problem:
@@ -107,7 +106,7 @@ def _sender_check(host):
 
 
 def _limit_check(host):
-    status = servers.limit_status(host)
+    status = daily_limit.limit_status(host)
     count, limit = status["count"], status["limit"]
     finding = (f"{count} of {limit} emails sent today through the default server; the count resets "
                f"at {status['resets_at']:%Y-%m-%d %H:%M} UTC")

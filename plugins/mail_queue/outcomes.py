@@ -11,7 +11,7 @@ from postroom.core import scheduler
 from postroom.core.models import Notification
 
 from .models import OutgoingMail
-from .queue import ACTION_CODE, CHUNK
+from .settings import ACTION_CODE, chunks
 
 FAILED_VIA = "Mail delivery failed via SMTP server '{}'."
 
@@ -43,12 +43,6 @@ def backoff(host, attempts: int) -> dt.timedelta:
     high = host.config.getfloat("mail_retry_max_minutes", 60.0)
     base = min(high, low * 2 ** max(0, attempts - 1))
     return dt.timedelta(minutes=max(low, min(high, random.uniform(base / 2, base) if base > low else base)))
-
-
-def chunks(values):
-    values = list(values)
-    for start in range(0, len(values), CHUNK):
-        yield values[start:start + CHUNK]
 
 
 def _info(row) -> dict:

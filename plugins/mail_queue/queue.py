@@ -1,50 +1,19 @@
-"""Putting mail in the queue: the service's `enqueue`, chatter notifications, and the
-operator's actions on queued mails (retry, cancel, send now, resend, ignore)."""
+"""Putting mail in the queue: the service's `enqueue` and the chatter's notifications.
+(What an operator does with queued mail is `actions`.)"""
 import datetime as dt
 import email.utils
 
 import peewee as pw
 
-from postroom.core import chatter, emails, records, scheduler
+from postroom.core import chatter, emails, scheduler
 from postroom.core.db import is_postgres
-from postroom.core.errors import Conflict, InvalidInput, NotFound
+from postroom.core.errors import InvalidInput
 from postroom.core.models import Message, Notification, Partner
 
-from . import compose
+from . import compose, sending
+from .addressing import catchall, default_from, reply_to_for
 from .models import OutgoingMail
-
-ACTION_CODE = "mail_queue.process"
-ACTION_NAME = "Mail: Email Queue Manager"
-CHUNK = 500
-
-
-def lifetime(host) -> dt.timedelta:
-    return dt.timedelta(days=host.config.getfloat("mail_lifetime_days", 5.0))
-
-
-def default_from(host) -> str:
-    """config `mail_from`, else the admin partner's real address, else notifications@domain."""
-    configured = host.config.get("mail_from")
-    if configured:
-        return configured
-    admin = records.admin_partner(host)
-    if admin is not None and admin.email and not records.admin_has_temporary_email(host):
-        return compose.encode_address(admin.name, admin.email) if admin.name.isascii() else admin.email
-    return f"notifications@{host.config.primary_domain}"
-
-
-def catchall(host) -> str:
-    return f"{host.config.get('catchall')}@{host.config.primary_domain}"
-
-
-def reply_to_for(host, record) -> str:
-    """The record's alias (a plugin may answer `postroom_reply_to`), else the catchall."""
-    if record is not None:
-        alias = host.hook.postroom_reply_to(host=host, record=record)
-        if alias:
-            return alias
-    return catchall(host)
-
+from .settings import ACTION_CODE, chunks, lifetime
 
 def _row(host, mail: dict, now, from_default, expires_default) -> dict:
     if not isinstance(mail, dict):
@@ -92,8 +61,7 @@ def _row(host, mail: dict, now, from_default, expires_default) -> dict:
 def insert_rows(host, rows: list[dict]) -> list[int]:
     """Multi-row INSERTs in chunks; returns the new ids in order (inside a transaction)."""
     ids = []
-    for start in range(0, len(rows), CHUNK):
-        chunk = rows[start:start + CHUNK]
+    for chunk in chunks(rows):
         if is_postgres(host.db):
             ids.extend(r[0] for r in OutgoingMail.insert_many(chunk).returning(OutgoingMail.id).tuples().execute())
         else:
@@ -119,7 +87,6 @@ def enqueue(host, mails: list[dict]) -> list[int]:
         urgent = [i for i, r in zip(ids, rows) if not r["bulk"] and not
                   (r["scheduled_at"] and r["scheduled_at"] > now)]
         if urgent:
-            from . import sending
             host.after_commit(lambda: sending.send_ids(host, urgent), network=True)
     host.log.info("mail queue: %s mail(s) enqueued (%s urgent), ids %s..%s", len(ids),
                   len(urgent), ids[0], ids[-1])
@@ -172,145 +139,7 @@ def on_message_posted(host, message: Message, notified: int) -> None:
     if not created:
         return
     if urgent:
-        from . import sending
         mid = message.id
         host.after_commit(lambda: sending.send_message_mails(host, mid), network=True)
     else:
         scheduler.trigger(host, ACTION_CODE, host.clock.now())
-
-
-# --- operator actions --------------------------------------------------------------
-
-def _ids(ids) -> list[int]:
-    try:
-        return sorted({int(i) for i in ids})
-    except (TypeError, ValueError):
-        raise InvalidInput("mail ids must be numbers") from None
-
-
-def get_mail(host, mail_id) -> OutgoingMail:
-    mail = OutgoingMail.get_or_none(OutgoingMail.id == _ids([mail_id])[0])
-    if mail is None:
-        raise NotFound(f"no outgoing mail with id {mail_id} (sent mails are deleted unless kept)")
-    return mail
-
-
-def _existing(ids, states) -> list[OutgoingMail]:
-    found = list(OutgoingMail.select().where(OutgoingMail.id.in_(ids)))
-    missing = sorted(set(ids) - {m.id for m in found})
-    if missing:
-        raise NotFound(f"no outgoing mail with id {', '.join(map(str, missing))}")
-    wrong = [m for m in found if m.state not in states]
-    if wrong:
-        raise InvalidInput("; ".join(f"mail {m.id} is {m.state}" for m in wrong)
-                           + f" (only {' or '.join(states)} mails qualify)")
-    return found
-
-
-def _notifications(mails, values) -> None:
-    nids = [m.notification_id for m in mails if m.notification_id]
-    for start in range(0, len(nids), CHUNK):
-        Notification.update(**values).where(Notification.id.in_(nids[start:start + CHUNK])).execute()
-
-
-def retry(host, ids=(), all_failed=False) -> list[int]:
-    """exception (or canceled) → outgoing, due at the next run, with a fresh lifetime."""
-    now = host.clock.now()
-    with host.transaction():
-        if all_failed:
-            mails = list(OutgoingMail.select().where(OutgoingMail.state == "exception"))
-        else:
-            mails = _existing(_ids(ids), ("exception", "cancel"))
-        ids = [m.id for m in mails]
-        for start in range(0, len(ids), CHUNK):
-            (OutgoingMail.update(state="outgoing", failure_type=None, failure_reason=None,
-                                 next_attempt_at=None, scheduled_at=None, lease_owner=None,
-                                 lease_until=None, updated_at=now, expires_at=now + lifetime(host))
-             .where(OutgoingMail.id.in_(ids[start:start + CHUNK])).execute())
-        _notifications(mails, {"status": "ready", "failure_type": None, "failure_reason": None,
-                               "updated_at": now})
-    host.log.info("mail queue: retry asked for mails %s", ids)
-    return ids
-
-
-def cancel(host, ids) -> list[int]:
-    """outgoing or exception → cancel; the recipients' notifications become canceled."""
-    now = host.clock.now()
-    with host.transaction():
-        mails = _existing(_ids(ids), ("outgoing", "exception"))
-        busy = [m.id for m in mails if m.lease_until is not None and m.lease_until > now]
-        if busy:
-            raise Conflict(f"mail {', '.join(map(str, busy))} is being sent right now; "
-                           f"nothing was canceled, try again in a moment")
-        ids = [m.id for m in mails]
-        OutgoingMail.update(state="cancel", updated_at=now).where(OutgoingMail.id.in_(ids)).execute()
-        _notifications(mails, {"status": "canceled", "updated_at": now})
-    host.log.info("mail queue: mails %s canceled", ids)
-    return ids
-
-
-def failed_notifications(message_ids):
-    return (Notification.select(Notification, Partner).join(Partner)
-            .where(Notification.message.in_(message_ids) & Notification.status.in_(chatter.FAILED)))
-
-
-def ignore(host, message_ids) -> int:
-    """"Ignore all": the messages' failed notifications become canceled (white envelope) and
-    their failed mails are canceled."""
-    now = host.clock.now()
-    with host.transaction():
-        notes = list(failed_notifications(message_ids))
-        nids = [n.id for n in notes]
-        for start in range(0, len(nids), CHUNK):
-            chunk = nids[start:start + CHUNK]
-            Notification.update(status="canceled", updated_at=now).where(Notification.id.in_(chunk)).execute()
-            (OutgoingMail.update(state="cancel", updated_at=now)
-             .where(OutgoingMail.notification_id.in_(chunk) & (OutgoingMail.state == "exception")).execute())
-    host.log.info("mail queue: %s failed notification(s) ignored on messages %s", len(nids), list(message_ids))
-    return len(nids)
-
-
-def messages_with_failures() -> list[int]:
-    return [r.message_id for r in Notification.select(Notification.message).distinct()
-            .where(Notification.status.in_(chatter.FAILED))]
-
-
-def resend(host, message: Message, only=(), fixes=None) -> dict:
-    """"Send & close": resend to the chosen failed recipients (all failed by default), with
-    corrected addresses (`fixes` {old: new} updates the partner), and ignore the others."""
-    fixes = {emails.normalize(old): new for old, new in (fixes or {}).items()}
-    for new in fixes.values():
-        emails.split_address(new)
-    only = {emails.normalize(o) for o in only}
-    notes = list(failed_notifications([message.id]))
-    if not notes:
-        raise InvalidInput(f"message {message.id} has no failed recipient to resend to")
-    known = {n.partner.email_normalized for n in notes}
-    unknown = (only | set(fixes)) - known
-    if unknown:
-        raise InvalidInput(f"not a failed recipient of message {message.id}: {', '.join(sorted(unknown))}")
-    chosen = [n for n in notes if not only or n.partner.email_normalized in only]
-    others = [n for n in notes if n not in chosen]
-    now = host.clock.now()
-    with host.transaction():
-        for n in chosen:
-            new = fixes.get(n.partner.email_normalized)
-            if new:
-                _, addr = emails.split_address(new)
-                Partner.update(email=addr, email_normalized=addr.lower()).where(Partner.id == n.partner.id).execute()
-        chosen_ids = [n.id for n in chosen]
-        OutgoingMail.delete().where(OutgoingMail.notification_id.in_(chosen_ids)
-                                    & (OutgoingMail.state.in_(("exception", "cancel")))).execute()
-        Notification.update(status="ready", failure_type=None, failure_reason=None, updated_at=now
-                            ).where(Notification.id.in_(chosen_ids)).execute()
-        if others:
-            Notification.update(status="canceled", updated_at=now).where(
-                Notification.id.in_([n.id for n in others])).execute()
-        from_notifications(host, message, Notification.id.in_(chosen_ids), bulk=False)
-        from . import sending
-        mid = message.id
-        host.after_commit(lambda: sending.send_message_mails(host, mid), network=True)
-    host.log.info("mail queue: message %s resent to %s, %s ignored", message.id,
-                  [n.partner.email_normalized for n in chosen], len(others))
-    return {"resent": [fixes.get(n.partner.email_normalized) or n.partner.email for n in chosen],
-            "ignored": [n.partner.email for n in others]}

@@ -6,111 +6,25 @@ expires, so a mail is never lost (a mail in flight then may leave twice, with th
 Message-Id, which receivers de-duplicate on)."""
 import collections
 import datetime as dt
-import email
-import email.policy
-import functools
-import re
 import smtplib
-import uuid
 
 import peewee as pw
 
-from postroom.core import emails, scheduler, tokens
+from postroom.core import scheduler
 from postroom.core.clock import aware
-from postroom.core.db import is_postgres
 from postroom.core.errors import PostroomError
 
-from . import compose, servers
+from . import addressing, compose, daily_limit, servers, smtp_client
+from .claims import claim, due_condition, free
 from .models import OutgoingMail
-from .outcomes import Outcome, chunks, record, smtp_reason
-from .queue import ACTION_CODE
-
-
-def lease(host) -> dt.timedelta:
-    return dt.timedelta(seconds=host.config.getfloat("mail_lease_seconds", 300.0))
-
-
-def batch_size(host) -> int:
-    return max(1, host.config.getint("mail_batch_size", 200))
-
-
-def due_condition(now):
-    return ((OutgoingMail.state == "outgoing")
-            & (OutgoingMail.scheduled_at.is_null() | (OutgoingMail.scheduled_at <= now))
-            & (OutgoingMail.next_attempt_at.is_null() | (OutgoingMail.next_attempt_at <= now)))
-
-
-def _free(now):
-    return OutgoingMail.lease_until.is_null() | (OutgoingMail.lease_until < now)
-
-
-def claim(host, owner: str, limit: int, where=None, due=True) -> tuple[str, int]:
-    """Lease up to `limit` outgoing mails under a fresh claim token and commit; returns
-    (token, how many). Later statements address the claimed rows by their token, so no
-    statement carries a list of thousands of ids.
-
-    On PostgreSQL the candidates are locked FOR UPDATE SKIP LOCKED so workers never wait
-    on each other nor take the same row; SQLite's write lock serialises claims."""
-    now = host.clock.now()
-    token = f"{owner}:{uuid.uuid4().hex[:12]}"
-    cond = _free(now) & (due_condition(now) if due else (OutgoingMail.state == "outgoing"))
-    if where is not None:
-        cond &= where
-    with host.transaction():
-        candidates = OutgoingMail.select(OutgoingMail.id).where(cond).order_by(OutgoingMail.id).limit(limit)
-        if is_postgres(host.db):
-            candidates = candidates.for_update(skip_locked=True)
-        taken = (OutgoingMail.update(lease_owner=token, lease_until=now + lease(host))
-                 .where(OutgoingMail.id.in_(candidates) & _free(now)).execute())
-    return token, taken
-
-
-@functools.lru_cache(maxsize=1024)
-def sender_problem(email_from: str | None):
-    """(failure_type, reason) when `email_from` cannot be used as a sender, else None."""
-    if not email_from or not compose.parse_address(email_from)[1]:
-        return "mail_from_missing", "The mail has no sender address (From)."
-    addr = compose.parse_address(email_from)[1]
-    if not emails.is_valid(addr):
-        return "mail_from_invalid", f"The sender address {addr!r} is not a valid email address."
-    if addr.lower().endswith(".invalid"):
-        return "mail_from_invalid", (f"The sender address {addr} is a temporary address; set a real "
-                                     f"one (postroom admin set-email ADDRESS, or mail_from in the config).")
-    return None
-
-
-def _recipient_problem(email_to: str | None):
-    if not email_to:
-        return "mail_email_missing", "The recipient has no email address."
-    # A bare address: the core's own pattern, without the cost of parsing a header.
-    if not (emails._ADDR.match(email_to) and not emails.has_control_chars(email_to)):
-        return "mail_email_invalid", f"The recipient address {email_to!r} is not a valid email address."
-    return None
-
-
-def bounce_value(mail) -> str:
-    if mail.ref:
-        return mail.ref
-    if mail.notification_id:
-        return tokens.notification_token(mail.notification_id)
-    return f"m{mail.id}"
-
-
-def _message_bytes(host, row, envelope_from, date, prepare) -> bytes:
-    data = compose.build(row, envelope_from, date, row.reply_to)
-    if prepare:
-        # Hook implementations get a real EmailMessage (to add headers, sign); only then do
-        # we pay for parsing and serialising it.
-        message = email.message_from_bytes(data, policy=email.policy.SMTP)
-        host.hook.postroom_mail_prepare(host=host, mail=row, message=message)
-        data = message.as_bytes(policy=email.policy.SMTP)
-    return data
+from .outcomes import Outcome, record, smtp_reason
+from .settings import ACTION_CODE, batch_size, chunks
 
 
 def _send_group(host, server, rows, pool, outcome, date, prepare):
-    granted = servers.reserve(host, server, len(rows))
+    granted = daily_limit.reserve(host, server, len(rows))
     if granted < len(rows):
-        reason = servers.limit_reason(host, server)
+        reason = daily_limit.limit_reason(host, server)
         for row in rows[granted:]:
             outcome.fail(row, "mail_limit", reason, True)
         rows = rows[:granted]
@@ -119,13 +33,10 @@ def _send_group(host, server, rows, pool, outcome, date, prepare):
     used = 0
     try:
         conn = pool.get(server.name)
-        if conn is not None:
-            try:
-                conn.noop()
-            except (smtplib.SMTPException, OSError):
-                conn = None
+        if conn is not None and not smtp_client.alive(conn):
+            conn = None
         if conn is None:
-            conn = servers.connect(server)
+            conn = smtp_client.connect(server)
             pool[server.name] = conn
     except (smtplib.SMTPException, OSError) as exc:
         pool.pop(server.name, None)
@@ -134,13 +45,13 @@ def _send_group(host, server, rows, pool, outcome, date, prepare):
         host.log.warning("mail: cannot connect to server %s: %s", server.label, reason)
         for row in rows:
             outcome.fail(row, "mail_smtp", reason, permanent)
-        servers.release(host, server, granted)
+        daily_limit.release(host, server, granted)
         return
     for i, row in enumerate(rows):
-        envelope_from = tokens.bounce_address(host, bounce_value(row))
+        envelope_from = addressing.envelope_from(host, row)
         try:
-            data = _message_bytes(host, row, envelope_from, date, prepare)
-            reply = _sendmail(conn, envelope_from, row.email_to, data)
+            data = compose.final_bytes(host, row, envelope_from, date, prepare)
+            reply = smtp_client.send_one(conn, envelope_from, row.email_to, data)
             outcome.sent.append((row, server.name))
             used += 1
             host.log.info("mail %s sent to %s via %s msgid=%s notification=%s ref=%s reply=%s", row.id,
@@ -163,62 +74,7 @@ def _send_group(host, server, rows, pool, outcome, date, prepare):
         except Exception as exc:  # noqa: BLE001 - one odd mail must not stop the batch
             host.log.exception("mail %s: unexpected error while sending", row.id)
             outcome.fail(row, "unknown", f"{type(exc).__name__}: {exc}", True)
-    servers.release(host, server, granted - used)
-
-
-def _sendmail(conn, sender: str, rcpt: str, data: bytes) -> str:
-    """MAIL, RCPT, DATA for one recipient, raising smtplib's own exceptions like
-    `SMTP.sendmail`; returns the server's final reply. Addresses here are validated bare
-    addresses, so the header parsing `sendmail` does to quote them is skipped. When the
-    server offers PIPELINING (RFC 2920), MAIL, RCPT and DATA go in one write: two round
-    trips per mail instead of four."""
-    if conn.does_esmtp and conn.has_extn("pipelining"):
-        conn.send(f"MAIL FROM:<{sender}>\r\nRCPT TO:<{rcpt}>\r\nDATA\r\n".encode("ascii"))
-        replies = [conn.getreply() for _ in range(3)]
-        (mail_code, mail_resp), (rcpt_code, rcpt_resp), (data_code, data_resp) = replies
-        if data_code == 354 and (mail_code != 250 or rcpt_code not in (250, 251)):
-            conn.send(b".\r\n")  # RFC 2920: end an accepted DATA with no recipient
-            conn.getreply()
-        if mail_code != 250:
-            _reset(conn, mail_code)
-            raise smtplib.SMTPSenderRefused(mail_code, mail_resp, sender)
-        if rcpt_code not in (250, 251):
-            _reset(conn, rcpt_code)
-            raise smtplib.SMTPRecipientsRefused({rcpt: (rcpt_code, rcpt_resp)})
-        if data_code != 354:
-            _reset(conn, data_code)
-            raise smtplib.SMTPDataError(data_code, data_resp)
-        conn.send(_DOT_LINE.sub(b"..", data) + (b"" if data.endswith(b"\r\n") else b"\r\n") + b".\r\n")
-        code, resp = conn.getreply()
-    else:
-        conn.putcmd("mail", f"FROM:<{sender}>")
-        code, resp = conn.getreply()
-        if code != 250:
-            _reset(conn, code)
-            raise smtplib.SMTPSenderRefused(code, resp, sender)
-        conn.putcmd("rcpt", f"TO:<{rcpt}>")
-        code, resp = conn.getreply()
-        if code not in (250, 251):
-            _reset(conn, code)
-            raise smtplib.SMTPRecipientsRefused({rcpt: (code, resp)})
-        code, resp = conn.data(data)
-    if code != 250:
-        _reset(conn, code)
-        raise smtplib.SMTPDataError(code, resp)
-    return f"{code} {resp.decode(errors='replace')}"  # e.g. "250 2.0.0 Ok: queued as 4BcD"
-
-
-_DOT_LINE = re.compile(rb"(?m)^\.")  # dot-stuffing (RFC 5321 4.5.2)
-
-
-def _reset(conn, code):
-    if code == 421:  # the server is closing the connection
-        conn.close()
-        return
-    try:
-        conn.rset()
-    except smtplib.SMTPServerDisconnected:
-        pass
+    daily_limit.release(host, server, granted - used)
 
 
 def _lost(host, server, pool, outcome, row, rest, exc):
@@ -226,10 +82,7 @@ def _lost(host, server, pool, outcome, row, rest, exc):
     and go back to the queue untouched (never lost, never sent twice)."""
     conn = pool.pop(server.name, None)
     if conn is not None:
-        try:
-            conn.close()
-        except OSError:
-            pass
+        smtp_client.close_quietly(conn)
     reason = smtp_reason(server.name, exc)
     host.log.warning("mail %s: connection to %s lost: %s; %s mail(s) of the batch put back",
                      row.id, server.label, reason, len(rest))
@@ -255,7 +108,7 @@ def deliver(host, token, pool) -> Outcome:
     chooser = servers.Chooser(host)
     groups = collections.OrderedDict()
     for row in rows:
-        problem = _recipient_problem(row.email_to) or sender_problem(row.email_from)
+        problem = addressing.recipient_problem(row.email_to) or addressing.sender_problem(row.email_from)
         if problem:
             outcome.fail(row, problem[0], problem[1], True)
             continue
@@ -281,10 +134,7 @@ def deliver(host, token, pool) -> Outcome:
 
 def _close(pool):
     for conn in pool.values():
-        try:
-            conn.quit()
-        except (smtplib.SMTPException, OSError):
-            pass
+        smtp_client.quit_quietly(conn)
     pool.clear()
 
 
@@ -320,10 +170,10 @@ def process_queue(host, limit=None, run=None) -> dict:
     now = host.clock.now()
     # Only what this worker could claim now counts: mails another worker holds are its
     # work, and counting them would make an idle worker re-run the action in a busy loop.
-    remaining = OutgoingMail.select().where(due_condition(now) & _free(now)).count()
+    remaining = OutgoingMail.select().where(due_condition(now) & free(now)).count()
     if run is not None:
         run.progress(totals.get("processed", 0), remaining)
-        held = (OutgoingMail.select(OutgoingMail.lease_until).where(due_condition(now) & ~_free(now))
+        held = (OutgoingMail.select(OutgoingMail.lease_until).where(due_condition(now) & ~free(now))
                 .order_by(OutgoingMail.lease_until).limit(1).scalar())
         if not remaining and held is not None:
             # Look again when those leases end: if their worker died, its mails must not

@@ -3,6 +3,7 @@
 This is a plugin contract, like a hook: keep it stable.
 """
 from . import queue, sending
+from .settings import ACTION_CODE, ACTION_NAME
 
 
 class MailService:
@@ -43,8 +44,8 @@ class MailService:
     `postroom_mail_failed(host, mails)` (see core/hookspecs.py for the dict shapes).
     """
 
-    ACTION_CODE = queue.ACTION_CODE
-    ACTION_NAME = queue.ACTION_NAME
+    ACTION_CODE = ACTION_CODE
+    ACTION_NAME = ACTION_NAME
 
     def __init__(self, host):
         self.host = host
@@ -55,7 +56,7 @@ class MailService:
     def trigger_queue(self, at=None) -> None:
         from postroom.core import scheduler
         with self.host.transaction():
-            scheduler.trigger(self.host, queue.ACTION_CODE, at)
+            scheduler.trigger(self.host, ACTION_CODE, at)
 
     def process_queue(self, limit=None) -> dict:
         return sending.process_queue(self.host, limit=limit)

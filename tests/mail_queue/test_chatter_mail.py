@@ -70,8 +70,8 @@ def test_partners_who_prefer_inbox_get_no_email_and_use_none_of_the_limit(mail_h
     chatter.post_message(host, rec, "Hi", subject="S")
     got = sink.wait_for(1)
     assert [r.rcpt_tos for r in got] == [["max@example.org"]]
-    from postroom.plugins.mail_queue import servers
-    assert servers.limit_status(host)["count"] == 1
+    from postroom.plugins.mail_queue import daily_limit
+    assert daily_limit.limit_status(host)["count"] == 1
 
 
 def test_an_invalid_recipient_fails_only_that_recipient(mail_host, sink, db_url):

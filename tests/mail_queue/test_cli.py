@@ -6,7 +6,7 @@ import email.policy
 import json
 
 from postroom.core import chatter
-from postroom.plugins.mail_queue import sending
+from postroom.plugins.mail_queue import claims, sending
 
 from .conftest import mails, record_with_followers
 
@@ -167,7 +167,7 @@ def test_queue_process_runs_the_queue_once(mail_host, sink, cli_run):
 def test_a_mail_being_sent_cannot_be_canceled(mail_host, sink, cli_run):
     host = mail_host()
     [mail_id] = host.service("mail").enqueue([{"email_to": "a@example.org", "subject": "S"}])
-    sending.claim(host, "another-worker", 10)
+    claims.claim(host, "another-worker", 10)
     result = cli_run(host, "queue", "cancel", mail_id)
     assert result.exit_code != 0 and "being sent right now" in result.output
     assert mails()[0].state == "outgoing"

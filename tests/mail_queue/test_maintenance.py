@@ -2,7 +2,7 @@
 import datetime as dt
 
 from postroom.core import chatter
-from postroom.plugins.mail_queue import maintenance, sending, servers
+from postroom.plugins.mail_queue import actions, daily_limit, maintenance, sending
 from tests.support.smtp import closed_port
 
 from .conftest import mails, record_with_followers
@@ -28,8 +28,7 @@ def test_vacuum_removes_old_sent_and_canceled_mails_but_never_pending_or_failing
     outgoing = service.enqueue([{"email_to": "later@example.org",
                                  "scheduled_at": clock.now() + dt.timedelta(days=60)}])
     cancelled = service.enqueue([{"email_to": "c@example.org"}])
-    from postroom.plugins.mail_queue import queue
-    queue.cancel(host, cancelled)
+    actions.cancel(host, cancelled)
     clock.advance(days=31)
     dry = maintenance.vacuum(host, 2, True)
     assert dry == {"removed": {"mails": 6, "counters": 0}, "remaining": 0}
@@ -42,7 +41,7 @@ def test_vacuum_removes_old_sent_and_canceled_mails_but_never_pending_or_failing
     assert failing in left and outgoing[0] in left  # failing and still-to-send mail stays
     assert not set(kept_sent) & set(left) and cancelled[0] not in left
     # Once the failure is dealt with (ignored), the failed mail may go after 30 days.
-    queue.ignore(host, [msg.id])
+    actions.ignore(host, [msg.id])
     clock.advance(days=31)
     maintenance.vacuum(host, 100, False)
     assert failing not in {m.id for m in mails()}
@@ -76,7 +75,7 @@ def test_doctor_says_when_the_limit_is_reached(mail_host, sink):
     host = mail_host(daily_limit=1)
     host.service("mail").enqueue([{"email_to": "a@example.org"}])
     sending.process_queue(host)
-    assert servers.limit_status(host)["count"] == 1
+    assert daily_limit.limit_status(host)["count"] == 1
     assert _statuses(maintenance.doctor_checks(host))["mail.daily_limit"] == "fail"
 
 

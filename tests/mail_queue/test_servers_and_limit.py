@@ -4,7 +4,7 @@ import threading
 
 import pytest
 
-from postroom.plugins.mail_queue import sending, servers
+from postroom.plugins.mail_queue import daily_limit, sending, servers
 from tests.support.smtp import SMTPSink, closed_port
 
 from .conftest import mails
@@ -87,7 +87,7 @@ def test_the_count_resets_the_next_utc_day(mail_host, sink, clock):
     clock.advance(hours=15)  # 2026-01-06 00:00
     _enqueue(host, 1)
     sending.process_queue(host)
-    assert len(sink.received()) == 2 and servers.limit_status(host)["count"] == 1
+    assert len(sink.received()) == 2 and daily_limit.limit_status(host)["count"] == 1
 
 
 def test_urgent_mail_counts_too(mail_host, sink):
@@ -102,7 +102,7 @@ def test_mail_through_an_added_server_without_limit_does_not_count(mail_host, si
     cli_run(host, "server", "add", "own", "--host", sink.host, "--port", sink.port)
     _enqueue(host, 4)
     sending.process_queue(host)
-    assert len(sink.received()) == 4 and servers.limit_status(host)["count"] == 0
+    assert len(sink.received()) == 4 and daily_limit.limit_status(host)["count"] == 0
 
 
 def test_a_failed_attempt_gives_its_slot_back(mail_host, smtp_sink):
@@ -110,7 +110,7 @@ def test_a_failed_attempt_gives_its_slot_back(mail_host, smtp_sink):
     host = mail_host(smtp_port=bad.port, daily_limit=5)
     _enqueue(host, 2)
     sending.process_queue(host)
-    assert servers.limit_status(host)["count"] == 0
+    assert daily_limit.limit_status(host)["count"] == 0
 
 
 @pytest.mark.heavy
@@ -135,7 +135,7 @@ def test_the_daily_limit_is_exact_with_concurrent_workers_on_postgresql(pg_datab
         t.join(60)
     assert errors == []
     assert len(sink.received()) == 25
-    assert servers.limit_status(host)["count"] == 25
+    assert daily_limit.limit_status(host)["count"] == 25
     assert len(mails(state="exception")) == 35
     assert {m.failure_type for m in mails(state="exception")} == {"mail_limit"}
     assert len({r.rcpt_tos[0] for r in sink.received()}) == 25  # nobody mailed twice
