@@ -7,8 +7,9 @@ import click
 import peewee as pw
 
 from postroom.core import attachments, chatter, records, scheduler
+from postroom.core import plugins as plugin_loader
 from postroom.core.config import Config
-from postroom.core.errors import DatabaseUnavailable, PostroomError
+from postroom.core.errors import DatabaseUnavailable, NotFound, PostroomError
 from postroom.core.host import Host
 from postroom.core.output import created, fields, show, table, to_json
 
@@ -54,12 +55,14 @@ class PostroomGroup(click.Group):
         plugin = self._plugin_commands(ctx).get(name)
         if isinstance(core, click.Group) and isinstance(plugin, click.Group):
             return _merged_group(core, plugin)
-        if core is None and plugin is None and isinstance(ctx.meta.get("postroom.host_error"),
-                                                          DatabaseUnavailable):
-            # A plugin command cannot even be found while the database (which says which
-            # plugins are enabled) is down: say so with exit 75 (retry), not "no such command".
-            raise ctx.meta["postroom.host_error"]
         return core or plugin
+
+    def resolve_command(self, ctx, args):
+        if args and not ctx.resilient_parsing and self.get_command(ctx, args[0]) is None:
+            error = _unusable_plugin_command(ctx, args)
+            if error is not None:
+                raise error
+        return super().resolve_command(ctx, args)
 
     def invoke(self, ctx):
         try:
@@ -79,6 +82,40 @@ class PostroomGroup(click.Group):
             logging.getLogger("postroom").exception("unexpected error in %s", ctx.invoked_subcommand)
             _fail(f"unexpected error: {type(exc).__name__}: {exc} (details in postroom.log; "
                   f"POSTROOM_DEBUG=1 shows the traceback)", 70)
+
+
+class _SetupTempfail(PostroomError):
+    """The deployment, not the message, is at fault in a command an MTA runs: defer."""
+
+    exit_code = 75  # sysexits EX_TEMPFAIL: Postfix's pipe(8) defers and retries
+
+
+def _unusable_plugin_command(ctx, args) -> PostroomError | None:
+    """Why `args[0]`, a command of an installed plugin, cannot run here (the deployment could
+    not be opened, or the plugin is not enabled), as the error to report; None when no
+    installed plugin has such a command. A command marked `mta_pipe` gets exit 75."""
+    for plugin in plugin_loader.discover().values():
+        collector = click.Group()
+        hook = getattr(plugin, "postroom_cli_commands", None)
+        if hook is None:
+            continue
+        hook(cli=collector)
+        command = collector.commands.get(args[0])
+        if command is None:
+            continue
+        name = plugin_loader.info_of(plugin).name
+        error = ctx.meta.get("postroom.host_error") or NotFound(
+            f"{args[0]!r} is a command of the plugin {name}, which is not enabled in this "
+            f"deployment (postroom plugins enable {name})")
+        for token in args[1:]:
+            if not isinstance(command, click.Group):
+                break
+            if not token.startswith("-"):
+                command = command.commands.get(token, command)
+        if getattr(command, "mta_pipe", False):
+            return _SetupTempfail(f"451 4.3.0 {error} (temporary: the MTA keeps the mail and retries)")
+        return error
+    return ctx.meta.get("postroom.host_error")
 
 
 def _merged_group(core: click.Group, plugin: click.Group) -> click.Group:

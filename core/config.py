@@ -41,10 +41,15 @@ class Config:
         if path is not None:
             if not os.path.isfile(path):
                 raise ConfigError(f"config file not found: {path}")
-            parser = configparser.ConfigParser(interpolation=None)
+            # As in most INI files, `;` or `#` after whitespace starts a comment, also at
+            # the end of a line (`smtp_port = 25   ; the relay`); inside a value
+            # (`pa;ss`, `#anchor`) they stay part of it.
+            parser = configparser.ConfigParser(interpolation=None, inline_comment_prefixes=(";", "#"))
             try:
                 with open(path, encoding="utf-8") as fh:
                     parser.read_file(fh)
+            except OSError as exc:
+                raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
             except (configparser.Error, UnicodeDecodeError) as exc:
                 first = str(exc).strip().splitlines()[0]
                 raise ConfigError(f"malformed config file {path}: {first}") from None

@@ -74,6 +74,13 @@ def postroom_cli_commands(cli):
 
     Called when the CLI is built for a host, only for enabled plugins, so a plugin's
     commands exist only when it is enabled. Return value ignored.
+
+    It is also called without a host, for every installed plugin, when a command cannot be
+    found because the deployment cannot be opened (config unreadable, database away) or the
+    plugin is not enabled: the CLI then names the real problem instead of "No such
+    command". A command an MTA runs (a pipe transport) sets the attribute
+    `mta_pipe = True` on its click command: such a failure, which is the deployment's and
+    not the message's, then exits 75 (EX_TEMPFAIL) so that the MTA defers and retries.
     """
 
 

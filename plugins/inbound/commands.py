@@ -69,6 +69,11 @@ def inbound_deliver(ctx, rcpts, sender):
     sys.exit(code)
 
 
+# Postfix's pipe(8) runs it: a failure of the deployment itself (config, database, plugin
+# not enabled) must defer the mail (exit 75), never bounce it (see postroom_cli_commands).
+inbound_deliver.mta_pipe = True
+
+
 @inbound.command("log")
 @click.option("--sender", help="Only mail from this address (From header or envelope).")
 @click.option("--limit", type=int, default=100, show_default=True)

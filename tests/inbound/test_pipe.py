@@ -97,3 +97,43 @@ def test_inbound_serve_runs_in_the_foreground_until_sigterm(host):
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(20) == 0
+
+
+def _pipe_with(config_path, tmp_path):
+    return subprocess.run([POSTROOM, "--config", str(config_path), "inbound", "deliver",
+                           "--recipient", "support@example.com", "--sender", "ann@client.test"],
+                          input=lf(message()), capture_output=True, timeout=60, cwd=tmp_path)
+
+
+def test_a_wrong_config_path_defers_the_mail_with_exit_75(tmp_path):
+    result = _pipe_with(tmp_path / "no-such.cfg", tmp_path)
+    assert result.returncode == 75, result.stderr
+    assert b"451 4.3.0 config file not found" in result.stderr
+    assert b"No such command" not in result.stderr
+
+
+def _config(tmp_path, database):
+    path = tmp_path / "postroom.cfg"
+    path.write_text(f"[postroom]\ndatabase = {database}\nlog_dir = {tmp_path / 'logs'}\n"
+                    "domains = example.com\n")
+    return path
+
+
+def test_a_database_folder_that_does_not_exist_defers_the_mail_with_exit_75(tmp_path):
+    result = _pipe_with(_config(tmp_path, f"sqlite:///{tmp_path / 'gone' / 'postroom.db'}"), tmp_path)
+    assert result.returncode == 75, result.stderr
+    assert b"451 4.3.0 database" in result.stderr
+
+
+def test_a_database_without_the_inbound_plugin_defers_the_mail_with_exit_75(tmp_path):
+    result = _pipe_with(_config(tmp_path, f"sqlite:///{tmp_path / 'new.db'}"), tmp_path)
+    assert result.returncode == 75, result.stderr
+    assert b"plugin inbound, which is not enabled" in result.stderr
+
+
+def test_other_commands_of_a_disabled_plugin_name_the_plugin_not_a_missing_command(tmp_path):
+    result = subprocess.run([POSTROOM, "--config", str(_config(tmp_path, f"sqlite:///{tmp_path / 'new.db'}")),
+                             "inbound", "log"], capture_output=True, timeout=60, cwd=tmp_path)
+    assert result.returncode == 3
+    assert result.stderr.decode().strip() == ("Error: 'inbound' is a command of the plugin inbound, which "
+                                              "is not enabled in this deployment (postroom plugins enable inbound)")
