@@ -99,7 +99,8 @@ def test_helpdesk_is_available_but_inert_until_enabled(postroom):
 
     missing = postroom("helpdesk", "tickets")
     assert missing.returncode != 0
-    assert _error_lines(missing) == ["Error: No such command 'helpdesk'."]
+    assert _error_lines(missing) == ["Error: 'helpdesk' is a command of the plugin helpdesk, which is "
+                                     "not enabled in this deployment (postroom plugins enable helpdesk)"]
     assert "helpdesk" not in _ok(postroom("--help"))
 
 
@@ -131,7 +132,9 @@ def test_enabled_helpdesk_numbers_tickets_and_lists_them(postroom):
 
     # Disabled again, its command is gone and its tickets are kept.
     _ok(postroom("plugins", "disable", "helpdesk"))
-    assert _error_lines(postroom("helpdesk", "tickets")) == ["Error: No such command 'helpdesk'."]
+    assert _error_lines(postroom("helpdesk", "tickets")) == [
+        "Error: 'helpdesk' is a command of the plugin helpdesk, which is not enabled in this "
+        "deployment (postroom plugins enable helpdesk)"]
     _ok(postroom("plugins", "enable", "helpdesk"))
     third = _ok(postroom("record", "create", "helpdesk.ticket", "Mouse")).split()[-1]
     shown = json.loads(_ok(postroom("record", "show", "helpdesk.ticket", third, "--json")))
