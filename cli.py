@@ -496,23 +496,43 @@ def doctor(ctx, as_json):
 @cli.command()
 @click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
               help="Worker processes on this machine (they share the queues through the database).")
-@click.option("--role", type=click.Choice(["all", "scheduler", "inbound"]), default="all", show_default=True,
-              help="scheduler: scheduled actions only; inbound: plugin services only (the gateway).")
+@click.option("--role", type=click.Choice(["all", "scheduler", "inbound", "http"]), default="all", show_default=True,
+              help="scheduler: scheduled actions only; inbound: plugin services only (the gateway); "
+                   "http: the HTTP service only.")
 @click.pass_context
 def serve(ctx, workers, role):
     """Run due scheduled actions and plugin services until Ctrl-C or SIGTERM."""
     from postroom.core import serve as serving
     from postroom.core.errors import InvalidInput
-    if workers > 1 and role == "inbound":
-        # K gateways would fight over one port, and the supervisor would restart the losers
-        # forever; the gateway has its own pool of database threads (inbound_workers).
-        raise InvalidInput("--role inbound runs one gateway per machine (its database threads are "
-                           "inbound_workers); use --workers with --role scheduler or all")
+    if workers > 1 and role in ("inbound", "http"):
+        # K listeners would fight over one port, and the supervisor would restart the losers
+        # forever; each service has its own pool of database threads.
+        what = "gateway" if role == "inbound" else "HTTP service"
+        raise InvalidInput(f"--role {role} runs one {what} per machine (its database threads are "
+                           f"{role}_workers); use --workers with --role scheduler or all")
     host = get_host(ctx)
     if workers > 1:
         host.db.close()  # the children open their own connections
         sys.exit(serving.supervise(ctx.find_root().params.get("config"), workers, role, host.log))
-    serving.serve(host, role=role)
+    serving.serve(host, role=role, announce=True)
+
+
+@cli.group()
+def http():
+    """The HTTP service (health, the plugins' endpoints, the operator console)."""
+
+
+@http.command("serve")
+@click.option("--host", "bind_host", help="Address to listen on (default: http_host, 127.0.0.1).")
+@click.option("--port", type=click.IntRange(0, 65535), help="Port (default: http_port, 8025; 0: any free port).")
+@click.pass_context
+def http_serve(ctx, bind_host, port):
+    """Run the HTTP service alone, in the foreground, until Ctrl-C or SIGTERM."""
+    from postroom.core import serve as serving
+    from postroom.core.http_service import HttpService
+    host = get_host(ctx)
+    service = HttpService(host, bind_host=bind_host, port=port, announce=True)
+    serving.serve(host, role="http", announce=True, http_service=service)
 
 
 def main():

@@ -19,6 +19,8 @@ DEFAULTS = {
     "bounce": "bounce",
     "cron_time_budget": "300",
     "serve_poll_seconds": "5",
+    "http_host": "127.0.0.1",
+    "http_port": "8025",
 }
 
 

@@ -93,6 +93,40 @@ def postroom_record_types(register):
     """
 
 
+@hookspec
+def postroom_http_routes(host, register):
+    """Add routes to the HTTP service (`postroom serve`, `postroom http serve`).
+
+    Called once per implementation when the HTTP app is built (at service start), only
+    for enabled plugins. Call `register(prefix, routes, public=False, nav=None,
+    templates=None)` for each group of routes:
+
+    - `prefix` is the path the routes are mounted under, one lower-case segment such as
+      `"/queue"` (letters, digits, `-`, `_`). Every prefix belongs to one plugin: a prefix
+      registered twice, or one of the host's own (`/healthz`, `/static`, `/login`,
+      `/logout`, `/console`), is an error when the app is built.
+    - `routes` is a list of `starlette.routing.Route` (paths relative to the prefix, e.g.
+      `Route("/{id:int}", show, methods=["GET"])`). A method not listed answers 405, an
+      unknown path 404, a body over `http_max_body` 413, and an exception a plain 500 (the
+      traceback goes to the log, never into the response).
+    - `public=True` for endpoints the world calls (one-click unsubscribe, tracking,
+      metrics). Otherwise the routes are operator console screens: the host lets only a
+      logged-in operator in (others are sent to the login page), checks the CSRF token of
+      every POST and refuses POSTs from a read-only operator.
+    - `nav` (console screens) is the label of the screen's entry in the console's
+      navigation, linking to `prefix + "/"`; `templates` a folder of Jinja2 templates,
+      reachable as `"<plugin name>/<file>"` (they may extend the host's `"base.html"`).
+
+    A handler receives the `starlette.requests.Request`; `request.app.state.host` is this
+    host, and on a console screen `request.state.operator` is the logged-in operator. It
+    returns a Starlette `Response`. Database work must not block the event loop: write the
+    handler as a plain `def` (Starlette runs it on a worker thread, each with its own
+    database connection), or `async def` and `await postroom.core.web.db(fn, *args)`,
+    which runs `fn` on the same pool. Open write transactions with `host.transaction()`
+    as everywhere else, and never hold one across network work. Return value ignored.
+    """
+
+
 # --- messaging ---------------------------------------------------------------------
 
 @hookspec(firstresult=True)

@@ -1,7 +1,8 @@
 """`postroom serve`: run due actions and plugin services until SIGTERM or Ctrl-C.
 
 Roles let an operator split work: `scheduler` runs scheduled actions only, `inbound` runs the
-plugins' services only (e.g. the inbound gateway), `all` runs both. With `--workers K` a
+plugins' services only (e.g. the inbound gateway), `http` the HTTP service only, `all` all
+three. With `--workers K` a
 supervisor starts K scheduler processes (the services run once, in the supervisor's first
 child), restarts a child that dies, and forwards SIGTERM/SIGINT to all of them.
 """
@@ -14,7 +15,7 @@ import time
 
 from . import scheduler
 
-ROLES = ("all", "scheduler", "inbound")
+ROLES = ("all", "scheduler", "inbound", "http")
 
 
 class Services:
@@ -41,15 +42,21 @@ class Services:
 
 
 def serve(host, stop_event: threading.Event | None = None, install_signals: bool = True,
-          role: str = "all") -> None:
+          role: str = "all", announce: bool = False, http_service=None) -> None:
     """Loop: run every due action, then sleep until the next is due (at most the poll
-    interval, so triggers written by other processes are seen). Returns when stopped."""
+    interval, so triggers written by other processes are seen). Returns when stopped.
+
+    `announce` prints where the HTTP service listens on stderr (the CLI); `http_service`
+    replaces the one built from the config (`postroom http serve --port`)."""
     stop = stop_event or threading.Event()
     host.serve_stop = stop  # a running handler sees it through run.should_stop()
     if install_signals:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())
     services = Services()
+    if role in ("all", "http"):
+        from .http_service import HttpService
+        services.register(http_service or HttpService(host, required=role == "http", announce=announce))
     if role in ("all", "inbound"):
         host.hook.postroom_serve(host=host, register=services.register)
     owner = scheduler.worker_name()
@@ -59,7 +66,7 @@ def serve(host, stop_event: threading.Event | None = None, install_signals: bool
     services.start(host)
     try:
         while not stop.is_set():
-            if role == "inbound":
+            if role in ("inbound", "http"):
                 stop.wait(poll)
                 continue
             try:
