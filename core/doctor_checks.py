@@ -9,22 +9,10 @@ import os
 
 import peewee as pw
 
-from . import records
+from . import records, services
 from .doctor import Check
 from .models import CronAction, Notification
 
-# Failure types that mean the deployment itself cannot send (its server, its limit, its
-# sender address), not that one recipient's address is wrong.
-DEPLOYMENT_FAILURES = ("mail_smtp", "mail_limit", "mail_from_invalid", "mail_from_missing")
-REMEDIES = {
-    "mail_limit": "the daily limit was reached: wait for tomorrow and retry, or send through an "
-                  "outgoing server of your own",
-    "mail_smtp": "the SMTP server refused or failed: read its words with `postroom message show {mid}` "
-                 "and fix the server settings",
-    "mail_from_invalid": "the sender address is refused: set a valid one (e.g. `postroom admin "
-                         "set-email`) and make sure your server may send for its domain",
-    "mail_from_missing": "mail has no sender address: set one (e.g. `postroom admin set-email`)",
-}
 OVERDUE = dt.timedelta(hours=1)
 
 
@@ -74,7 +62,9 @@ def check_actions(host) -> list[Check]:
 
 
 def check_failures(host) -> Check:
-    """Failed notifications of the last 24 hours, by failure type."""
+    """Failed notifications of the last 24 hours, by failure type. Which types mean the
+    deployment cannot send is the mail service's knowledge (`deployment_failures`), not
+    the core's: without a mail service every failure reads as recipient-side."""
     since = host.clock.now() - dt.timedelta(hours=24)
     kind = pw.fn.COALESCE(Notification.failure_type, Notification.status)
     rows = (Notification.select(kind.alias("kind"), pw.fn.COUNT(Notification.id),
@@ -87,9 +77,11 @@ def check_failures(host) -> Check:
     total = sum(n for _, n, _ in rows)
     latest = max(mid for _, _, mid in rows)
     finding = f"{total} failed in the last 24 hours: " + ", ".join(f"{k} {n}" for k, n, _ in rows)
-    worst = next((k for k, _, _ in rows if k in DEPLOYMENT_FAILURES), None)
+    mail = host.services.get(services.MAIL)
+    remedies = getattr(mail, "deployment_failures", None) or {}
+    worst = next((k for k, _, _ in rows if k in remedies), None)
     if worst is not None:
-        return Check("failures_24h", "fail", finding, REMEDIES[worst].format(mid=latest))
+        return Check("failures_24h", "fail", finding, remedies[worst].format(mid=latest))
     return Check("failures_24h", "warn", finding,
                  f"recipient-side failures: `postroom message show {latest}` shows each reason; "
                  f"correct the addresses and resend")

@@ -1,10 +1,18 @@
-"""Every Postroom hook, with its contract.
+"""The host's own hooks, with their contract.
 
 A plugin is a module (or object) carrying a `PLUGIN = PluginInfo(...)` attribute and any
-number of functions decorated with `core.hookimpl` whose names match a hook below. Builtin
+number of functions decorated with `postroom.hookimpl` whose names match a hook. Builtin
 plugins and third-party plugins (entry-point group `postroom.plugins`) load the same way;
 only the plugins a deployment *enabled* are registered, so a disabled plugin's hooks never
 fire. Hooks are called with keyword arguments; an implementation may accept any subset.
+
+This file holds only the hooks the host itself calls. A hook that belongs to one plugin's
+domain is specified by that plugin, in its own `hookspecs.py` named by
+`PluginInfo(hookspecs=...)`, and exists while that plugin is enabled: mail_queue's
+(`postroom_mail_prepare`, `postroom_reply_to`, `postroom_mail_sent`,
+`postroom_mail_failed`), inbound's (`postroom_inbound_recipient`, `postroom_inbound_reply`,
+`postroom_inbound_routed`, `postroom_bounce_received`) and mail_marketing's
+(`postroom_campaign_batch`). Implement those with `@hookimpl(optionalhook=True)`.
 """
 import pluggy
 
@@ -158,145 +166,6 @@ def postroom_record_created(host, record, values):
     `host` is the running `core.host.Host`.
 
     `values` is the dict of extra values given at creation. Return value ignored.
-    """
-
-
-@hookspec
-def postroom_mail_prepare(host, mail, message):
-    """Called just before an outgoing mail is handed to SMTP.
-
-    `host` is the running `core.host.Host`.
-
-    `mail` is the plugin's outgoing-mail row (read-only here), `message` the
-    `email.message.EmailMessage` about to be sent: add headers, sign it. Must not touch the
-    database. Return value ignored.
-    """
-
-
-@hookspec(firstresult=True)
-def postroom_reply_to(host, record):
-    """Return the Reply-To address for mail about `record` (stops at the first non-None).
-
-    `host` is the running `core.host.Host`; `record` is the `core.models.Record` whose
-    chatter message is being mailed. Return the record's alias address (e.g.
-    `"Ticket 12" <support@example.com>`) so that replies come back to it, or None to pass;
-    when nobody answers, mail_queue uses the catchall address. Called inside the posting
-    transaction; read only, no network work.
-    """
-
-
-@hookspec
-def postroom_mail_sent(host, mails):
-    """Called after a batch of outgoing mails was sent and their state committed.
-
-    `host` is the running `core.host.Host`.
-
-    `mails` is a list of dicts with `mail_id`, `notification_id`, `message_id` (RFC 5322),
-    `email_to` and `ref` (the opaque string the enqueuer attached, e.g. a campaign trace
-    key, or None). The mails may already be auto-deleted. Update your own rows with
-    set-based SQL. Return value ignored.
-    """
-
-
-@hookspec
-def postroom_mail_failed(host, mails):
-    """Called after outgoing mail attempts failed and their state was committed.
-
-    `host` is the running `core.host.Host`.
-
-    `mails` is a list of dicts with the keys of `postroom_mail_sent` plus `failure_type`,
-    `failure_reason` and `permanent` (True when the mail went to `exception`, False when it
-    will be retried). Return value ignored.
-    """
-
-
-@hookspec(firstresult=True)
-def postroom_inbound_recipient(host, local_part, domain):
-    """Claim an inbound recipient address for your plugin (stops at the first non-None).
-
-    Called by the inbound gateway at RCPT time (and again after DATA, and by `route test`
-    and `inbound deliver`) for an address on one of the deployment's domains whose local
-    part is not an alias, the bounce address, the catchall or `postmaster`. It runs on one
-    of the gateway's worker threads (never the event loop), so it may read the database;
-    it must not write. `local_part` and `domain` are lower-cased, e.g. `unsubscribe` and
-    `example.com`.
-
-    Return None to pass (the address is then refused with `550 5.1.1`), or a callable
-    `handle(host, envelope_from, recipient, message) -> (code, text)` to accept the
-    recipient. After DATA the gateway calls `handle` on a worker thread inside the
-    delivery's write transaction: `envelope_from` is the envelope sender ("" for <>),
-    `recipient` the address as given at RCPT, `message` the parsed
-    `email.message.Message`. Return an SMTP code and its text, e.g.
-    `(250, "2.0.0 Ok: unsubscribed")`; a code outside 2xx refuses the mail (and, over
-    SMTP, rolls back whatever the delivery wrote). Raising a database error makes the
-    gateway answer `451 4.3.0`. The decision is logged with route `claimed`.
-    """
-
-
-@hookspec(firstresult=True)
-def postroom_inbound_reply(host, references, message, dry_run):
-    """Thread a reply to a mail that is not a chatter message (stops at the first non-None).
-
-    `host` is the running `core.host.Host`.
-
-    Called by the inbound gateway after DATA when the mail's In-Reply-To / References
-    match no `message.message_id` of the core (e.g. a reply to a campaign mail), on a
-    worker thread inside the delivery's write transaction. `references` is the list of
-    RFC 5322 Message-Ids the mail answers, angle brackets included, most relevant first
-    (In-Reply-To, then References newest to oldest); `message` is the parsed
-    `email.message.Message`; `dry_run` is True when `postroom route test` only asks
-    what would happen (then write nothing).
-
-    Return a `core.models.Record`: the gateway posts the mail on that record's chatter
-    as an incoming email (`message_type="email"`, author by sender address) and notifies
-    its followers, logged with route `reply`. Return None to pass: the mail then goes on
-    to alias routing, and mail for the catchall is refused with `550 5.1.1`. When not
-    `dry_run` you may also update your own rows (e.g. mark a campaign trace `reply`);
-    they commit or roll back with the delivery.
-    """
-
-
-@hookspec
-def postroom_inbound_routed(host, route, message_id, record):
-    """Called after the inbound gateway stored a message and committed.
-
-    `host` is the running `core.host.Host`.
-
-    `route` is one of `reply`, `alias`, `bounce`, `claimed`; `message_id` is the incoming
-    mail's RFC 5322 Message-Id (None when it had none); `record` is the `core.models.Record`
-    posted on or created (or None). Runs after the commit, outside any transaction (on a
-    gateway worker thread, or in the `postroom inbound deliver` process). Return value ignored.
-    """
-
-
-@hookspec
-def postroom_bounce_received(host, bounce):
-    """Called inside the bounce's transaction when a delivery failure came back.
-
-    `host` is the running `core.host.Host`.
-
-    `bounce` is a dict: `email` (the bounced address, normalised), `token` (the value of
-    the signed bounce address, e.g. `n42` or `mt17`, or None when only headers matched),
-    `message_id` (the RFC 5322 Message-Id of the mail that bounced, or None), `reason` (the
-    diagnostic text), `partner_id` and `notification_id` (or None). The core effects
-    (notification → `bounce`, partner counter) are already applied. Return value ignored.
-    """
-
-
-@hookspec
-def postroom_campaign_batch(host, campaign, mails):
-    """Called by mail_marketing inside a campaign batch's transaction, just before the
-    batch's mails are handed to the "mail" service.
-
-    `host` is the running `core.host.Host`.
-
-    `campaign` is the mail_marketing `Campaign` row (read-only); `mails` the list of dicts
-    about to be enqueued (keys of `mail.enqueue`: `email_to`, `subject`, `body_html`,
-    `headers`, `ref` = `mt<trace id>`, `message_id`, ...). Change them in place to
-    personalise the mails (e.g. tracking links); no network work. Raising aborts the whole
-    batch (no trace created, nothing enqueued): the error is recorded on the campaign,
-    which then holds the head of the marketing queue until it is fixed or canceled.
-    Return value ignored.
     """
 
 

@@ -96,8 +96,7 @@ class Host:
         return self
 
     def _register(self, name):
-        if self.pm.get_plugin(name) is None:
-            self.pm.register(self.available[name], name=name)
+        plugin_loader.register(self.pm, self.available[name], name)
         if name not in self.enabled:
             self.enabled.append(name)
         plugin = self.available[name]

@@ -1,7 +1,11 @@
 """Finding plugins and building the plugin manager.
 
 Builtins and third-party plugins go through one loader: a plugin is a module or object with
-a `PLUGIN = PluginInfo(...)` attribute and hook implementations. Builtins are listed here
+a `PLUGIN = PluginInfo(...)` attribute and hook implementations. A plugin that owns a
+domain also owns that domain's hooks (pytest's `pytest_addhooks`): it names its hook
+specifications in `PluginInfo(hookspecs=...)` and `register` adds them to the manager
+before the plugin's implementations, so they exist exactly when the plugin is enabled.
+Builtins are listed here
 *and* in setup.cfg's `postroom.plugins` entry-point group; the loader de-duplicates them,
 so a source checkout that was never pip-installed still finds its builtins.
 """
@@ -23,10 +27,18 @@ log = logging.getLogger("postroom.plugins")
 
 @dataclasses.dataclass(frozen=True)
 class PluginInfo:
-    """What a plugin says about itself."""
+    """What a plugin says about itself.
+
+    `requires`: names of the plugins it needs (enabled first, disabled last).
+    `hookspecs`: a module or class of `@hookspec` functions for the hooks this plugin
+    *calls* and others may implement (e.g. mail_queue's `postroom_mail_sent`); other
+    plugins implement them with `@hookimpl(optionalhook=True)`, so they still load when
+    the owner is disabled.
+    """
     name: str
     description: str = ""
     requires: tuple = ()
+    hookspecs: object = None
 
 
 def info_of(plugin) -> PluginInfo | None:
@@ -72,6 +84,18 @@ def make_plugin_manager() -> pluggy.PluginManager:
     pm = pluggy.PluginManager("postroom")
     pm.add_hookspecs(hookspecs)
     return pm
+
+
+def register(pm: pluggy.PluginManager, plugin, name: str) -> None:
+    """Register `plugin` under `name`: its own hook specifications first (once per manager,
+    so a plugin enabled again after a disable is fine), then its implementations."""
+    specs = getattr(info_of(plugin), "hookspecs", None)
+    if specs is not None:
+        names = [n for n in dir(specs) if pm.parse_hookspec_opts(specs, n) is not None]
+        if not all(getattr(getattr(pm.hook, n, None), "spec", None) is not None for n in names):
+            pm.add_hookspecs(specs)
+    if pm.get_plugin(name) is None:
+        pm.register(plugin, name=name)
 
 
 def with_requirements(available: dict, names) -> list:

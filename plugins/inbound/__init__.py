@@ -4,7 +4,10 @@ import os
 
 from postroom.core.plugins import PluginInfo, hookimpl
 
-PLUGIN = PluginInfo("inbound", "Inbound SMTP/LMTP gateway: replies, aliases, bounces, 550 for the rest")
+from . import hookspecs
+
+PLUGIN = PluginInfo("inbound", "Inbound SMTP/LMTP gateway: replies, aliases, bounces, 550 for the rest",
+                    hookspecs=hookspecs)
 
 
 @hookimpl
@@ -31,7 +34,8 @@ def postroom_serve(host, register):
     register(GatewayService(host))
 
 
-@hookimpl
+# optionalhook: mail_queue declares this hook; without mail_queue nothing asks.
+@hookimpl(optionalhook=True)
 def postroom_reply_to(host, record):
     from .aliases import reply_to
     return reply_to(host, record)

@@ -7,8 +7,11 @@ from postroom.core.plugins import PluginInfo, hookimpl
 from postroom.core.records import RecordType
 from postroom.core.scheduler import ActionSpec
 
+from . import hookspecs
+
 PLUGIN = PluginInfo("mail_marketing", "Mailing lists, blacklist, campaigns sent in order through "
-                    "their own process queue, traces per recipient", requires=("mail_queue",))
+                    "their own process queue, traces per recipient", requires=("mail_queue",),
+                    hookspecs=hookspecs)
 
 
 @hookimpl
@@ -42,31 +45,32 @@ def postroom_cli_commands(cli):
         cli.add_command(group)
 
 
-@hookimpl
+# The hooks below are declared by other plugins (mail_queue's outcomes, inbound's bounces,
+# addresses and replies): optionalhook, so that this plugin loads without them.
+@hookimpl(optionalhook=True)
 def postroom_mail_sent(host, mails):
     from .feedback import mails_sent
     mails_sent(host, mails)
 
 
-@hookimpl
+@hookimpl(optionalhook=True)
 def postroom_mail_failed(host, mails):
     from .feedback import mails_failed
     mails_failed(host, mails)
 
 
-@hookimpl
+@hookimpl(optionalhook=True)
 def postroom_bounce_received(host, bounce):
     from .feedback import bounce_received
     bounce_received(host, bounce)
 
 
-@hookimpl
+@hookimpl(optionalhook=True)
 def postroom_inbound_recipient(host, local_part, domain):
     from .feedback import recipient_handler
     return recipient_handler(host, local_part, domain)
 
 
-# optionalhook: the inbound plugin declares this hook; without it this is simply unused.
 @hookimpl(optionalhook=True)
 def postroom_inbound_reply(host, references, message, dry_run):
     from .feedback import reply_record

@@ -3,7 +3,7 @@ import datetime as dt
 
 import peewee as pw
 
-from postroom.core import emails, records, scheduler
+from postroom.core import emails, records, scheduler, services
 from postroom.core.clock import parse_when
 from postroom.core.errors import Conflict, InvalidInput, NotFound
 
@@ -140,7 +140,7 @@ def send_test(host, campaign_id, address: str) -> str:
     _, addr = emails.split_address(address)
     mail = mails.build(host, campaign, addr, name=None, trace_id=None, test=True)
     with host.transaction():
-        host.service("mail").enqueue([mail])
+        services.mail(host).enqueue([mail])
     host.log.info("campaign %s: test copy to %s msgid=%s", campaign.id, addr, mail["message_id"])
     return mail["message_id"]
 

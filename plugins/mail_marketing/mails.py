@@ -1,5 +1,5 @@
 """The mail of one campaign recipient: headers, signed unsubscribe address, enqueueing."""
-from postroom.core import chatter, tokens
+from postroom.core import chatter, services, tokens
 from postroom.core.models import Record
 
 from .models import Trace
@@ -68,7 +68,7 @@ def enqueue_traces(host, campaign, traces: list[dict], record=None) -> None:
     batch = [build(host, campaign, t["email"], t.get("name"), t["id"], record=record,
                    message_id=t.get("message_id")) for t in traces]
     host.hook.postroom_campaign_batch(host=host, campaign=campaign, mails=batch)
-    host.service("mail").enqueue(batch)
+    services.mail(host).enqueue(batch)
     fresh = [m for m, t in zip(batch, traces) if m["message_id"] != t.get("message_id")]
     _store_message_ids(fresh)
 
@@ -103,6 +103,6 @@ def requeue_errors(host, campaign) -> int:
             last = ids[-1]
             total += len(rows)
     if total:
-        host.service("mail").trigger_queue()
+        services.mail(host).trigger_queue()
     host.log.info("campaign %s: %s failed recipients re-queued", campaign.id, total)
     return total

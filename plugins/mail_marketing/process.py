@@ -10,7 +10,7 @@ import datetime as dt
 
 import peewee as pw
 
-from postroom.core import chatter, emails, scheduler
+from postroom.core import chatter, emails, scheduler, services
 from postroom.core.errors import InvalidInput
 
 from . import mails
@@ -62,7 +62,7 @@ def run_action(host, run) -> None:
         if finished:
             host.log.info("campaign %s done", head.id)
     if done:
-        host.service("mail").trigger_queue()
+        services.mail(host).trigger_queue()
     run.progress(done, _remaining(host))
 
 

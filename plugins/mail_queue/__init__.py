@@ -10,7 +10,10 @@ import os
 from postroom.core.plugins import PluginInfo, hookimpl
 from postroom.core.scheduler import ActionSpec
 
-PLUGIN = PluginInfo("mail_queue", "Outgoing mail: servers, queue, retries, daily limit, resend")
+from . import hookspecs
+
+PLUGIN = PluginInfo("mail_queue", "Outgoing mail: servers, queue, retries, daily limit, resend",
+                    hookspecs=hookspecs)
 
 
 @hookimpl
@@ -35,8 +38,9 @@ def postroom_scheduled_actions():
 
 @hookimpl
 def postroom_configure(host):
-    from .service import MailService
-    host.provide("mail", MailService(host))
+    from postroom.core.services import MAIL
+    from .service import QueueMailService
+    host.provide(MAIL, QueueMailService(host))
 
 
 @hookimpl

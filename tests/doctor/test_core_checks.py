@@ -42,7 +42,7 @@ def _notify(host, rows, age=dt.timedelta(hours=1)):
 
 
 def test_failures_of_the_last_day_by_type(doctor_host, checks, clock):
-    host = doctor_host()
+    host = doctor_host(plugins=["mail_queue"])
     found, _ = checks(host)
     assert found["failures_24h"]["status"] == "ok"
 
@@ -135,3 +135,13 @@ def test_the_log_check_says_where_the_logs_are_or_that_they_are_gone(doctor_host
     found, code = checks(host)
     assert found["logs"]["status"] == "fail" and code == 1
     assert found["logs"]["finding"] == f"the log folder {tmp_path / 'logs'} does not exist: nothing is being logged"
+
+
+def test_which_failures_are_the_deployments_is_the_mail_plugins_knowledge(doctor_host, checks):
+    # The core knows no failure type by name: without a mail service a mail_limit
+    # failure (left by a mail plugin since disabled) is one more failure, not the server's.
+    host = doctor_host()
+    _notify(host, [("exception", "mail_limit")])
+    found, _ = checks(host)
+    assert found["failures_24h"]["status"] == "warn"
+    assert "daily limit" not in found["failures_24h"]["remedy"]

@@ -18,7 +18,7 @@ class BounceListener:
     def __init__(self):
         self.bounces = []
 
-    @hookimpl
+    @hookimpl(optionalhook=True)
     def postroom_bounce_received(self, host, bounce):
         self.bounces.append(bounce)
 
@@ -146,7 +146,7 @@ def test_a_bounce_to_the_return_path_mail_queue_used_turns_the_envelope_red(make
 class BrokenListener:
     PLUGIN = PluginInfo("broken")
 
-    @hookimpl
+    @hookimpl(optionalhook=True)
     def postroom_bounce_received(self, host, bounce):
         Partner.update(name="written by the broken listener").execute()
         raise RuntimeError("listener bug")

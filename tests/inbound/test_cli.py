@@ -165,7 +165,7 @@ def test_database_work_runs_on_the_pool_never_on_the_event_loop(inbound_host, ga
     class Spy:
         PLUGIN = PluginInfo("spy")
 
-        @hookimpl
+        @hookimpl(optionalhook=True)
         def postroom_inbound_recipient(self, host, local_part, domain):
             seen.append(threading.current_thread().name)
 

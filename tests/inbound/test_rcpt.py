@@ -86,7 +86,7 @@ class UnsubscribeClaim:
     def __init__(self):
         self.received = []
 
-    @hookimpl
+    @hookimpl(optionalhook=True)
     def postroom_inbound_recipient(self, host, local_part, domain):
         if local_part != "unsubscribe":
             return None

@@ -188,7 +188,7 @@ class CampaignReplies:
         self.record = None
         self.calls = []
 
-    @hookimpl
+    @hookimpl(optionalhook=True)
     def postroom_inbound_reply(self, host, references, message, dry_run):
         self.calls.append((references, dry_run))
         return self.record if "<campaign-1@example.com>" in references else None
@@ -298,7 +298,7 @@ def test_a_mail_without_message_id_is_stored_with_one_of_ours(inbound_host, gate
 class ExplodingReply:
     PLUGIN = PluginInfo("exploding")
 
-    @hookimpl
+    @hookimpl(optionalhook=True)
     def postroom_inbound_reply(self, host, references, message, dry_run):
         raise RuntimeError("plugin bug")
 

@@ -18,7 +18,7 @@ class SlowBatches:
 
     from postroom.core.plugins import hookimpl
 
-    @hookimpl
+    @hookimpl(optionalhook=True)
     def postroom_campaign_batch(self, host, campaign, mails):
         self.batches += 1
         print(f"in batch {self.batches} of campaign {campaign.id} ({len(mails)} mails)", flush=True)

@@ -74,7 +74,7 @@ class BrokenTemplates:
     def __init__(self):
         self.broken = set()
 
-    @hookimpl
+    @hookimpl(optionalhook=True)
     def postroom_campaign_batch(self, host, campaign, mails):
         if campaign.subject in self.broken:
             raise TemplateError(f"unknown placeholder {{first_name}} in {campaign.subject}")

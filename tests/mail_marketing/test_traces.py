@@ -130,6 +130,7 @@ def test_a_reply_marks_the_trace_reply(mk, run, sink, tmp_path):
 
 def test_the_unsubscribe_address_opts_out_of_the_campaign_lists_only(mk, run, sink, tmp_path):
     host = mk()
+    host.enable_plugin("inbound")  # whose gateway asks postroom_inbound_recipient
     make_list(run, host, tmp_path, "news", ["ann@example.org,Ann", "bob@example.org,Bob"])
     make_list(run, host, tmp_path, "other", ["ann@example.org,Ann"])
     cid = make_campaign(run, host, tmp_path, "news")
@@ -149,6 +150,7 @@ def test_the_unsubscribe_address_opts_out_of_the_campaign_lists_only(mk, run, si
 
 def test_an_unsubscribe_token_cannot_be_forged_for_another_address(mk, run, sink, tmp_path):
     host = mk()
+    host.enable_plugin("inbound")  # whose gateway asks postroom_inbound_recipient
     make_list(run, host, tmp_path, "news", ["ann@example.org,Ann", "bob@example.org,Bob"])
     cid = make_campaign(run, host, tmp_path, "news")
     run(host, "campaign", "send", cid)

@@ -66,12 +66,12 @@ class MailRecorder:
     def __init__(self):
         self.sent, self.failed = [], []
 
-    @hookimpl
+    @hookimpl(optionalhook=True)
     def postroom_mail_sent(self, host, mails):
         assert not host.in_transaction
         self.sent.extend(mails)
 
-    @hookimpl
+    @hookimpl(optionalhook=True)
     def postroom_mail_failed(self, host, mails):
         assert not host.in_transaction
         self.failed.extend(mails)

@@ -128,7 +128,7 @@ def test_a_plugin_can_give_the_records_alias_as_reply_to(mail_host, sink):
     from postroom.core.plugins import hookimpl
 
     class Aliases:
-        @hookimpl
+        @hookimpl(optionalhook=True)
         def postroom_reply_to(self, host, record):
             return f"\"{record.name}\" <support@example.com>"
     host = mail_host(extra=[Aliases()])

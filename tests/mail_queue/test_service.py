@@ -144,7 +144,7 @@ def test_mail_prepare_hooks_get_an_email_message_to_add_headers(mail_host, sink)
     from postroom.core.plugins import hookimpl
 
     class Signer:
-        @hookimpl
+        @hookimpl(optionalhook=True)
         def postroom_mail_prepare(self, host, mail, message):
             message["X-Signed-For"] = mail.email_to
 
