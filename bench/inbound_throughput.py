@@ -106,7 +106,9 @@ def main():
     tmp = tempfile.mkdtemp(prefix="postroom-bench-")
     url = args.db or f"sqlite:///{tmp}/bench.db"
     host = Host(Config({"database": url, "log_dir": tmp, "log_level": "WARNING", "domains": "example.com",
-                        "inbound_workers": str(args.threads)}, base_dir=tmp)).open()
+                        "inbound_workers": str(args.threads),
+                        # Thousands of senders share one loopback address here: no per-client loop limit.
+                        "inbound_loop_max_peer": str(args.messages + 1)}, base_dir=tmp)).open()
     host.enable_plugin("inbound")
     aliases.add_alias(host, "support", "generic")
     parents = []

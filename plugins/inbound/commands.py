@@ -12,6 +12,7 @@ from postroom.core.output import created, show, to_json
 
 from . import aliases, decisions, pipe, routing
 from .models import CONTACT_POLICIES
+from .settings import settings
 
 
 def _host(ctx):
@@ -58,9 +59,11 @@ def inbound_serve(ctx, bind_host, port, lmtp):
 def inbound_deliver(ctx, rcpts, sender):
     """Deliver one message from stdin (an MTA pipe transport). Exit codes: 0 accepted,
     67 unknown recipient, 65 bad message, 75 temporary failure (retry)."""
-    data = sys.stdin.buffer.read()
     try:
-        code, line = pipe.deliver(_host(ctx), data, rcpts, sender)
+        host = _host(ctx)
+        # Never more than the size limit in memory: one byte past it is enough to refuse.
+        data = sys.stdin.buffer.read(settings(host).max_size + 1)
+        code, line = pipe.deliver(host, data, rcpts, sender)
     except (pw.OperationalError, pw.InterfaceError, DatabaseUnavailable) as exc:
         code, line = pipe.EX_TEMPFAIL, f"451 4.3.0 database unavailable: {str(exc).strip().splitlines()[0] if str(exc).strip() else exc}"
     except Exception as exc:  # noqa: BLE001 - an MTA must retry, not bounce, on our own failure

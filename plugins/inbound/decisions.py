@@ -12,19 +12,29 @@ from .parsing import unsurrogate
 
 def record(host, *, peer="", mail_from="", sender="", recipients=(), message_id=None,
            verdict, route, code, reason, model=None, res_id=None, original_id=None,
-           counts=False) -> InboundDecision:
-    """Write one decision row (in the caller's transaction, or its own) and log it."""
+           counts=False, client="", repeat=1, auth="", created_at=None) -> InboundDecision:
+    """Write one decision row (in the caller's transaction, or its own) and log it.
+
+    `client` is the address loop protection counts for the peer (see models); `repeat`
+    says how many refusals one aggregated row stands for."""
     rcpts = unsurrogate(", ".join(recipients))
     reason, mail_from = unsurrogate(reason), unsurrogate(mail_from or "")
     row = InboundDecision.create(
-        created_at=host.clock.now(), peer=(peer or "")[:128], mail_from=(mail_from or "")[:512],
+        created_at=created_at or host.clock.now(), peer=(peer or "")[:128], mail_from=(mail_from or "")[:512],
         sender=(sender or "")[:320], recipients=rcpts, message_id=(message_id or None),
         verdict=verdict, route=route, code=code, reason=reason, model=model, res_id=res_id,
-        original_id=original_id, counts=counts)
-    host.log.info("inbound %s %s: peer=%s from=<%s> to=<%s> msgid=%s code=%s %s%s", verdict, route,
-                  peer or "-", mail_from or "", rcpts, message_id or "-", code, reason,
-                  f" record={model},{res_id}" if model else "")
+        original_id=original_id, counts=counts, envelope_sender=mail_from.lower()[:320],
+        client=(client or "")[:64], repeat=repeat, auth=auth or "")
+    host.log.info("inbound %s %s: peer=%s%s from=<%s> to=<%s> msgid=%s code=%s %s%s%s%s", verdict, route,
+                  peer or "-", f" client={client}" if client and client != _ip(peer) else "",
+                  mail_from or "", rcpts, message_id or "-", code, reason,
+                  f" record={model},{res_id}" if model else "", f" auth=({auth})" if auth else "",
+                  f" (x{repeat} this minute)" if repeat > 1 else "")
     return row
+
+
+def _ip(peer: str) -> str:
+    return (peer or "").rpartition(":")[0] or peer
 
 
 def keep_original(host, mail, mail_from) -> InboundOriginal:
@@ -32,14 +42,25 @@ def keep_original(host, mail, mail_from) -> InboundOriginal:
                                   size=len(mail.raw), content=mail.raw, created_at=host.clock.now())
 
 
-def recent_count(host, sender: str, minutes: int) -> int:
-    """How many records/messages `sender` made us create within the last `minutes`."""
-    if not sender:
-        return 0
+def recent_counts(host, minutes: int, envelope="", sender="", client="") -> dict:
+    """How many records/messages the envelope sender, the From address and the client each
+    made us create within the last `minutes`, in one query: {"envelope": n, "from": n,
+    "peer": n} (0 for an empty key)."""
+    keys = [("envelope", InboundDecision.envelope_sender, envelope),
+            ("from", InboundDecision.sender, sender), ("peer", InboundDecision.client, client)]
+    keys = [(name, column, value) for name, column, value in keys if value]
+    if not keys:
+        return {"envelope": 0, "from": 0, "peer": 0}
     since = host.clock.now() - dt.timedelta(minutes=minutes)
-    return (InboundDecision.select()
-            .where((InboundDecision.sender == sender) & InboundDecision.counts
-                   & (InboundDecision.created_at >= since)).count())
+    any_key = None
+    sums = []
+    for name, column, value in keys:
+        any_key = (column == value) if any_key is None else (any_key | (column == value))
+        sums.append(pw.fn.SUM(pw.Case(None, [(column == value, 1)], 0)).alias(name))
+    row = (InboundDecision.select(*sums)
+           .where(any_key & InboundDecision.counts & (InboundDecision.created_at >= since))
+           .dicts().first()) or {}
+    return {name: int(row.get(name) or 0) for name in ("envelope", "from", "peer")}
 
 
 def rows(host, sender=None, limit=100) -> list[dict]:
@@ -49,7 +70,8 @@ def rows(host, sender=None, limit=100) -> list[dict]:
         query = query.where((InboundDecision.sender == s) | (pw.fn.LOWER(InboundDecision.mail_from) == s))
     return [{"id": d.id, "time": d.created_at, "peer": d.peer, "sender": d.sender or d.mail_from,
              "mail_from": d.mail_from, "recipients": d.recipients, "message_id": d.message_id,
-             "verdict": d.verdict, "route": d.route, "code": d.code, "reason": d.reason,
+             "client": d.client, "verdict": d.verdict, "route": d.route, "code": d.code,
+             "reason": d.reason, "repeat": d.repeat, "auth": d.auth,
              "record": f"{d.model},{d.res_id}" if d.model else None, "original_id": d.original_id}
             for d in query]
 

@@ -2,47 +2,31 @@
 
 The event loop only speaks SMTP: every database touch (RCPT checks, routing, logging) runs
 on a small thread pool through `loop.run_in_executor`, each thread with its own connection
-to the host's database. A DATA reply is sent once the outcome is committed.
+to the host's database. A DATA reply is sent once the outcome is committed. The limits on
+strangers (connections, session length, idle commands, tarpit) are decided on the loop
+from in-memory counters, without touching the database.
 """
 import asyncio
+import collections
 import concurrent.futures
+import ipaddress
 import re
 import threading
 
 import peewee as pw
 from aiosmtpd.controller import Controller
-from aiosmtpd.lmtp import LMTP
-from aiosmtpd.smtp import SMTP
 
 from postroom.core.errors import DatabaseUnavailable
 
 from . import decisions, recipients, routing
-from .settings import BARE_LF, LINE_TOO_LONG, LOCAL_PROBLEM, TEMPFAIL, TOO_BIG, TOO_MANY_RCPT, settings
+from .protocol import GatewayLMTP, GatewaySMTP
+from .refusals import RefusalLog
+from .settings import (BARE_LF, LOCAL_PROBLEM, SESSION_TOO_LONG, TARPIT, TEMPFAIL, TOO_MANY_COMMANDS,
+                       TOO_MANY_CONNECTIONS, TOO_MANY_FROM_PEER, TOO_MANY_RCPT, settings)
 
 DB_ERRORS = (pw.OperationalError, pw.InterfaceError, DatabaseUnavailable)
 _BARE = re.compile(rb"(?<!\r)\n|\r(?!\n)")
 IDENT = "Postroom inbound gateway"
-
-
-class _Replies:
-    """Rewrites aiosmtpd's own size refusals into enhanced status codes (552 5.3.4)."""
-
-    async def push(self, status):
-        text = status.decode() if isinstance(status, bytes) else status
-        replaced = {"552 Error": TOO_BIG, "500 Line too long": LINE_TOO_LONG}
-        for prefix, line in replaced.items():
-            if text.startswith(prefix):
-                await self.event_handler.note_refusal(self.session, self.envelope, line)
-                status = line
-        return await super().push(status)
-
-
-class GatewaySMTP(_Replies, SMTP):
-    pass
-
-
-class GatewayLMTP(_Replies, LMTP):
-    pass
 
 
 class GatewayHandler:
@@ -51,8 +35,113 @@ class GatewayHandler:
     def __init__(self, host, lmtp=False, executor=None):
         self.host = host
         self.lmtp = lmtp
-        self.settings = settings(host)
+        self.settings = s = settings(host)
         self.executor = executor
+        self.open_sessions = 0
+        self.per_peer = collections.Counter()
+        self.refusals = RefusalLog(s.refusal_burst, s.tarpit_refusals, s.tarpit_minutes)
+
+    # --- limits on strangers, decided on the loop thread --------------------------------
+
+    @staticmethod
+    def _ip(session) -> str:
+        peer = session.peer
+        return str(peer[0]) if isinstance(peer, tuple) else str(peer or "")
+
+    def is_trusted(self, session) -> bool:
+        return self.settings.is_trusted(self._ip(session))
+
+    def client_of(self, session) -> str:
+        """The address per-client limits count: the peer's, or for a trusted MTA the original
+        client it named with XFORWARD ("" when it named none)."""
+        ip = self._ip(session)
+        if not self.settings.is_trusted(ip):
+            return ip
+        addr = (getattr(session, "xforward", {}) or {}).get("ADDR", "")
+        addr = addr[5:] if addr.upper().startswith("IPV6:") else addr
+        try:
+            return str(ipaddress.ip_address(addr))
+        except ValueError:  # [UNAVAILABLE], [TEMPUNAVAIL] or garbage: nobody to count
+            return ""
+
+    def admit(self, server) -> str | None:
+        """Count a new connection; the 421 line when it is one too many, else None."""
+        ip = self._ip(server.session)
+        self.open_sessions += 1
+        self.per_peer[ip] += 1
+        server.started_at = self.host.clock.now()
+        s, trusted = self.settings, self.settings.is_trusted(ip)
+        refusal = None
+        if self.open_sessions > s.max_connections:
+            refusal = TOO_MANY_CONNECTIONS
+        elif not trusted and self.per_peer[ip] > s.max_connections_per_peer:
+            refusal = TOO_MANY_FROM_PEER
+        elif not trusted and self.refusals.tarpitted(ip, server.started_at):
+            refusal = TARPIT
+        if refusal:
+            self._release_ip(ip)
+            self.host.log.info("inbound connection from %s refused: %s", ip, refusal)
+        return refusal
+
+    def release(self, server):
+        self._release_ip(self._ip(server.session))
+        if self.executor is not None:  # a good moment to write the aggregates of past minutes
+            asyncio.get_running_loop().run_in_executor(self.executor, self.flush_refusals)
+
+    def _release_ip(self, ip):
+        self.open_sessions -= 1
+        self.per_peer[ip] -= 1
+        if self.per_peer[ip] <= 0:
+            del self.per_peer[ip]
+
+    def session_refusal(self, server, command) -> str | None:
+        """The 421 line that ends `server`'s session before `command`, else None."""
+        s, now = self.settings, self.host.clock.now()
+        if server.started_at is not None and (now - server.started_at).total_seconds() > s.session_max:
+            return SESSION_TOO_LONG
+        if server.idle_commands > s.max_idle_commands:
+            return TOO_MANY_COMMANDS
+        client = self.client_of(server.session)
+        if client and self.refusals.tarpitted(client, now):
+            if self.is_trusted(server.session):
+                return None  # the MTA's other clients are not punished; see handle_MAIL
+            return TARPIT
+        return None
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        session.host_name = hostname
+        session.xforward = {}
+        if self.is_trusted(session):
+            responses.insert(len(responses) - 1, "250-XFORWARD " + " ".join(
+                ("NAME", "ADDR", "PORT", "PROTO", "HELO", "IDENT", "SOURCE")))
+        return responses
+
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):
+        client = self.client_of(session)
+        if client and self.is_trusted(session) and self.refusals.tarpitted(client, self.host.clock.now()):
+            return f"450 4.7.1 Too many refused commands from client {client}; try again later"
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
+
+    async def handle_RSET(self, server, session, envelope):
+        session.xforward = {}
+        return "250 OK"
+
+    def flush_refusals(self, everything=False):
+        """Write the aggregated refusals of minutes that are over (on a worker thread)."""
+        due = self.refusals.take_due(self.host.clock.now(), everything)
+        if not due:
+            return
+        try:
+            with self.host.transaction():
+                for client, minute, code, count, reason, mail_from in due:
+                    decisions.record(self.host, peer=client, mail_from=mail_from, verdict="refused",
+                                     route="refused", code=code, client=client, repeat=count,
+                                     created_at=minute,
+                                     reason=f"{count} more refusals within this minute, like: {reason}")
+        except Exception:  # noqa: BLE001 - the aggregate is best effort; the refusals stood
+            self.host.log.warning("inbound: %s aggregated refusal rows not written", len(due))
 
     async def _db(self, fn, *args):
         """Run blocking database work on the pool; a database failure closes that thread's
@@ -88,10 +177,16 @@ class GatewayHandler:
             self.host.log.warning("inbound refusal not written to the decision log: %s", kwargs)
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        key = address.strip().lower()
+        if any(r.strip().lower() == key for r in envelope.rcpt_tos):
+            # Kept in the envelope so that LMTP still answers every RCPT; delivery counts it once.
+            envelope.rcpt_tos.append(address)
+            return "250 2.1.5 Ok (duplicate recipient: delivered once)"
         if len(envelope.rcpt_tos) >= self.settings.max_recipients:
             return TOO_MANY_RCPT
         try:
-            line = await self._db(self._rcpt, self._peer(session), envelope.mail_from or "", address)
+            line = await self._db(self._rcpt, self._peer(session), envelope.mail_from or "", address,
+                                  self.client_of(session), self.is_trusted(session))
         except DB_ERRORS as exc:
             self.host.log.warning("inbound RCPT <%s> deferred: database unavailable: %s", address, exc)
             return TEMPFAIL
@@ -99,18 +194,23 @@ class GatewayHandler:
             envelope.rcpt_tos.append(address)
         return line
 
-    def _rcpt(self, peer, mail_from, address) -> str:
+    def _rcpt(self, peer, mail_from, address, client, trusted) -> str:
         verdict = recipients.check(self.host, address)
         if verdict.accepted and verdict.kind in ("alias", "catchall"):
-            # Cut a loop early on the envelope sender; the From header is judged after DATA.
-            refusal = routing.loop_refusal(self.host, (mail_from or "").lower())
+            # Cut a loop early on the envelope sender and the client; From is judged after DATA.
+            refusal = routing.loop_refusal(self.host, (mail_from or "").lower(), client=client)
             if refusal:
                 verdict.code, verdict.text, verdict.kind = 550, refusal, None
         if not verdict.accepted:
-            with self.host.transaction():
-                decisions.record(self.host, peer=peer, mail_from=mail_from, sender=mail_from.lower(),
-                                 recipients=[address], verdict="refused", route="refused",
-                                 code=verdict.code, reason=verdict.text)
+            key = client or ("" if trusted else peer.rpartition(":")[0])
+            now = self.host.clock.now()
+            alone = self.refusals.note(key, verdict.code, verdict.text, mail_from, now) if key else True
+            if alone:
+                with self.host.transaction():
+                    decisions.record(self.host, peer=peer, mail_from=mail_from, sender=mail_from.lower(),
+                                     recipients=[address], verdict="refused", route="refused",
+                                     code=verdict.code, reason=verdict.text, client=client)
+            self.flush_refusals()
         return verdict.line
 
     def _deliver(self, session, envelope, rcpts, data):
@@ -118,11 +218,17 @@ class GatewayHandler:
         # a slow outgoing server must not hold up our answer to this client.
         with self.host.offloading():
             return routing.deliver(self.host, peer=self._peer(session), mail_from=envelope.mail_from or "",
-                                   rcpts=rcpts, data=data, lmtp=self.lmtp)
+                                   rcpts=rcpts, data=data, lmtp=self.lmtp, client=self.client_of(session))
 
     async def handle_DATA(self, server, session, envelope):
         data = envelope.original_content or b""
         rcpts = list(envelope.rcpt_tos)
+        try:
+            return await self._data(session, envelope, data, rcpts)
+        finally:
+            session.xforward = {}  # XFORWARD names the client of one transaction
+
+    async def _data(self, session, envelope, data, rcpts):
         if _BARE.search(data):
             await self.note_refusal(session, envelope, BARE_LF)
             return self._answer([(r, BARE_LF) for r in rcpts])
@@ -188,8 +294,11 @@ class GatewayService:
 
     def stop(self):
         if self.controller is not None:
+            handler = self.controller.handler
             self.controller.stop()
             self.controller = None
+            if self.executor is not None:
+                self.executor.submit(handler.flush_refusals, True).result(timeout=30)
         if self.executor is not None:
             self._close_thread_connections()
             self.executor.shutdown(wait=True)

@@ -38,8 +38,11 @@ class InboundOriginal(BaseModel):
 class InboundDecision(BaseModel):
     """One verdict of the gateway: at RCPT time (refusals) or after DATA (per outcome).
 
-    `sender` is the normalised author (From header, else envelope sender) that loop
-    protection counts; `route` is duplicate | bounce | reply | alias | claimed |
+    Loop protection counts rows with `counts` by `sender` (the normalised author: From
+    header, else envelope sender), by `envelope_sender` (lower-cased) and by `client` (the
+    client's IP, or the original client an MTA forwarded; empty for a trusted MTA that did
+    not say). `repeat` > 1 is an aggregate: that many refusals of one peer within a minute.
+    `auth` is the sender authentication result (`spf=pass dkim=none dmarc=none ...`). `route` is duplicate | bounce | reply | alias | claimed |
     postmaster | rejected | refused | tempfail."""
     created_at = UTCDateTimeField()
     peer = pw.CharField(max_length=128, default="")
@@ -55,10 +58,16 @@ class InboundDecision(BaseModel):
     res_id = pw.IntegerField(null=True)
     original_id = pw.IntegerField(null=True)  # not a foreign key: originals expire first
     counts = pw.BooleanField(default=False)  # created a record or message (loop protection)
+    envelope_sender = pw.CharField(max_length=320, default="")
+    client = pw.CharField(max_length=64, default="")
+    repeat = pw.IntegerField(default=1)
+    auth = pw.TextField(default="")
 
     class Meta:
         table_name = "inbound_decision"
         indexes = ((("sender", "counts", "created_at"), False),
+                   (("envelope_sender", "counts", "created_at"), False),
+                   (("client", "counts", "created_at"), False),
                    (("created_at",), False))
 
 

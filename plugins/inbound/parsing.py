@@ -52,8 +52,15 @@ def header_text(msg, name: str) -> str:
     return _CONTROL.sub(" ", text).strip()
 
 
+_LONE_SURROGATE = re.compile("[\ud800-\udc7f\udd00-\udfff]")
+
+
 def unsurrogate(text: str) -> str:
-    """Text safe for the database: lone surrogates become U+FFFD, NUL disappears."""
+    """Text safe for the database: lone surrogates become U+FFFD, NUL disappears.
+
+    Escaped bytes (U+DC80-U+DCFF, how compat32 keeps undecodable 8-bit data) are read as
+    UTF-8; any other lone surrogate (a UTF-7 body can encode one) cannot be encoded at all."""
+    text = _LONE_SURROGATE.sub("\ufffd", text)
     return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace").replace("\x00", "")
 
 

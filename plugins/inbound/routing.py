@@ -5,6 +5,7 @@
 original, and only then returns the reply lines, so a 250 always means "stored".
 """
 import dataclasses
+import email.errors
 
 import peewee as pw
 
@@ -48,13 +49,27 @@ def sender_of(mail, mail_from) -> str:
     return mail_from.lower() if emails.is_valid(mail_from or "") else ""
 
 
-def loop_refusal(host, sender: str) -> str | None:
-    """The 550 text when `sender` made us create too much lately (a mail loop), else None."""
+def loop_refusal(host, envelope: str = "", sender: str = "", client: str = "") -> str | None:
+    """The 550 text when the envelope sender, the From address or the client made us create
+    too much lately (a mail loop, or a flood rotating one of them), else None. `client` is
+    empty for a trusted MTA that did not name the original client."""
     s = settings(host)
-    if sender and decisions.recent_count(host, sender, s.loop_minutes) >= s.loop_max:
-        return (f"5.7.1 <{sender}>: more than {s.loop_max} messages within {s.loop_minutes} minutes; "
-                f"refused until the window passes (loop protection)")
+    counts = decisions.recent_counts(host, s.loop_minutes, envelope=envelope, sender=sender, client=client)
+    limits = [("envelope", f"envelope sender <{envelope}>", s.loop_max, "inbound_loop_max"),
+              ("from", f"From <{sender}>", s.loop_max, "inbound_loop_max"),
+              ("peer", f"client {client}", s.loop_max_peer, "inbound_loop_max_peer")]
+    for name, who, limit, key in limits:
+        if counts[name] >= limit:
+            return (f"5.7.1 {who}: more than {limit} messages within {s.loop_minutes} minutes ({key}); "
+                    f"refused until the window passes (loop protection)")
     return None
+
+
+class Unparseable(Exception):
+    """A message the parser (or reading it) cannot handle: answered 554 5.6.0, never retried."""
+
+
+UNPARSEABLE_ERRORS = (RecursionError, UnicodeError, LookupError, email.errors.MessageError)
 
 
 def is_duplicate(message_id: str | None) -> bool:
@@ -93,8 +108,9 @@ def _poster(host, mail, sender, record, parent):
     return post
 
 
-def plan(host, mail, mail_from, verdicts, dry_run=False) -> list[Outcome]:
-    """The outcome for every recipient; reads only."""
+def plan(host, mail, mail_from, verdicts, dry_run=False, client="") -> list[Outcome]:
+    """The outcome for every recipient; reads only. Several recipients naming one alias
+    (two of our domains, say) share one outcome: a message makes at most one record per alias."""
     out = [Outcome([v.address], "refused", v.code, v.text) for v in verdicts if not v.accepted]
     good = [v for v in verdicts if v.accepted]
     if not good:
@@ -119,31 +135,40 @@ def plan(host, mail, mail_from, verdicts, dry_run=False) -> list[Outcome]:
         outcome.action = lambda ids: (bounces.apply(host, info, found), None)[1]
         return out + [outcome]
     record, parent, found = reply_target(host, mail, dry_run)
+    envelope = (mail_from or "").lower()
     if found:
-        refusal = loop_refusal(host, sender)
+        refusal = loop_refusal(host, envelope, sender, client)
         if refusal:
             return out + [Outcome(rcpts, "refused", 550, refusal)]
         where = f"{record.model},{record.id}" if record is not None else "a message without record"
         post = _poster(host, mail, sender, record, parent)
         return out + [Outcome(rcpts, "reply", OK, f"2.0.0 Ok: posted on {where} as a reply",
                               action=post, counts=True, record=record)]
+    by_alias = {}
     for v in rest:
-        out.append(_alias_outcome(host, mail, sender, v) if v.kind == "alias" else
-                   Outcome([v.address], "postmaster", OK, "2.0.0 Ok: kept for the postmaster")
-                   if v.kind == "postmaster" else
-                   Outcome([v.address], "rejected", 550,
-                           f"5.1.1 <{v.address}>: Recipient address rejected: "
-                           f"mailbox unavailable (this mail answers no message we sent)"))
+        if v.kind == "alias" and v.alias.id in by_alias:
+            by_alias[v.alias.id].rcpts.append(v.address)
+            continue
+        if v.kind == "alias":
+            by_alias[v.alias.id] = _alias_outcome(host, mail, sender, v, envelope, client)
+            out.append(by_alias[v.alias.id])
+            continue
+        if v.kind == "postmaster":
+            out.append(Outcome([v.address], "postmaster", OK, "2.0.0 Ok: kept for the postmaster"))
+        else:
+            out.append(Outcome([v.address], "rejected", 550,
+                               f"5.1.1 <{v.address}>: Recipient address rejected: "
+                               f"mailbox unavailable (this mail answers no message we sent)"))
     return out
 
 
-def _alias_outcome(host, mail, sender, v) -> Outcome:
+def _alias_outcome(host, mail, sender, v, envelope="", client="") -> Outcome:
     alias, rcpts = v.alias, [v.address]
     author = records.find_partner(host, sender, required=False) if sender else None
     why = contact_refusal(host, alias, sender, author)
     if why:
         return Outcome(rcpts, "refused", 550, f"5.7.1 <{v.address}>: {why}")
-    refusal = loop_refusal(host, sender)
+    refusal = loop_refusal(host, envelope, sender, client)
     if refusal:
         return Outcome(rcpts, "refused", 550, refusal)
     if alias.record_id is not None:
@@ -197,20 +222,55 @@ def _run(host, mail, outcomes):
             o.code, o.text = result
 
 
-def deliver(host, *, peer="", mail_from="", rcpts=(), data=b"", lmtp=False) -> list[tuple]:
+def unique_recipients(rcpts) -> list:
+    """`rcpts` without repeats, compared case-insensitively (the first spelling is kept)."""
+    return list({r.strip().lower(): r for r in reversed(list(rcpts))}.values())[::-1]
+
+
+def deliver(host, *, peer="", mail_from="", rcpts=(), data=b"", lmtp=False, client="") -> list[tuple]:
     """Route one received message and commit the outcome; returns [(rcpt, reply line)].
 
     SMTP (lmtp=False) is all or nothing: if any recipient is refused, nothing is stored and
-    every recipient gets that refusal. LMTP answers each recipient on its own. Database
-    errors propagate (the gateway answers 451 4.3.0)."""
-    mail = parse(data, host.config.domains, host.config.get("bounce").lower())
+    every recipient gets that refusal. LMTP answers each recipient on its own. A repeated
+    recipient (any case) counts once. `client` is the address the peer loop limit counts
+    ("" for a trusted MTA that did not name its client). A message the parser cannot
+    handle is refused for good (554 5.6.0) and logged once. Database errors propagate
+    (the gateway answers 451 4.3.0)."""
+    asked = list(rcpts)
+    rcpts = unique_recipients(asked)
+    try:
+        results = _deliver(host, peer, mail_from, rcpts, data, lmtp, client)
+    except (Unparseable, *UNPARSEABLE_ERRORS) as exc:
+        results = _unparseable(host, peer, mail_from, rcpts, client, exc)
+    by_rcpt = {r.strip().lower(): line for r, line in results}
+    return [(r, by_rcpt[r.strip().lower()]) for r in asked]
+
+
+def _unparseable(host, peer, mail_from, rcpts, client, exc) -> list[tuple]:
+    cause = exc.__cause__ if isinstance(exc, Unparseable) and exc.__cause__ else exc
+    what = "nested too deeply" if isinstance(cause, RecursionError) else f"{type(cause).__name__}: {cause}"
+    line = f"554 5.6.0 Message cannot be parsed ({what[:200]}); not accepted, do not retry"
+    host.log.warning("inbound message from <%s> cannot be parsed: %s", mail_from, what[:500])
+    with host.transaction():
+        decisions.record(host, peer=peer, mail_from=mail_from, sender=(mail_from or "").lower(),
+                         recipients=list(rcpts), verdict="refused", route="unparseable",
+                         code=554, reason=line[4:], client=client)
+    return [(r, line) for r in rcpts]
+
+
+def _deliver(host, peer, mail_from, rcpts, data, lmtp, client) -> list[tuple]:
+    try:
+        mail = parse(data, host.config.domains, host.config.get("bounce").lower())
+    except Exception as exc:  # noqa: BLE001 - whatever the parser chokes on is the message's fault
+        raise Unparseable() from exc
     sender = sender_of(mail, mail_from)
-    common = {"peer": peer, "mail_from": mail_from, "sender": sender, "message_id": mail.message_id}
+    common = {"peer": peer, "mail_from": mail_from, "sender": sender, "message_id": mail.message_id,
+              "client": client}
     for attempt in range(2):
         verdicts = [recipients.check(host, r) for r in rcpts]
         try:
             with host.transaction():
-                outcomes = plan(host, mail, mail_from, verdicts)
+                outcomes = plan(host, mail, mail_from, verdicts, client=client)
                 _run(host, mail, outcomes)
                 refused = [o for o in outcomes if not o.accepted]
                 if refused and not lmtp:
@@ -273,7 +333,8 @@ def explain(host, address, in_reply_to=None, sender="", subject="") -> dict:
     result = {"address": address, "rcpt": verdict.line, "route": None, "data": None}
     if not verdict.accepted:
         return result
-    refusal = loop_refusal(host, (sender or "").lower()) if verdict.kind in ("alias", "catchall") else None
+    refusal = (loop_refusal(host, (sender or "").lower(), (sender or "").lower())
+               if verdict.kind in ("alias", "catchall") else None)
     if refusal:
         result["rcpt"] = f"550 {refusal}"
         return result

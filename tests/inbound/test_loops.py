@@ -1,0 +1,74 @@
+"""Loop protection that holds: repeated recipients make one record, and rotating the From
+header, the envelope sender or both is caught by the other keys (real gateway, smtplib)."""
+import smtplib
+
+from postroom.core.models import Record
+from postroom.plugins.inbound import aliases
+from postroom.plugins.inbound.models import InboundDecision
+
+from .conftest import message, smtp, transaction
+
+
+def test_a_repeated_alias_in_rcpt_makes_one_record_and_one_counted_decision(inbound_host, gateway):
+    host = inbound_host()
+    aliases.add_alias(host, "support", "generic")
+    replies, (code, _) = transaction(gateway(host), "ann@client.test",
+                                     ["support@example.com", "support@example.com", "SUPPORT@example.com"],
+                                     message(subject="Once"))
+    assert [c for c, _ in replies.values()] == [250, 250] and code == 250  # dict keys: two spellings
+    assert [r.name for r in Record.select()] == ["Once"]
+    assert InboundDecision.select().where(InboundDecision.counts).count() == 1
+
+
+def test_over_lmtp_every_repeated_rcpt_is_answered_but_one_record_is_made(inbound_host, gateway):
+    host = inbound_host()
+    aliases.add_alias(host, "support", "generic")
+    service = gateway(host, lmtp=True)
+    client = smtplib.LMTP("127.0.0.1", service.port)
+    try:
+        client.ehlo("mta.test")
+        client.mail("ann@client.test")
+        for rcpt in ("support@example.com", "Support@example.com", "SUPPORT@EXAMPLE.COM"):
+            assert client.rcpt(rcpt)[0] == 250
+        client.putcmd("data")
+        assert client.getreply()[0] == 354
+        client.send(message(subject="Lmtp once") + b".\r\n")
+        replies = [client.getreply() for _ in range(3)]
+        assert [c for c, _ in replies] == [250, 250, 250]
+        assert client.noop()[0] == 250  # no reply was left over: the session is in step
+    finally:
+        client.close()
+    assert Record.select().count() == 1
+
+
+def test_rotating_the_from_header_is_caught_by_the_envelope_sender(inbound_host, gateway):
+    host = inbound_host(inbound_loop_max=5)
+    aliases.add_alias(host, "support", "generic")
+    service = gateway(host)
+    codes = []
+    for i in range(8):
+        replies, data = transaction(service, "robot@loop.test", ["support@example.com"],
+                                    message(sender=f"from{i}@rotate.test", message_id=f"<r{i}@loop.test>"))
+        codes.append(data[0] if data else list(replies.values())[0][0])
+        if data is None:
+            text = list(replies.values())[0][1]
+    assert codes == [250] * 5 + [550] * 3
+    assert text.startswith(b"5.7.1 envelope sender <robot@loop.test>: more than 5 messages")
+    assert Record.select().count() == 5
+
+
+def test_rotating_from_and_envelope_is_caught_by_the_peer_limit(inbound_host, gateway, cli_run):
+    host = inbound_host(inbound_loop_max_peer=6)
+    aliases.add_alias(host, "support", "generic")
+    service = gateway(host)
+    with smtp(service) as client:
+        for i in range(6):
+            client.sendmail(f"env{i}@rotate.test", ["support@example.com"],
+                            message(sender=f"from{i}@rotate.test", message_id=f"<p{i}@loop.test>"))
+        client.mail("env99@rotate.test")
+        code, text = client.rcpt("support@example.com")
+    assert code == 550
+    assert text.startswith(b"5.7.1 client 127.0.0.1: more than 6 messages within 120 minutes "
+                           b"(inbound_loop_max_peer)")
+    assert Record.select().count() == 6
+    assert "(inbound_loop_max_peer)" in cli_run(host, "inbound", "log").output
