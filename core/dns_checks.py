@@ -1,12 +1,13 @@
-"""SPF, DKIM and DMARC of the sending domain, looked up with dnspython.
+"""SPF and DMARC of the sending domain, looked up with dnspython; the resolver plugins use
+for their own DNS checks (mail_queue compares published DKIM keys with its signing keys).
 
 The sending domain is the primary domain (`domains`, first entry): bounces leave with
 `bounce+…@` that domain, so it is the one receivers check SPF against. The resolver is
 configurable so an operator can ask a specific server and tests can start one on
 loopback: `dns_resolver = 127.0.0.1:5353` (comma-separated `host[:port]`; empty means the
-system's resolvers), `dns_timeout` (seconds, default 3), `dkim_selector` (default
-`default`). When no DNS server answers, the checks say "could not check" as a warning:
-an unreachable resolver says nothing about the domain.
+system's resolvers), `dns_timeout` (seconds, default 3). When no DNS server answers,
+the checks say "could not check" as a warning: an unreachable resolver says nothing about
+the domain.
 """
 import dns.exception
 import dns.resolver
@@ -14,6 +15,12 @@ import dns.resolver
 from .doctor import Check
 
 NOT_PUBLIC = (".localhost", ".local", ".invalid", ".test", ".internal", ".lan")
+
+
+def is_public(domain: str) -> bool:
+    """False for names no public DNS knows (localhost, .local, .test, ...)."""
+    domain = (domain or "").rstrip(".").lower()
+    return "." in domain and not domain.endswith(NOT_PUBLIC)
 
 
 class Unreachable(Exception):
@@ -47,18 +54,28 @@ class Lookup:
         self.resolver.lifetime = host.config.getfloat("dns_timeout", 3.0)
         self.resolver.timeout = self.resolver.lifetime
 
-    def txt(self, name: str) -> list[str]:
-        """The TXT strings at `name` (each record's strings joined); [] when none exist."""
+    def _answer(self, name: str, rdtype: str):
         if self.unreachable:
             raise Unreachable(self.unreachable)
         try:
-            answer = self.resolver.resolve(name, "TXT", search=False)
+            return self.resolver.resolve(name, rdtype, search=False)
         except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
             return []
         except dns.exception.DNSException as exc:
             self.unreachable = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise Unreachable(self.unreachable) from None
-        return [b"".join(r.strings).decode("utf-8", "replace") for r in answer]
+
+    def txt(self, name: str) -> list[str]:
+        """The TXT strings at `name` (each record's strings joined); [] when none exist."""
+        return [b"".join(r.strings).decode("utf-8", "replace") for r in self._answer(name, "TXT")]
+
+    def addresses(self, name: str) -> list[str]:
+        """The IPv4 and IPv6 addresses of `name`; [] when it has none."""
+        return [r.address for rdtype in ("A", "AAAA") for r in self._answer(name, rdtype)]
+
+    def mx(self, name: str) -> list[str]:
+        """The mail exchangers of `name`, host names without the final dot."""
+        return [r.exchange.to_text().rstrip(".") for r in self._answer(name, "MX")]
 
 
 def _tagged(records: list[str], prefix: str) -> list[str]:
@@ -68,7 +85,8 @@ def _tagged(records: list[str], prefix: str) -> list[str]:
             or r.strip().lower().startswith(prefix + ";")]
 
 
-def _tags(record: str) -> dict:
+def tags(record: str) -> dict:
+    """The `tag=value` pairs of a DKIM or DMARC record, tags lower-cased."""
     tags = {}
     for part in record.split(";"):
         key, sep, value = part.partition("=")
@@ -96,22 +114,6 @@ def spf(domain, records) -> Check:
     return Check("dns.spf", "ok", f"SPF of {domain}: {found[0]}")
 
 
-def dkim(domain, selector, records) -> Check:
-    name = f"{selector}._domainkey.{domain}"
-    keys = [r for r in records if "p" in _tags(r)]
-    if not keys:
-        return Check("dns.dkim", "fail", f"no DKIM key at {name}: your mail is not verifiably yours",
-                     f"publish the public key of your signing key at {name} (or set dkim_selector)")
-    tags = _tags(keys[0])
-    if not tags["p"]:
-        return Check("dns.dkim", "fail", f"the DKIM key at {name} is revoked (empty p=)",
-                     f"publish the current public key at {name}")
-    if "y" in [f.strip() for f in tags.get("t", "").split(":")]:
-        return Check("dns.dkim", "warn", f"the DKIM key at {name} is in test mode (t=y)",
-                     "remove t=y once signatures verify")
-    return Check("dns.dkim", "ok", f"DKIM key published at {name}")
-
-
 def dmarc(domain, records) -> Check:
     name = f"_dmarc.{domain}"
     found = _tagged(records, "v=DMARC1")
@@ -122,7 +124,7 @@ def dmarc(domain, records) -> Check:
     if len(found) > 1:
         return Check("dns.dmarc", "fail", f"{name} has {len(found)} DMARC records; receivers ignore "
                      f"them all", "keep exactly one")
-    policy = _tags(found[0]).get("p", "").lower()
+    policy = tags(found[0]).get("p", "").lower()
     if policy in ("quarantine", "reject"):
         return Check("dns.dmarc", "ok", f"DMARC of {domain}: p={policy}")
     if policy == "none":
@@ -133,18 +135,17 @@ def dmarc(domain, records) -> Check:
 
 
 def check_dns(host) -> list[Check]:
-    """The three checks for the sending domain; warnings when they cannot be made."""
+    """SPF and DMARC of the sending domain; warnings when they cannot be made. (DKIM is
+    checked by the plugin that holds the signing keys, against those keys.)"""
     domain = host.config.primary_domain.rstrip(".")
-    if "." not in domain or domain.endswith(NOT_PUBLIC):
+    if not is_public(domain):
         finding = f"could not check SPF/DKIM/DMARC: {domain} is not a public domain"
         remedy = "set domains in the config to the domain you send from"
-        return [Check(n, "warn", finding, remedy) for n in ("dns.spf", "dns.dkim", "dns.dmarc")]
-    selector = host.config.get("dkim_selector") or "default"
+        return [Check(n, "warn", finding, remedy) for n in ("dns.spf", "dns.dmarc")]
     lookup = Lookup(host)
     checks = []
     for name, query, judge in (
             ("dns.spf", domain, lambda r: spf(domain, r)),
-            ("dns.dkim", f"{selector}._domainkey.{domain}", lambda r: dkim(domain, selector, r)),
             ("dns.dmarc", f"_dmarc.{domain}", lambda r: dmarc(domain, r))):
         try:
             checks.append(judge(lookup.txt(query)))

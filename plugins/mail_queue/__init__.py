@@ -57,7 +57,8 @@ def postroom_message_posted(host, message, notified):
 @hookimpl
 def postroom_cli_commands(cli):
     from .commands import COMMANDS
-    for command in COMMANDS:
+    from .dkim_commands import dkim_group
+    for command in COMMANDS + [dkim_group]:
         cli.add_command(command)
 
 

@@ -19,6 +19,8 @@ from email.message import EmailMessage
 from postroom.core import emails
 from postroom.core.html import to_text
 
+from . import signing
+
 _HEADER_NAME = re.compile(r"^[!-9;-~]+$")  # RFC 5322 ftext: printable ASCII except ':'
 # Headers Postroom writes itself; an enqueuer's `headers` may not replace them.
 RESERVED = {"from", "to", "cc", "bcc", "subject", "date", "message-id", "in-reply-to",
@@ -111,14 +113,17 @@ def format_date(when) -> str:
     return email.utils.format_datetime(when)
 
 
-def final_bytes(host, mail, envelope_from: str, date: str, prepare: bool | None = None) -> bytes:
+def final_bytes(host, mail, envelope_from: str, date: str, prepare: bool | None = None,
+                signer=None) -> bytes:
     """The exact bytes that go on the wire for one recipient's mail: the one point where
     a mail's final message is produced, for sending and for `queue export` alike.
 
-    Anything that must change the finished message (DKIM signing, extra headers) hooks in
-    here, through `postroom_mail_prepare`, after every header is final. `prepare` says
-    whether any plugin implements that hook (pass it once per batch; None looks it up).
-    Raises InvalidInput for a value that would inject headers."""
+    Plugins change the finished message (extra headers) here, through
+    `postroom_mail_prepare`, after every other header is final; then the DKIM signature
+    is added (`signing.Signer`), last, so it covers the headers as they leave. `prepare`
+    says whether any plugin implements that hook and `signer` holds the keys (pass both
+    once per batch; None looks them up). Raises InvalidInput for a value that would inject
+    headers, `signing.SigningFailed` when a key exists but cannot sign."""
     data = build(mail, envelope_from, date, mail.reply_to)
     if prepare is None:
         prepare = bool(host.hook.postroom_mail_prepare.get_hookimpls())
@@ -128,5 +133,5 @@ def final_bytes(host, mail, envelope_from: str, date: str, prepare: bool | None 
         message = email.message_from_bytes(data, policy=policy.SMTP)
         host.hook.postroom_mail_prepare(host=host, mail=mail, message=message)
         data = message.as_bytes(policy=policy.SMTP)
-    return data
+    return (signer if signer is not None else signing.Signer(host)).sign(data, mail.email_from)
 

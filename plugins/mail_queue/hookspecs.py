@@ -17,8 +17,9 @@ def postroom_mail_prepare(host, mail, message):
     `host` is the running `core.host.Host`.
 
     `mail` is the plugin's outgoing-mail row (read-only here), `message` the
-    `email.message.EmailMessage` about to be sent: add headers, sign it. Must not touch the
-    database. Return value ignored.
+    `email.message.EmailMessage` about to be sent: add or change headers. Do not sign it:
+    mail_queue DKIM-signs the final bytes after this hook. Must not touch the database.
+    Return value ignored.
     """
 
 

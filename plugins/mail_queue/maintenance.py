@@ -68,8 +68,10 @@ def vacuum(host, batch_size, dry_run):
 # --- doctor --------------------------------------------------------------------------
 
 def doctor_checks(host) -> list[Check]:
+    from .dkim_doctor import doctor_checks as signing_checks
     checks = []
-    for fn in (_server_checks, _sender_check, _limit_check, _failure_check, _interval_check):
+    for fn in (_server_checks, _sender_check, _limit_check, _failure_check, _interval_check,
+               signing_checks):
         try:
             result = fn(host)
         except Exception as exc:  # noqa: BLE001 - a check reports, it never raises

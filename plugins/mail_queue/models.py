@@ -85,4 +85,21 @@ class DailyCount(BaseModel):
         primary_key = pw.CompositeKey("server", "day")
 
 
-MODELS = [OutgoingMail, MailServer, DailyCount]
+class DkimKey(BaseModel):
+    """A DKIM signing key of one domain: the public half and where the private half lives.
+
+    The private key is a file under `data_dir/dkim/` (mode 0600), never a column: database
+    dumps, replicas and backups then carry nothing that lets anyone sign as the domain.
+    One key per domain (the selector names it in DNS)."""
+    domain = pw.CharField(max_length=253, unique=True)
+    selector = pw.CharField(max_length=63)
+    algorithm = pw.CharField(max_length=16)  # rsa-2048 | ed25519
+    public_key = pw.TextField()  # base64, as published in p=
+    key_file = pw.CharField(max_length=1024)  # relative to data_dir
+    created_at = UTCDateTimeField()
+
+    class Meta:
+        table_name = "mail_queue_dkim_key"
+
+
+MODELS = [OutgoingMail, MailServer, DailyCount, DkimKey]

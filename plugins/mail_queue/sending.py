@@ -14,14 +14,14 @@ from postroom.core import scheduler
 from postroom.core.clock import aware
 from postroom.core.errors import PostroomError
 
-from . import addressing, compose, daily_limit, servers, smtp_client
+from . import addressing, compose, daily_limit, servers, signing, smtp_client
 from .claims import claim, due_condition, free
 from .models import OutgoingMail
 from .outcomes import Outcome, record, smtp_reason
 from .settings import ACTION_CODE, batch_size, chunks
 
 
-def _send_group(host, server, rows, pool, outcome, date, prepare):
+def _send_group(host, server, rows, pool, outcome, date, prepare, signer):
     granted = daily_limit.reserve(host, server, len(rows))
     if granted < len(rows):
         reason = daily_limit.limit_reason(host, server)
@@ -50,7 +50,7 @@ def _send_group(host, server, rows, pool, outcome, date, prepare):
     for i, row in enumerate(rows):
         envelope_from = addressing.envelope_from(host, row)
         try:
-            data = compose.final_bytes(host, row, envelope_from, date, prepare)
+            data = compose.final_bytes(host, row, envelope_from, date, prepare, signer)
             reply = smtp_client.send_one(conn, envelope_from, row.email_to, data)
             outcome.sent.append((row, server.name))
             used += 1
@@ -116,8 +116,9 @@ def deliver(host, token, pool) -> Outcome:
         groups.setdefault(server, []).append(row)
     date = compose.format_date(host.clock.now())
     prepare = bool(host.hook.postroom_mail_prepare.get_hookimpls())
+    signer = signing.Signer(host)
     for server, group in groups.items():
-        _send_group(host, server, group, pool, outcome, date, prepare)
+        _send_group(host, server, group, pool, outcome, date, prepare, signer)
     try:
         record(host, outcome, token)
     except (pw.OperationalError, pw.InterfaceError) as exc:

@@ -1,19 +1,20 @@
-"""SPF, DKIM and DMARC of the sending domain, asked of a real DNS server on loopback."""
+"""SPF and DMARC of the sending domain, asked of a real DNS server on loopback. (DKIM is
+checked against the signing keys: tests/mail_queue/test_dkim_doctor.py.)"""
 from tests.support.dns import DnsServer
 from tests.support.smtp import free_port
 
 
 def _statuses(found):
-    return {n: found[n]["status"] for n in ("dns.spf", "dns.dkim", "dns.dmarc")}
+    return {n: found[n]["status"] for n in ("dns.spf", "dns.dmarc")}
 
 
 def test_a_well_configured_domain_passes_all_three(doctor_host, checks, dns_server):
     found, _ = checks(doctor_host())
 
-    assert _statuses(found) == {"dns.spf": "ok", "dns.dkim": "ok", "dns.dmarc": "ok"}
+    assert _statuses(found) == {"dns.spf": "ok", "dns.dmarc": "ok"}
     assert found["dns.spf"]["finding"] == "SPF of example.com: v=spf1 ip4:192.0.2.10 -all"
     assert found["dns.dmarc"]["finding"] == "DMARC of example.com: p=quarantine"
-    assert {"example.com", "default._domainkey.example.com", "_dmarc.example.com"} <= set(dns_server.queries)
+    assert {"example.com", "_dmarc.example.com"} <= set(dns_server.queries)
 
 
 def test_weak_records_are_warnings(doctor_host, checks, dns_server):
@@ -25,9 +26,8 @@ def test_weak_records_are_warnings(doctor_host, checks, dns_server):
 
     found, code = checks(doctor_host())
 
-    assert _statuses(found) == {"dns.spf": "warn", "dns.dkim": "warn", "dns.dmarc": "warn"}
+    assert _statuses(found) == {"dns.spf": "warn", "dns.dmarc": "warn"}
     assert "lets anyone send" in found["dns.spf"]["finding"]
-    assert "test mode" in found["dns.dkim"]["finding"]
     assert "p=none" in found["dns.dmarc"]["finding"]
 
 
@@ -38,15 +38,14 @@ def test_missing_records_fail_with_the_record_to_publish(doctor_host, checks, dn
 
     found, code = checks(host)
 
-    assert _statuses(found) == {"dns.spf": "fail", "dns.dkim": "fail", "dns.dmarc": "fail"}
+    assert _statuses(found) == {"dns.spf": "fail", "dns.dmarc": "fail"}
     assert code == 1
     assert found["dns.spf"]["finding"].startswith("example.com has no SPF record")
     assert '"v=spf1' in found["dns.spf"]["remedy"]
-    assert "default._domainkey.example.com" in found["dns.dkim"]["finding"]
     assert "_dmarc.example.com" in found["dns.dmarc"]["remedy"]
 
 
-def test_two_spf_records_a_revoked_key_and_a_policyless_dmarc_fail(doctor_host, checks, dns_server):
+def test_two_spf_records_and_a_policyless_dmarc_fail(doctor_host, checks, dns_server):
     dns_server.records.update({
         "example.com": ["v=spf1 ip4:192.0.2.10 -all", "v=spf1 include:_spf.example.net ~all"],
         "default._domainkey.example.com": ["v=DKIM1; p="],
@@ -55,19 +54,8 @@ def test_two_spf_records_a_revoked_key_and_a_policyless_dmarc_fail(doctor_host, 
 
     found, _ = checks(doctor_host())
 
-    assert _statuses(found) == {"dns.spf": "fail", "dns.dkim": "fail", "dns.dmarc": "fail"}
+    assert _statuses(found) == {"dns.spf": "fail", "dns.dmarc": "fail"}
     assert "2 SPF records" in found["dns.spf"]["finding"]
-    assert "revoked" in found["dns.dkim"]["finding"]
-
-
-def test_the_dkim_selector_is_configurable(doctor_host, checks, dns_server):
-    dns_server.records["mail2026._domainkey.example.com"] = ["v=DKIM1; p=MIGfMA0"]
-    del dns_server.records["default._domainkey.example.com"]
-
-    found, _ = checks(doctor_host(config={"dkim_selector": "mail2026"}))
-
-    assert found["dns.dkim"]["status"] == "ok"
-    assert "mail2026._domainkey.example.com" in found["dns.dkim"]["finding"]
 
 
 def test_no_reachable_dns_is_a_warning_not_a_failure(make_host, checks):
@@ -76,7 +64,7 @@ def test_no_reachable_dns_is_a_warning_not_a_failure(make_host, checks):
 
     found, _ = checks(host)
 
-    assert _statuses(found) == {"dns.spf": "warn", "dns.dkim": "warn", "dns.dmarc": "warn"}
+    assert _statuses(found) == {"dns.spf": "warn", "dns.dmarc": "warn"}
     assert found["dns.spf"]["finding"].startswith("could not check example.com: no DNS answer")
 
 
@@ -92,6 +80,6 @@ def test_a_local_domain_is_not_looked_up(make_host, checks):
 def test_a_resolver_setting_that_is_not_an_address_is_reported_not_raised(make_host, checks):
     found, _ = checks(make_host(config={"dns_resolver": "dns.example.net:53"}))
 
-    assert _statuses(found) == {"dns.spf": "warn", "dns.dkim": "warn", "dns.dmarc": "warn"}
+    assert _statuses(found) == {"dns.spf": "warn", "dns.dmarc": "warn"}
     assert "dns_resolver = dns.example.net:53 is not a list of IP[:port] addresses" in found["dns.spf"]["finding"]
     assert found["admin_email"]["status"] == "warn"  # the other core checks still ran
