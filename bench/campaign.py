@@ -1,48 +1,68 @@
-"""Campaign benchmark: import a generated list of 100,000 contacts, send one campaign to it
-through the marketing process queue and the mail queue into an SMTP sink on loopback.
+"""Campaign benchmark: a campaign end to end against the plain queue drain, same sink.
 
-Prints one JSON line: import seconds, processing seconds (process queue + mail queue until
-every mail reached the sink), mails per second, and the peak memory of the process. The
-peak must stay flat as the list grows: the import streams the file and everything after it
-works in bounded batches (try --contacts 10000 and compare).
+The campaign phase imports a generated list of N contacts, sends one campaign to it and
+runs the scheduled actions (Mail Marketing: Process queue, then Mail: Email Queue Manager)
+until every recipient's mail has been handed to the sink. The drain phase enqueues the same
+number of plain bulk mails (same body) through the `mail` service and drains them. Both
+talk to one SMTP sink in another process: Postfix's `smtp-sink` (C) when it is installed,
+else bench/smtp_sink.py in its own interpreter, so the sink never competes with Postroom for
+the interpreter lock. Each phase runs in a fresh child process on a fresh database, so its
+peak memory is its own; the campaign's peak must stay flat as the list grows (the import
+streams, processing works in bounded batches: compare --contacts 10000 and 100000).
 
-    python bench/campaign.py [--contacts N] [--db URL]
+Prints one JSON line: campaign mails/s, drain mails/s, their ratio (target >= 0.8), import
+seconds and peak memory of each phase.
+
+    python bench/campaign.py [--contacts N] [--db URL] [--smtp HOST:PORT]
 """
 import argparse
 import json
 import os
 import resource
-import socket
+import subprocess
 import sys
 import tempfile
-import threading
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+sys.path.insert(0, HERE)
 
-from aiosmtpd.controller import Controller  # noqa: E402
+from smtp_sink import external_sink  # noqa: E402
 
-from postroom.core import scheduler  # noqa: E402
-from postroom.core.config import Config  # noqa: E402
-from postroom.core.host import Host  # noqa: E402
-
-
-class CountingSink:
-    """An SMTP server on 127.0.0.1 that only counts what it accepts (keeping 100,000
-    messages would measure the sink, not Postroom)."""
-
-    def __init__(self):
-        self.count = 0
-        self.lock = threading.Lock()
-
-    async def handle_DATA(self, server, session, envelope):
-        with self.lock:
-            self.count += 1
-        return "250 2.0.0 OK"
+BODY = "<h1>News</h1><p>Hello from the bench.</p><p>" + "This month's news from the shop. " * 20 + "</p>"
 
 
 def peak_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def open_host(work, db_url, smtp, n):
+    from postroom.core.config import Config
+    from postroom.core.host import Host
+    smtp_host, _, smtp_port = smtp.rpartition(":")
+    config = Config({"database": db_url or f"sqlite:///{work}/postroom.db", "log_dir": f"{work}/logs",
+                     "log_level": "WARNING", "domains": "example.com", "smtp_host": smtp_host,
+                     "smtp_port": smtp_port, "daily_limit": str(10 * n),
+                     "cron_time_budget": "3600", "marketing_batch_size": "1000",
+                     "marketing_run_limit": "20000", "mail_batch_size": "1000"})
+    return Host(config).open()
+
+
+def phase_drain(work, db_url, smtp, n):
+    """Enqueue n plain bulk mails, then time draining them."""
+    host = open_host(work, db_url, smtp, n)
+    host.enable_plugin("mail_queue")
+    service = host.service("mail")
+    service.enqueue([{"email_to": f"contact{i}@example.org", "subject": "Benchmark news",
+                      "body_html": BODY, "ref": f"bench{i}"} for i in range(n)])
+    t0 = time.perf_counter()
+    service.process_queue()
+    seconds = time.perf_counter() - t0
+    from postroom.plugins.mail_queue.models import OutgoingMail
+    left = OutgoingMail.select().where(OutgoingMail.state != "sent").count()
+    host.close()
+    return {"seconds": seconds, "mails": n - left, "peak_memory_mb": peak_mb()}
 
 
 def write_csv(path, n):
@@ -52,68 +72,96 @@ def write_csv(path, n):
             fh.write(f"contact{i}@example.org,Contact {i}\n")
 
 
-def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--contacts", type=int, default=100_000)
-    parser.add_argument("--db", help="database URL (default: a SQLite file in a temp folder)")
-    args = parser.parse_args()
-    work = tempfile.mkdtemp(prefix="postroom-bench-campaign-")
-    handler = CountingSink()
-    with socket.socket() as probe:   # a free loopback port for the sink
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    controller = Controller(handler, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
-        config = Config({"database": args.db or f"sqlite:///{work}/postroom.db", "log_dir": f"{work}/logs",
-                         "log_level": "WARNING", "domains": "example.com", "smtp_host": "127.0.0.1",
-                         "smtp_port": str(port), "daily_limit": str(10 * args.contacts),
-                         "cron_time_budget": "60", "marketing_batch_size": "1000",
-                         "marketing_run_limit": "20000", "mail_batch_size": "1000"})
-        host = Host(config).open()
-        host.enable_plugin("mail_marketing")
-        from postroom.plugins.mail_marketing import campaigns, lists
-        csv_path = os.path.join(work, "contacts.csv")
-        write_csv(csv_path, args.contacts)
-        lists.create_list(host, "bench")
-        t0 = time.monotonic()
-        with open(csv_path, "rb") as fh:
-            imported = lists.import_contacts(host, "bench", fh)["imported"]
-        import_seconds = time.monotonic() - t0
-        peak_after_import = peak_mb()
-        campaign = campaigns.create_campaign(host, "Benchmark news", "<h1>News</h1><p>Hello from the bench.</p>",
-                                             ["bench"])
-        t0 = time.monotonic()
-        campaigns.send(host, campaign.id)
-        runs, by_action = 0, {}
-        while True:
-            results = scheduler.run_due(host, limit=1000)
-            runs += len(results)
-            for r in results:
-                by_action[r["name"]] = by_action.get(r["name"], 0.0) + r["duration"]
-            if not results and handler.count >= imported:
-                break
-            if not results:
-                time.sleep(0.05)
-            if time.monotonic() - t0 > 1800:
-                raise SystemExit("benchmark did not finish in 30 minutes")
-        processing_seconds = time.monotonic() - t0
+def phase_campaign(work, db_url, smtp, n):
+    """Import n contacts, then time the campaign from `send` until every trace is sent."""
+    from postroom.core import scheduler
+    host = open_host(work, db_url, smtp, n)
+    host.enable_plugin("mail_marketing")
+    from postroom.plugins.mail_marketing import campaigns, lists
+    csv_path = os.path.join(work, "contacts.csv")
+    write_csv(csv_path, n)
+    lists.create_list(host, "bench")
+    t0 = time.perf_counter()
+    with open(csv_path, "rb") as fh:
+        imported = lists.import_contacts(host, "bench", fh)["imported"]
+    import_seconds = time.perf_counter() - t0
+    peak_after_import = peak_mb()
+    campaign = campaigns.create_campaign(host, "Benchmark news", BODY, ["bench"])
+    t0 = time.perf_counter()
+    campaigns.send(host, campaign.id)
+    by_action = {}
+    while True:
+        results = scheduler.run_due(host, limit=1000)
+        for r in results:
+            by_action[r["name"]] = by_action.get(r["name"], 0.0) + r["duration"]
         stats = campaigns.stats(campaigns.get_campaign(host, campaign.id))
-        print(json.dumps({
-            "bench": "campaign", "contacts": args.contacts, "imported": imported,
-            "engine": host.db.engine,
-            "import_seconds": round(import_seconds, 2),
-            "processing_seconds": round(processing_seconds, 2),
-            "mails_received": handler.count, "traces_sent": stats["sent"],
-            "mails_per_second": round(handler.count / processing_seconds, 1) if processing_seconds else None,
-            "action_runs": runs,
+        if stats["sent"] >= imported:
+            break
+        if not results:
+            time.sleep(0.01)  # a trigger is due in the next instant; nothing to do until then
+        if time.perf_counter() - t0 > 1800:
+            raise SystemExit("campaign did not finish in 30 minutes")
+    seconds = time.perf_counter() - t0
+    host.close()
+    return {"seconds": seconds, "mails": stats["sent"], "import_seconds": import_seconds,
             "seconds_by_action": {k: round(v, 2) for k, v in sorted(by_action.items())},
-            "peak_memory_mb_after_import": peak_after_import,
-            "peak_memory_mb": peak_mb(),
-        }))
-        host.close()
-    finally:
-        controller.stop()
+            "peak_memory_mb_after_import": peak_after_import, "peak_memory_mb": peak_mb()}
+
+
+def run_phase(name, args, smtp):
+    """Run one phase in a child process on its own database; returns its JSON result."""
+    db_url = args.db
+    if db_url and db_url.startswith("postgresql"):
+        db_url = fresh_pg_database(db_url, name)
+    out = subprocess.run([sys.executable, __file__, "--phase", name, "--contacts", str(args.contacts),
+                          "--smtp", smtp] + (["--db", db_url] if db_url else []),
+                         check=True, capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def fresh_pg_database(url, name):
+    import psycopg
+    from urllib.parse import urlparse, urlunparse
+    p = urlparse(url)
+    db = f"postroom_bench_{name}_{os.getpid()}"
+    with psycopg.connect(host=p.hostname, port=p.port or 5432, user=p.username or "postgres",
+                         dbname="postgres", autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{db}"')
+        conn.execute(f'CREATE DATABASE "{db}"')
+    return urlunparse(p._replace(path="/" + db))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--contacts", type=int, default=20_000)
+    parser.add_argument("--db", help="database URL (default: a SQLite file in a temp folder per phase)")
+    parser.add_argument("--smtp", help="HOST:PORT of a sink already running")
+    parser.add_argument("--phase", choices=("drain", "campaign"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.phase:
+        with tempfile.TemporaryDirectory(prefix="postroom-bench-campaign-") as work:
+            fn = phase_drain if args.phase == "drain" else phase_campaign
+            print(json.dumps(fn(work, args.db, args.smtp, args.contacts)))
+        return
+    with external_sink(args.smtp) as (smtp, kind):
+        drain = run_phase("drain", args, smtp)
+        campaign = run_phase("campaign", args, smtp)
+    drain_rate = drain["mails"] / drain["seconds"]
+    campaign_rate = campaign["mails"] / campaign["seconds"]
+    print(json.dumps({
+        "bench": "campaign", "contacts": args.contacts, "sink": kind,
+        "engine": "postgresql" if (args.db or "").startswith("postgresql") else "sqlite",
+        "campaign_mails_per_second": round(campaign_rate, 1),
+        "drain_mails_per_second": round(drain_rate, 1),
+        "ratio": round(campaign_rate / drain_rate, 3), "target_ratio": 0.8,
+        "campaign_seconds": round(campaign["seconds"], 2), "drain_seconds": round(drain["seconds"], 2),
+        "campaign_mails": campaign["mails"], "drain_mails": drain["mails"],
+        "import_seconds": round(campaign["import_seconds"], 2),
+        "seconds_by_action": campaign["seconds_by_action"],
+        "campaign_peak_memory_mb": campaign["peak_memory_mb"],
+        "campaign_peak_memory_mb_after_import": campaign["peak_memory_mb_after_import"],
+        "drain_peak_memory_mb": drain["peak_memory_mb"],
+    }))
 
 
 if __name__ == "__main__":

@@ -1,8 +1,10 @@
 """The benchmarks' SMTP sink: the server side of SMTP reduced to "yes" and a count.
 
 aiosmtpd costs about a millisecond of CPU per message, which on a small machine would make
-the sink, not the sender, the thing measured. Shared by queue_throughput.py and scale.py.
+the sink, not the sender, the thing measured. Shared by queue_throughput.py, scale.py and
+campaign.py (which runs it, or Postfix's smtp-sink, in another process).
 """
+import os
 
 
 class SinkProtocol:
@@ -57,3 +59,79 @@ class SinkProtocol:
 
     def connection_lost(self, exc):
         pass
+
+
+def free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def serve(port, pipelining=True):
+    """Run SinkProtocol on 127.0.0.1:port until stdin closes (the sink-process entry point)."""
+    import asyncio
+    import sys
+    import threading
+
+    async def run():
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(lambda: SinkProtocol(lambda: None, pipelining), "127.0.0.1", port)
+        print("ready", flush=True)
+        done = asyncio.Event()
+        threading.Thread(target=lambda: (sys.stdin.read(), loop.call_soon_threadsafe(done.set)),
+                         daemon=True).start()
+        await done.wait()
+        server.close()
+    asyncio.run(run())
+
+
+class external_sink:
+    """A sink in another process for the length of a `with`: the given HOST:PORT as is, else
+    Postfix's smtp-sink (C, so the sink costs almost nothing) when installed, else this
+    module's SinkProtocol in its own interpreter. Yields ("HOST:PORT", kind)."""
+
+    def __init__(self, given=None):
+        self.given = given
+        self.proc = None
+
+    def __enter__(self):
+        import shutil
+        import socket
+        import subprocess
+        import sys
+        import time
+        if self.given:
+            return self.given, "given"
+        port = free_port()
+        binary = shutil.which("smtp-sink") or ("/usr/sbin/smtp-sink" if os.path.exists("/usr/sbin/smtp-sink") else None)
+        if binary:
+            # -u: smtp-sink refuses to run as root without a user to switch to; 1000: backlog
+            user = ["-u", "nobody"] if os.geteuid() == 0 else []
+            self.proc = subprocess.Popen([binary, *user, f"127.0.0.1:{port}", "1000"],
+                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                    return f"127.0.0.1:{port}", "postfix smtp-sink"
+                except OSError:
+                    time.sleep(0.05)
+            raise SystemExit("smtp-sink did not start")
+        self.proc = subprocess.Popen([sys.executable, __file__, str(port)], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout.readline().strip() == "ready"
+        return f"127.0.0.1:{port}", "bench/smtp_sink.py"
+
+    def __exit__(self, *exc):
+        if self.proc is not None:
+            if self.proc.stdin:
+                self.proc.stdin.close()
+            else:
+                self.proc.terminate()
+            self.proc.wait(10)
+
+
+if __name__ == "__main__":
+    import sys
+    serve(int(sys.argv[1]))
