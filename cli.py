@@ -504,12 +504,10 @@ def serve(ctx, workers, role):
     """Run due scheduled actions and plugin services until Ctrl-C or SIGTERM."""
     from postroom.core import serve as serving
     from postroom.core.errors import InvalidInput
-    if workers > 1 and role in ("inbound", "http"):
-        # K listeners would fight over one port, and the supervisor would restart the losers
-        # forever; each service has its own pool of database threads.
-        what = "gateway" if role == "inbound" else "HTTP service"
-        raise InvalidInput(f"--role {role} runs one {what} per machine (its database threads are "
-                           f"{role}_workers); use --workers with --role scheduler or all")
+    if workers > 1 and role == "http":
+        # K HTTP listeners would fight over one port; the service has its own thread pool.
+        raise InvalidInput("--role http runs one HTTP service per machine (its threads serve the "
+                           "requests); use --workers with --role scheduler, inbound or all")
     host = get_host(ctx)
     if workers > 1:
         host.db.close()  # the children open their own connections

@@ -6,13 +6,24 @@ handler does nothing: that is the ceiling the gateway is measured against. Print
 line: messages per second and the p50/p99 latency of DATA (ms) for both.
 
     python bench/inbound_throughput.py [--messages 5000] [--sessions 8] [--db URL]
+
+With `--client smtp-source` the client is Postfix's smtp-source (C, Debian's postfix
+package), run as `smtp-source -s SESSIONS -m MESSAGES -d` against the gateway and then
+against the bare aiosmtpd server in the same run; every message goes to the alias, so each
+one creates a record. DATA latency is then measured inside the server (end of data to the
+reply), since smtp-source does not report it. `--gateways 1,2` (PostgreSQL) runs
+`postroom serve --role inbound --workers K` processes on one port instead of the in-process
+gateway and prints the rate for each K and the ratio to the first.
 """
 import argparse
 import asyncio
 import json
 import os
 import random
+import shutil
+import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -96,21 +107,138 @@ def figures(seconds, latencies, failures, n):
             "failed": len(failures), "first_failure": failures[0] if failures else None}
 
 
+SMTP_SOURCE = shutil.which("smtp-source") or "/usr/sbin/smtp-source"
+# Loop protection would (rightly) refuse one sender creating thousands of records.
+BENCH_LIMITS = {"inbound_loop_max": "100000000", "inbound_loop_max_peer": "100000000"}
+
+
+def smtp_source(port, n, sessions) -> float:
+    """Seconds smtp-source takes to send n messages over `sessions` kept-open sessions."""
+    cmd = [SMTP_SOURCE, "-s", str(sessions), "-m", str(n), "-d", "-l", "500",
+           "-f", "client@bench.test", "-t", "support@example.com", f"127.0.0.1:{port}"]
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, timeout=600)
+    return time.perf_counter() - t0
+
+
+def timed_data(handler, latencies):
+    """Wrap handler.handle_DATA to record how long each DATA took inside the server (the
+    gateway answers only after its commit, so this is what a client waits for)."""
+    inner = handler.handle_DATA
+
+    async def handle_DATA(server, session, envelope):
+        start = time.perf_counter()
+        try:
+            return await inner(server, session, envelope)
+        finally:
+            latencies.append(time.perf_counter() - start)
+    handler.handle_DATA = handle_DATA
+
+
+def latency_figures(seconds, latencies, n):
+    ordered = sorted(latencies) or [0.0]
+    return {"msgs_per_s": round(n / seconds, 1), "seconds": round(seconds, 2),
+            "data_p50_ms": round(statistics.median(ordered) * 1000, 2),
+            "data_p99_ms": round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000, 2)}
+
+
+def smtp_source_run(args, host, tmp):
+    result = {"bench": "inbound_throughput", "client": "smtp-source", "engine": host.db.engine,
+              "messages": args.messages, "sessions": args.sessions, "db_threads": args.threads}
+    if args.gateways:
+        rates = {}
+        for k in [int(x) for x in args.gateways.split(",")]:
+            rates[k] = gateway_processes(args, host, tmp, k)
+        first = rates[min(rates)]
+        result["gateways"] = {str(k): r for k, r in rates.items()}
+        result["scaling"] = {str(k): round(r["msgs_per_s"] / first["msgs_per_s"], 3) for k, r in rates.items()}
+        return result
+    latencies = []
+    service = GatewayService(host, "127.0.0.1", free_port())
+    service.start()
+    try:
+        timed_data(service.controller.handler, latencies)
+        before_msgs, before_recs, before_sql = Message.select().count(), Record.select().count(), host.db.statements
+        gateway = latency_figures(smtp_source(service.port, args.messages, args.sessions), latencies, args.messages)
+        gateway["sql_per_message"] = round((host.db.statements - before_sql) / args.messages, 1)
+        gateway["messages_stored"] = Message.select().count() - before_msgs
+        gateway["records_created"] = Record.select().count() - before_recs
+    finally:
+        service.stop()
+    result["gateway"] = gateway
+    latencies = []
+    ceiling = Controller(Nothing(), hostname="127.0.0.1", port=free_port())
+    ceiling.start()
+    try:
+        timed_data(ceiling.handler, latencies)
+        result["ceiling"] = latency_figures(smtp_source(ceiling.port, args.messages, args.sessions),
+                                            latencies, args.messages)
+    finally:
+        ceiling.stop()
+    result["gateway_vs_ceiling"] = round(gateway["msgs_per_s"] / result["ceiling"]["msgs_per_s"], 3)
+    return result
+
+
+def gateway_processes(args, host, tmp, k):
+    """Rate of `postroom serve --role inbound --workers k` on one port (SO_REUSEPORT)."""
+    port = free_port()
+    cfg = os.path.join(tmp, f"gateways{k}.cfg")
+    values = {"database": args.db, "log_dir": os.path.join(tmp, f"logs{k}"), "log_level": "WARNING",
+              "domains": "example.com", "inbound_port": str(port), "inbound_workers": str(args.threads),
+              **BENCH_LIMITS}
+    with open(cfg, "w") as fh:
+        fh.write("[postroom]\n" + "".join(f"{key} = {v}\n" for key, v in values.items()))
+    env = dict(os.environ, POSTROOM_CONFIG=cfg)
+    proc = subprocess.Popen([sys.executable, "-m", "postroom.cli", "serve", "--role", "inbound",
+                             "--workers", str(k)], env=env, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            if time.monotonic() > deadline:
+                raise SystemExit("the gateways did not start")
+            time.sleep(0.1)
+        time.sleep(2 if k > 1 else 0.5)  # let every child bind before traffic starts
+        before = Record.select().count()
+        seconds = smtp_source(port, args.messages, args.sessions)
+        stored = Record.select().count() - before
+    finally:
+        proc.terminate()
+        proc.wait(60)
+    return {"msgs_per_s": round(args.messages / seconds, 1), "seconds": round(seconds, 2),
+            "records_created": stored}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=5000)
     parser.add_argument("--sessions", type=int, default=8)
     parser.add_argument("--threads", type=int, default=4, help="gateway database threads")
     parser.add_argument("--db", help="database URL (default: a fresh SQLite file)")
+    parser.add_argument("--client", choices=("aiosmtplib", "smtp-source"), default="aiosmtplib",
+                        help="smtp-source: Postfix's C client, every message to the alias")
+    parser.add_argument("--gateways", help="with --client smtp-source and a PostgreSQL --db: e.g. 1,2 "
+                                           "gateway processes on one port")
     args = parser.parse_args()
     tmp = tempfile.mkdtemp(prefix="postroom-bench-")
     url = args.db or f"sqlite:///{tmp}/bench.db"
-    host = Host(Config({"database": url, "log_dir": tmp, "log_level": "WARNING", "domains": "example.com",
-                        "inbound_workers": str(args.threads),
-                        # Thousands of senders share one loopback address here: no per-client loop limit.
-                        "inbound_loop_max_peer": str(args.messages + 1)}, base_dir=tmp)).open()
+    values = {"database": url, "log_dir": tmp, "log_level": "WARNING", "domains": "example.com",
+              "inbound_workers": str(args.threads),
+              # Thousands of senders share one loopback address here: no per-client loop limit.
+              "inbound_loop_max_peer": str(args.messages + 1)}
+    if args.client == "smtp-source":
+        values.update(BENCH_LIMITS)
+    host = Host(Config(values, base_dir=tmp)).open()
     host.enable_plugin("inbound")
     aliases.add_alias(host, "support", "generic")
+    if args.client == "smtp-source":
+        if not os.path.exists(SMTP_SOURCE):
+            raise SystemExit("smtp-source is not installed (Debian's postfix package)")
+        print(json.dumps(smtp_source_run(args, host, tmp)))
+        host.close()
+        return
     parents = []
     for r in range(50):
         record = records.create_record(host, "generic", f"Existing record {r}")

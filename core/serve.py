@@ -3,8 +3,10 @@
 Roles let an operator split work: `scheduler` runs scheduled actions only, `inbound` runs the
 plugins' services only (e.g. the inbound gateway), `http` the HTTP service only, `all` all
 three. With `--workers K` a
-supervisor starts K scheduler processes (the services run once, in the supervisor's first
-child), restarts a child that dies, and forwards SIGTERM/SIGINT to all of them.
+supervisor starts K processes, restarts a child that dies, and forwards SIGTERM/SIGINT to
+all of them: with `--role all` the services run once, in the first child, the others run
+scheduled actions; with `--role inbound` every child runs a gateway on the same port
+(SO_REUSEPORT), so inbound mail uses K processes (on PostgreSQL; SQLite has one writer).
 """
 import os
 import signal
@@ -100,9 +102,13 @@ def supervise(config_path: str | None, workers: int, role: str, log) -> int:
     base = [sys.executable, "-m", "postroom.cli"] + (["--config", config_path] if config_path else []) + ["serve"]
     roles = [role if role != "all" else ("all" if i == 0 else "scheduler") for i in range(workers)]
     children = [None] * workers
+    env = dict(os.environ)
+    if roles.count("inbound") > 1:
+        # K gateways on one port: each child's listener sets SO_REUSEPORT (plugins/inbound).
+        env["POSTROOM_REUSE_PORT"] = "1"
 
     def spawn(i):
-        children[i] = subprocess.Popen(base + ["--role", roles[i]], env=dict(os.environ))
+        children[i] = subprocess.Popen(base + ["--role", roles[i]], env=env)
         log.info("worker %s started (pid %s, role %s)", i, children[i].pid, roles[i])
 
     for i in range(workers):

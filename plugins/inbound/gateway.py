@@ -10,6 +10,7 @@ import asyncio
 import collections
 import concurrent.futures
 import ipaddress
+import os
 import re
 import threading
 
@@ -27,6 +28,8 @@ from .settings import (BARE_LF, LOCAL_PROBLEM, SESSION_TOO_LONG, TARPIT, TEMPFAI
 DB_ERRORS = (pw.OperationalError, pw.InterfaceError, DatabaseUnavailable)
 _BARE = re.compile(rb"(?<!\r)\n|\r(?!\n)")
 IDENT = "Postroom inbound gateway"
+# Set by `postroom serve --role inbound --workers K` for its children (core.serve).
+REUSE_PORT_ENV = "POSTROOM_REUSE_PORT"
 
 
 class GatewayHandler:
@@ -257,10 +260,18 @@ class GatewayHandler:
 
 
 class _Controller(Controller):
-    def __init__(self, handler, smtp_class, limits, **kwargs):
+    def __init__(self, handler, smtp_class, limits, reuse_port=False, **kwargs):
         self._smtp_class = smtp_class
         self._limits = limits
+        self._reuse_port = reuse_port
         super().__init__(handler, **kwargs)
+
+    def _create_server(self):
+        # SO_REUSEPORT: K gateway processes of one `serve --workers K` share the port and
+        # the kernel spreads connections over them. Only when the supervisor asks for it, so
+        # a second, unrelated gateway on a busy port still fails with "cannot listen".
+        return self.loop.create_server(self._factory_invoker, host=self.hostname, port=self.port,
+                                       ssl=self.ssl_context, reuse_port=self._reuse_port or None)
 
     def factory(self):
         return self._smtp_class(self.handler, **self._limits)
@@ -288,6 +299,7 @@ class GatewayService:
                   "enable_SMTPUTF8": True, "decode_data": False, "ident": IDENT,
                   "hostname": self.host.config.primary_domain}
         self.controller = _Controller(handler, GatewayLMTP if self.lmtp else GatewaySMTP, limits,
+                                      reuse_port=os.environ.get(REUSE_PORT_ENV) == "1",
                                       hostname=self.bind_host, port=self.port)
         self.controller.start()
         self.host.log.info("%s listening", self.name)

@@ -1,6 +1,7 @@
 """Roles split across processes, as across machines: an inbound-only `postroom serve` runs
 the gateway and sends nothing; scheduler workers send and do not listen; together they do
 the whole job on one PostgreSQL database."""
+import re
 import smtplib
 import socket
 import time
@@ -47,9 +48,27 @@ def test_inbound_and_scheduler_roles_run_apart_and_share_one_database(deployment
     assert log.count(", role inbound, plugins") == 1 and log.count(", role scheduler, plugins") == 2
 
 
-def test_several_inbound_workers_on_one_machine_are_refused(make_host, cli_run):
+@pytest.mark.heavy
+def test_inbound_workers_share_one_port_and_each_message_is_stored_once(deployment):
+    port = free_port()
+    dep = deployment(plugins=["inbound"], inbound_port=port)
+    aliases.add_alias(dep.host, "support", "generic")
+    dep.serve("--role", "inbound", "--workers", "2")
+    wait_until(lambda: dep.log().count("listening") >= 2, 60, what="two gateways to listen")
+    for i in range(40):  # one connection each, so the kernel spreads them over both listeners
+        with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
+            client.sendmail(f"c{i}@client.test", ["support@example.com"],
+                            f"From: c{i}@client.test\r\nTo: support@example.com\r\nSubject: n{i}\r\n"
+                            f"Message-Id: <reuse{i}@client.test>\r\n\r\nHi\r\n".encode())
+    stored = Message.select().where(Message.message_id.startswith("<reuse")).count()
+    assert stored == 40
+    pids = set(re.findall(r"\S+ \S+ (\d+) INFO postroom[.\w]*: inbound .*<reuse\d+@client.test>", dep.log()))
+    assert len(pids) == 2, f"messages were handled by processes {pids}: one listener got everything"
+
+
+def test_several_http_workers_on_one_machine_are_refused(make_host, cli_run):
     host = make_host(plugins=["inbound"])
-    result = cli_run(host, "serve", "--workers", "3", "--role", "inbound")
+    result = cli_run(host, "serve", "--workers", "3", "--role", "http")
     assert result.exit_code != 0
-    assert "--role inbound runs one gateway per machine" in result.output
+    assert "--role http runs one HTTP service per machine" in result.output
     assert "Traceback" not in result.output
