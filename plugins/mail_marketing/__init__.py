@@ -45,6 +45,12 @@ def postroom_cli_commands(cli):
         cli.add_command(group)
 
 
+@hookimpl
+def postroom_http_routes(host, register):
+    from .web import register_routes
+    register_routes(register)
+
+
 # The hooks below are declared by other plugins (mail_queue's outcomes, inbound's bounces,
 # addresses and replies): optionalhook, so that this plugin loads without them.
 @hookimpl(optionalhook=True)

@@ -7,7 +7,7 @@ import peewee as pw
 from postroom.core import emails, tokens
 
 from .mails import CHUNK, UNSUBSCRIBE_PURPOSE, trace_of, unsubscribe_local
-from .models import Blacklist, BounceEvent, CampaignList, Contact, Trace
+from .models import Blacklist, BounceEvent, Trace
 
 BOUNCE_LIMIT = 5
 BOUNCE_WINDOW = dt.timedelta(weeks=13)
@@ -145,17 +145,7 @@ def recipient_handler(host, local_part: str, domain: str):
 
 def unsubscribe(host, value: str):
     """Opt the trace's address out of the lists of its campaign. Returns (code, text)."""
-    if not value.startswith("t") or not value[1:].isdigit():
+    from .optout import opt_out
+    if opt_out(host, value, "List-Unsubscribe mailto") == "test":
         return 250, "2.0.0 test copy: nobody to unsubscribe"
-    trace = Trace.get_or_none(Trace.id == int(value[1:]))
-    if trace is None or not trace.email_normalized:
-        return 250, "2.0.0 already unsubscribed"
-    now = host.clock.now()
-    with host.transaction():
-        lists = CampaignList.select(CampaignList.mailing_list).where(CampaignList.campaign == trace.campaign_id)
-        changed = (Contact.update(opt_out=True, opt_out_at=now)
-                   .where((Contact.email_normalized == trace.email_normalized)
-                          & Contact.mailing_list.in_(lists) & ~Contact.opt_out).execute())
-    host.log.info("unsubscribe: %s opted out of campaign %s's lists (%s contacts) via List-Unsubscribe",
-                  trace.email_normalized, trace.campaign_id, changed)
     return 250, "2.0.0 unsubscribed"

@@ -1,4 +1,4 @@
-"""The mail of one campaign recipient: headers, signed unsubscribe address, enqueueing."""
+"""The mail of one campaign recipient: headers, signed unsubscribe address and link, enqueueing."""
 from postroom.core import chatter, services, tokens
 from postroom.core.models import Record
 
@@ -24,13 +24,30 @@ def unsubscribe_local(host) -> str:
     return (host.config.get("marketing_unsubscribe") or "unsubscribe").lower()
 
 
-def unsubscribe_address(host, trace_id: int | None, campaign_id: int) -> str:
-    """`unsubscribe+<value>-<sig>@domain`: `t<trace id>` for a recipient, `c<campaign id>`
-    for a test copy (which unsubscribes nobody). Signed for this purpose only, so neither a
-    bounce token nor a guessed value can opt anyone out."""
+def unsubscribe_token(host, trace_id: int | None, campaign_id: int) -> str:
+    """`<value>-<sig>`: `t<trace id>` for a recipient (one trace is one recipient of one
+    campaign), `c<campaign id>` for a test copy (which unsubscribes nobody). Signed for this
+    purpose only, so neither a bounce token nor a guessed value can opt anyone out."""
     value = f"t{int(trace_id)}" if trace_id is not None else f"c{int(campaign_id)}"
-    token = tokens.sign(host, UNSUBSCRIBE_PURPOSE, value)
-    return f"{unsubscribe_local(host)}+{token}@{host.config.primary_domain}"
+    return tokens.sign(host, UNSUBSCRIBE_PURPOSE, value)
+
+
+def public_url(host) -> str | None:
+    """The configured `public_url` without a trailing slash, or None: links in mail need an
+    address the world reaches, so without one mail carries no web links."""
+    return (host.config.get("public_url") or "").strip().rstrip("/") or None
+
+
+def list_unsubscribe_headers(host, trace_id: int | None, campaign_id: int) -> dict:
+    """List-Unsubscribe (web link first, then mailto) and, with a web link, RFC 8058's
+    List-Unsubscribe-Post that lets a mailbox provider unsubscribe in one click."""
+    token = unsubscribe_token(host, trace_id, campaign_id)
+    mailto = f"<mailto:{unsubscribe_local(host)}+{token}@{host.config.primary_domain}?subject=unsubscribe>"
+    base = public_url(host)
+    if base is None:
+        return {"List-Unsubscribe": mailto}
+    return {"List-Unsubscribe": f"<{base}/u/{token}>, {mailto}",
+            "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}
 
 
 def campaign_record(campaign):
@@ -42,14 +59,13 @@ def build(host, campaign, address: str, name: str | None, trace_id: int | None, 
     """The dict `mail.enqueue` takes for one recipient. The Message-Id names the campaign's
     record, so replies thread onto the campaign's chatter."""
     record = record if record is not None else campaign_record(campaign)
-    unsub = unsubscribe_address(host, trace_id, campaign.id)
     return {
         "email_to": address,
         "subject": campaign.subject,
         "body_html": campaign.body_html,
         "email_from": campaign.email_from,
-        "headers": {"List-Unsubscribe": f"<mailto:{unsub}?subject=unsubscribe>",
-                    "Precedence": "bulk", "Auto-Submitted": "auto-generated"},
+        "headers": list_unsubscribe_headers(host, trace_id, campaign.id)
+        | {"Precedence": "bulk", "Auto-Submitted": "auto-generated"},
         "ref": trace_ref(trace_id) if trace_id is not None else None,
         "message_id": message_id or chatter.make_message_id(host, record),
         "auto_delete": True,
