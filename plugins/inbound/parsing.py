@@ -31,6 +31,8 @@ class Mail:
     auto_reason: str | None   # why this is an automatic message, or None
     body: str
     body_is_html: bool
+    # (name, bytes, mimetype, content_id) of every attached or inline non-body part
+    attachments: list = dataclasses.field(default_factory=list)
 
     @property
     def is_report(self) -> bool:
@@ -98,6 +100,52 @@ def body_of(msg) -> tuple[str, bool]:
     return "", False
 
 
+def _filename(part, n: int) -> str:
+    """The part's file name (RFC 2231 or RFC 2047-encoded), made safe, or a made-up one."""
+    raw = part.get_filename() or part.get_param("name")
+    if isinstance(raw, tuple):  # an RFC 2231 value compat32 left undecoded
+        raw = email.utils.collapse_rfc2231_value(raw)
+    name = ""
+    if raw:
+        try:
+            name = str(email.header.make_header(email.header.decode_header(unsurrogate(str(raw)))))
+        except Exception:  # noqa: BLE001 - a mangled encoded word: keep what was written
+            name = unsurrogate(str(raw))
+    name = _CONTROL.sub(" ", name).replace("/", "_").replace("\\", "_").strip()[:200]
+    if not name or name in (".", ".."):
+        ext = {"message/rfc822": ".eml"}.get(part.get_content_type(), "")
+        name = f"part-{n}{ext}"
+    return name
+
+
+def attachments_of(msg) -> list:
+    """(name, bytes, mimetype, content_id) of each part that is not the message's text:
+    attachments, inline images (with their Content-ID), attached messages (as .eml)."""
+    found = []
+
+    def visit(part):
+        if part.is_multipart():
+            for sub in part.get_payload():
+                visit(sub)
+            return
+        ctype = part.get_content_type()
+        disposition = (part.get("Content-Disposition") or "").lower()
+        if (ctype in ("text/plain", "text/html") and "attachment" not in disposition
+                                 and not part.get_filename()):
+            return
+        if part.get_content_maintype() == "message":
+            inner = part.get_payload()
+            data = inner[0].as_bytes() if isinstance(inner, list) and inner else b""
+        else:
+            data = part.get_payload(decode=True) or b""
+        cid = message_ids(header_text(part, "Content-ID"))
+        found.append((_filename(part, len(found) + 1), data, ctype,
+                      cid[0].strip("<>") if cid else None))
+    if msg.get_content_maintype() == "multipart" or msg.get_content_type() not in ("text/plain", "text/html"):
+        visit(msg)
+    return found
+
+
 def auto_reason(msg, our_domains=(), bounce_local="bounce") -> str | None:
     """Why the message is automatic (so it must never make us send mail back), or None."""
     auto = header_text(msg, "Auto-Submitted").lower()
@@ -137,11 +185,16 @@ def parse(data: bytes, our_domains=(), bounce_local="bounce") -> Mail:
         body, is_html = body_of(msg)
     except Exception:  # noqa: BLE001 - a part the parser cannot decode: keep the rest
         body, is_html = "", False
+    try:
+        files = attachments_of(msg)
+    except Exception:  # noqa: BLE001 - broken MIME structure: the text still gets through
+        files = []
     # PostgreSQL refuses NUL in text; nobody meant one.
     body = unsurrogate(body)
     return Mail(raw=data, msg=msg, message_id=ids[0] if ids else None, references=refs,
                 subject=subject, from_address=from_address, from_display=from_display,
-                auto_reason=auto_reason(msg, our_domains, bounce_local), body=body, body_is_html=is_html)
+                auto_reason=auto_reason(msg, our_domains, bounce_local), body=body, body_is_html=is_html,
+                attachments=files)
 
 
 def is_daemon(address: str | None) -> bool:

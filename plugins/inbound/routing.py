@@ -9,7 +9,7 @@ import email.errors
 
 import peewee as pw
 
-from postroom.core import chatter, emails, records
+from postroom.core import attachments, chatter, emails, records
 from postroom.core.models import Message, Record
 
 from . import bounces, decisions, recipients
@@ -102,10 +102,22 @@ def _poster(host, mail, sender, record, parent):
             host, record, mail.body, subject=mail.subject or None, author=author,
             email_from=mail.from_display, message_type="email", parent=parent,
             message_id=next(ids), body_is_html=mail.body_is_html,
+            attachments=_storable(host, mail),
             # An automatic message is recorded but notifies nobody: it never makes us mail back.
             note=mail.auto_reason is not None)
         return msg
     return post
+
+
+def _storable(host, mail) -> list:
+    """The mail's attachments, less any part over attachment_max_size (the whole mail was
+    already bounded by inbound_max_size; one oversized part must not lose the message)."""
+    limit = attachments.max_size(host)
+    kept = [a for a in mail.attachments if len(a[1]) <= limit]
+    if len(kept) < len(mail.attachments):
+        host.log.warning("inbound: %s attachment(s) of %s over attachment_max_size (%s bytes) not stored",
+                         len(mail.attachments) - len(kept), mail.message_id, limit)
+    return kept
 
 
 def plan(host, mail, mail_from, verdicts, dry_run=False, client="") -> list[Outcome]:
