@@ -202,15 +202,19 @@ def get(host, attachment_id) -> Attachment:
 
 def content(host, attachment: Attachment) -> bytes:
     """The exact bytes of an attachment (checked against its checksum)."""
-    path = path_of(host, attachment.checksum)
+    return read_content(host, attachment.checksum, f"attachment {attachment.id}")
+
+
+def read_content(host, checksum: str, label: str = "attachment") -> bytes:
+    """The stored bytes with this checksum; NotFound when the file store lost them."""
     try:
-        with open(path, "rb") as fh:
+        with open(path_of(host, checksum), "rb") as fh:
             data = fh.read()
     except OSError as exc:
-        raise NotFound(f"attachment {attachment.id}: its content {attachment.checksum[:12]}… is "
-                       f"missing from the file store ({exc.strerror})") from None
-    if hashlib.sha256(data).hexdigest() != attachment.checksum:
-        raise InvalidInput(f"attachment {attachment.id}: the stored content does not match its checksum")
+        raise NotFound(f"{label}: its content {checksum[:12]}… is missing from the file store "
+                       f"({exc.strerror})") from None
+    if hashlib.sha256(data).hexdigest() != checksum:
+        raise InvalidInput(f"{label}: the stored content does not match its checksum")
     return data
 
 

@@ -4,7 +4,7 @@ import sys
 
 import click
 
-from postroom.core import chatter, emails
+from postroom.core import attachments, chatter, emails
 from postroom.core.clock import UTC
 from postroom.core.errors import InvalidInput
 from postroom.core.output import created, fields, show, to_json
@@ -61,19 +61,23 @@ def mail():
 @click.option("--auto-delete", is_flag=True,
               help="Delete the mail once sent, like chatter notifications (default: keep it, like "
                    "Odoo's directly created mails, so it can be shown and exported).")
+@click.option("--attach", "attach", multiple=True, metavar="FILE",
+              help="Attach this file (repeatable; at most attachment_max_size each).")
 @click.pass_context
-def mail_send(ctx, to, subject, body, email_from, bulk, at, auto_delete):
+def mail_send(ctx, to, subject, body, email_from, bulk, at, auto_delete, attach):
     """Send a mail to each --to address (urgent unless --bulk or --at)."""
     host = _host(ctx)
+    files = attachments.prepare(host, attach)
     for address in to:
         emails.split_address(address)
     if email_from:
         emails.split_address(email_from)
     from postroom.core.html import text_to_html
     when = _parse_at(at)
-    ids = queue.enqueue(host, [{"email_to": a, "subject": subject, "body_html": text_to_html(body),
-                                "email_from": email_from, "bulk": bulk or when is not None,
-                                "scheduled_at": when, "auto_delete": auto_delete} for a in to])
+    ids = queue.enqueue_with_files(
+        host, [{"email_to": a, "subject": subject, "body_html": text_to_html(body),
+                "email_from": email_from, "bulk": bulk or when is not None,
+                "scheduled_at": when, "auto_delete": auto_delete} for a in to], files)
     states = {m.id: m for m in OutgoingMail.select().where(OutgoingMail.id.in_(ids))}
     failed = False
     for mail_id, address in zip(ids, to):

@@ -7,16 +7,18 @@ with the `email` package and kept as bytes; each recipient only gets its own hea
 encoded with the `email` package's own RFC 2047 / address helpers (cached per value). The
 result parses back with `email` into the same message (a test checks it).
 """
+import collections
 import email
 import email.header
 import email.utils
 import functools
 import hashlib
 import re
+import weakref
 from email import policy
 from email.message import EmailMessage
 
-from postroom.core import emails
+from postroom.core import attachments, emails
 from postroom.core.html import to_text
 
 from . import signing
@@ -55,6 +57,61 @@ def body_part(body_html: str) -> bytes:
     return part.as_bytes(policy=policy.SMTP)
 
 
+# Bodies with attachments: few distinct ones per batch (one per chatter message or
+# campaign) but large, so only the last few are kept.
+_WITH_FILES: collections.OrderedDict = collections.OrderedDict()
+_WITH_FILES_KEEP = 4
+_FILE_SPECS = weakref.WeakKeyDictionary()  # host → {ids: specs}; attachment rows never change
+# How many MIME bodies with files were built (read by tests and benches: one per message).
+stats = collections.Counter()
+
+
+def file_specs(host, ids) -> tuple:
+    """(name, mimetype, checksum, content_id) of each attachment id, in order, cached per
+    host (attachment rows are immutable). Ids that no longer exist are left out."""
+    key = tuple(ids or ())
+    if not key:
+        return ()
+    cache = _FILE_SPECS.setdefault(host, {})
+    if key not in cache:
+        if len(cache) > 1024:
+            cache.clear()
+        cache[key] = tuple((a.name, a.mimetype, a.checksum, a.content_id) for a in attachments.by_ids(key))
+    return cache[key]
+
+
+def body_with_files(host, body_html: str, specs: tuple) -> bytes:
+    """The MIME body with its attachments: multipart/mixed around the text/HTML
+    alternative, inline images (with a Content-ID) in a multipart/related beside the HTML.
+    Built once per (body, attachments) and reused for every recipient; file names are
+    RFC 2231-encoded by the `email` package when they are not ASCII."""
+    key = (body_html, specs)
+    if key in _WITH_FILES:
+        _WITH_FILES.move_to_end(key)
+        return _WITH_FILES[key]
+    part = EmailMessage(policy=policy.SMTP)
+    part.set_content(to_text(body_html) or " ", cte="quoted-printable")
+    part.add_alternative(body_html or "<p></p>", subtype="html", cte="quoted-printable")
+    html_part = part.get_payload()[1]
+    for name, mimetype, checksum, content_id in specs:
+        data = attachments.read_content(host, checksum, f"attachment {name}")
+        maintype, _, subtype = mimetype.partition("/")
+        if content_id and maintype == "image":
+            html_part.add_related(data, maintype, subtype, cid=f"<{content_id}>", filename=name,
+                                  disposition="inline")
+        else:
+            part.add_attachment(data, maintype, subtype, filename=name)
+    digest = hashlib.sha1(repr(key).encode()).hexdigest()[:20]
+    for n, sub in enumerate(p for p in part.walk() if p.is_multipart()):
+        sub.set_boundary(f"==postroom-{digest}-{n}==")  # stable: exports match what was sent
+    data = part.as_bytes(policy=policy.SMTP)
+    stats["bodies_with_files_built"] += 1
+    _WITH_FILES[key] = data
+    while len(_WITH_FILES) > _WITH_FILES_KEEP:
+        _WITH_FILES.popitem(last=False)
+    return data
+
+
 @functools.lru_cache(maxsize=4096)
 def encode_text(value: str, header_name: str) -> str:
     """A header value as ASCII: as is when it is short ASCII, else RFC 2047 encoded-words."""
@@ -82,7 +139,7 @@ def headers_block(fields: list[tuple[str, str]]) -> bytes:
     return "".join(f"{k}: {v}\r\n" for k, v in fields if v).encode("ascii")
 
 
-def build(mail, envelope_from: str, date: str, reply_to: str | None) -> bytes:
+def build(mail, envelope_from: str, date: str, reply_to: str | None, body: bytes | None = None) -> bytes:
     """The full message bytes for one mail row (an `OutgoingMail` or anything with its
     attributes). Refuses (InvalidInput) a value carrying CR/LF, whatever wrote it to the
     database: header injection never reaches the wire."""
@@ -106,7 +163,7 @@ def build(mail, envelope_from: str, date: str, reply_to: str | None) -> bytes:
     ]
     for name, value in (mail.headers or {}).items():
         fields.append((name, encode_text(value, name)))
-    return headers_block(fields) + body_part(mail.body_html or "")
+    return headers_block(fields) + (body if body is not None else body_part(mail.body_html or ""))
 
 
 def format_date(when) -> str:
@@ -124,7 +181,9 @@ def final_bytes(host, mail, envelope_from: str, date: str, prepare: bool | None 
     says whether any plugin implements that hook and `signer` holds the keys (pass both
     once per batch; None looks them up). Raises InvalidInput for a value that would inject
     headers, `signing.SigningFailed` when a key exists but cannot sign."""
-    data = build(mail, envelope_from, date, mail.reply_to)
+    specs = file_specs(host, getattr(mail, "attachment_ids", None))
+    body = body_with_files(host, mail.body_html or "", specs) if specs else None
+    data = build(mail, envelope_from, date, mail.reply_to, body)
     if prepare is None:
         prepare = bool(host.hook.postroom_mail_prepare.get_hookimpls())
     if prepare:

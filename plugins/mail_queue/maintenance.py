@@ -6,7 +6,7 @@ import smtplib
 
 import peewee as pw
 
-from postroom.core import chatter
+from postroom.core import attachments, chatter
 from postroom.core import vacuum as core_vacuum
 from postroom.core.doctor import Check
 from postroom.core.models import CronAction, Notification
@@ -14,7 +14,7 @@ from postroom.core.models import CronAction, Notification
 from . import daily_limit, servers, smtp_client
 from .addressing import default_from, sender_problem
 from .models import DailyCount, OutgoingMail
-from .settings import ACTION_CODE, ACTION_NAME
+from .settings import ACTION_CODE, ACTION_NAME, ATTACHMENT_HOLDER
 
 
 def _keep(host, key, default_days):
@@ -57,12 +57,17 @@ def vacuum(host, batch_size, dry_run):
     for server, day in keys[:batch_size]:
         gone_counters += DailyCount.delete().where((DailyCount.server == server)
                                                    & (DailyCount.day == day)).execute()
+    # A direct mail's attachments go once the mail is gone (sent and auto-deleted, or
+    # vacuumed above); while it is queued its rows, and so their content, stay.
+    gone_files, more_files = attachments.remove_orphans(ATTACHMENT_HOLDER, OutgoingMail.select(OutgoingMail.id),
+                                                        batch_size)
     gone = result["removed"]["mails"]
-    if not gone and not gone_counters and not result["remaining"]:
+    if not gone and not gone_counters and not gone_files and not result["remaining"] and not more_files:
         return None
-    host.log.info("mail queue vacuum: %s mail(s), %s counter(s) removed", gone, gone_counters)
-    return {"removed": {"mails": gone, "counters": gone_counters},
-            "remaining": max(result["remaining"], int(len(keys) > batch_size))}
+    host.log.info("mail queue vacuum: %s mail(s), %s counter(s), %s attachment(s) removed", gone,
+                  gone_counters, gone_files)
+    return {"removed": {"mails": gone, "counters": gone_counters, "attachments": gone_files},
+            "remaining": max(result["remaining"], int(len(keys) > batch_size), more_files)}
 
 
 # --- doctor --------------------------------------------------------------------------

@@ -27,6 +27,7 @@ class OutgoingMail(BaseModel):
     subject = pw.CharField(max_length=998, null=True)
     body_html = pw.TextField(default="")
     headers = JSONField(null=True)
+    attachment_ids = JSONField(null=True)  # [core Attachment id, ...], held by the enqueuer
     message_id = pw.CharField(max_length=512)
     in_reply_to = pw.CharField(max_length=512, null=True)
     references = pw.TextField(null=True)

@@ -5,7 +5,7 @@ import email.utils
 
 import peewee as pw
 
-from postroom.core import chatter, emails, scheduler
+from postroom.core import attachments, chatter, emails, scheduler
 from postroom.core.db import is_postgres
 from postroom.core.errors import InvalidInput
 from postroom.core.models import Message, Notification, Partner
@@ -13,14 +13,14 @@ from postroom.core.models import Message, Notification, Partner
 from . import compose, sending
 from .addressing import catchall, default_from, reply_to_for
 from .models import OutgoingMail
-from .settings import ACTION_CODE, chunks, lifetime
+from .settings import ACTION_CODE, ATTACHMENT_HOLDER, chunks, lifetime
 
 def _row(host, mail: dict, now, from_default, expires_default) -> dict:
     if not isinstance(mail, dict):
         raise InvalidInput("each mail must be a dict")
     unknown = set(mail) - {"email_to", "subject", "body_html", "email_from", "headers", "ref",
                            "scheduled_at", "message_id", "notification_id", "auto_delete", "bulk",
-                           "reply_to", "message"}
+                           "reply_to", "message", "attachment_ids"}
     if unknown:
         raise InvalidInput(f"unknown mail keys: {', '.join(sorted(unknown))}")
     to_text = mail.get("email_to")
@@ -54,8 +54,27 @@ def _row(host, mail: dict, now, from_default, expires_default) -> dict:
             "scheduled_at": scheduled, "message_id": message_id,
             "notification_id": mail.get("notification_id"), "message": mail.get("message"),
             "auto_delete": bool(mail.get("auto_delete", True)), "bulk": bool(mail.get("bulk", True)),
+            "attachment_ids": _attachment_ids(mail.get("attachment_ids")),
             "reply_to": reply_to, "state": "outgoing", "attempts": 0, "created_at": now,
             "updated_at": now, "expires_at": start + expires_default}
+
+
+def _attachment_ids(value) -> list[int] | None:
+    if not value:
+        return None
+    if not isinstance(value, (list, tuple)) or not all(isinstance(i, int) for i in value):
+        raise InvalidInput("attachment_ids must be a list of attachment ids")
+    return list(value)
+
+
+def _check_attachments(rows) -> None:
+    """Every attachment a mail names exists (one query for the whole call)."""
+    wanted = {i for r in rows for i in (r["attachment_ids"] or ())}
+    if wanted:
+        found = {a.id for a in attachments.by_ids(sorted(wanted))}
+        missing = sorted(wanted - found)
+        if missing:
+            raise InvalidInput(f"no attachment with id {', '.join(map(str, missing))}")
 
 
 def insert_rows(host, rows: list[dict]) -> list[int]:
@@ -79,6 +98,7 @@ def enqueue(host, mails: list[dict]) -> list[int]:
     rows = [_row(host, m, now, from_default, life) for m in mails]
     if not rows:
         return []
+    _check_attachments(rows)
     with host.transaction():
         ids = insert_rows(host, rows)
         scheduled = [r["scheduled_at"] for r in rows if r["scheduled_at"] and r["scheduled_at"] > now]
@@ -90,6 +110,18 @@ def enqueue(host, mails: list[dict]) -> list[int]:
             host.after_commit(lambda: sending.send_ids(host, urgent), network=True)
     host.log.info("mail queue: %s mail(s) enqueued (%s urgent), ids %s..%s", len(ids),
                   len(urgent), ids[0], ids[-1])
+    return ids
+
+
+def enqueue_with_files(host, mails: list[dict], files) -> list[int]:
+    """`enqueue`, each mail holding its own copy of `files` (`core.attachments.prepare`d;
+    the content is stored once). The attachments go when the mail is deleted (vacuum)."""
+    with host.transaction():
+        ids = enqueue(host, mails)
+        for mail_id in ids if files else ():
+            held = attachments.store(host, files, ATTACHMENT_HOLDER, mail_id)
+            (OutgoingMail.update(attachment_ids=[a.id for a in held])
+             .where(OutgoingMail.id == mail_id).execute())
     return ids
 
 
@@ -105,9 +137,11 @@ def from_notifications(host, message: Message, where, bulk: bool) -> int:
     subject = message.subject or (f"Re: {record.name}" if record is not None else "")
     V = pw.Value
     conv = {"dt": OutgoingMail.created_at.db_value}
+    files = [a.id for a in attachments.of("message", message.id)] or None
     query = (Notification.select(
         V(message.id), Notification.id, V(email_from), Partner.email, Partner.name,
-        V(subject), V(message.body), V(message.message_id),
+        V(subject), V(message.body), V(OutgoingMail.attachment_ids.db_value(files)),
+        V(message.message_id),
         V(parent.message_id if parent else None), V(parent.message_id if parent else None),
         V(reply_to_for(host, record)), V("outgoing"), V(bulk), V(True), V(0),
         V(now, converter=conv["dt"]), V(now, converter=conv["dt"]),
@@ -117,7 +151,8 @@ def from_notifications(host, message: Message, where, bulk: bool) -> int:
                & (Notification.status == "ready") & where))
     F = OutgoingMail
     return (F.insert_from(query, [F.message, F.notification_id, F.email_from, F.email_to,
-                                  F.recipient_name, F.subject, F.body_html, F.message_id,
+                                  F.recipient_name, F.subject, F.body_html, F.attachment_ids,
+                                  F.message_id,
                                   F.in_reply_to, F.references, F.reply_to, F.state, F.bulk,
                                   F.auto_delete, F.attempts, F.created_at, F.updated_at,
                                   F.expires_at])

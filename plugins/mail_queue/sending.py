@@ -95,7 +95,7 @@ M_ = OutgoingMail
 SEND_FIELDS = (M_.id, M_.chatter_message_id, M_.notification_id, M_.ref, M_.email_from,
                M_.email_to, M_.recipient_name, M_.subject, M_.body_html, M_.headers,
                M_.message_id, M_.in_reply_to, M_.references, M_.reply_to, M_.attempts,
-               M_.expires_at, M_.bulk, M_.auto_delete)
+               M_.expires_at, M_.bulk, M_.auto_delete, M_.attachment_ids)
 
 
 def deliver(host, token, pool) -> Outcome:

@@ -28,3 +28,6 @@ def lease(host) -> dt.timedelta:
 def batch_size(host) -> int:
     """Mails claimed at once (`mail_batch_size`)."""
     return max(1, host.config.getint("mail_batch_size", 200))
+
+# res_model of the attachments a direct mail (`mail send --attach`) holds itself.
+ATTACHMENT_HOLDER = "mail_queue.mail"
