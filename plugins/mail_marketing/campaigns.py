@@ -3,7 +3,7 @@ import datetime as dt
 
 import peewee as pw
 
-from postroom.core import emails, records, scheduler, services
+from postroom.core import attachments, emails, records, scheduler, services
 from postroom.core.clock import parse_when
 from postroom.core.errors import Conflict, InvalidInput, NotFound
 
@@ -37,8 +37,11 @@ def read_body(path: str) -> str:
     return text
 
 
-def create_campaign(host, subject: str, body_html: str, list_names, email_from: str | None = None) -> Campaign:
-    """A draft campaign to the union of the named lists, with its own chatter record."""
+def create_campaign(host, subject: str, body_html: str, list_names, email_from: str | None = None,
+                    files=()) -> Campaign:
+    """A draft campaign to the union of the named lists, with its own chatter record.
+    `files`: attachments every recipient gets (paths or `(name, bytes, mimetype)`), checked
+    before anything is written and stored once whatever the number of recipients."""
     subject = (subject or "").strip()
     if not subject:
         raise InvalidInput("the subject is empty")
@@ -49,12 +52,14 @@ def create_campaign(host, subject: str, body_html: str, list_names, email_from: 
     email_from = (email_from or default_from(host)).strip()
     emails.split_address(email_from)
     lists = [get_list(host, n) for n in names]
+    ready = attachments.prepare(host, files)
     now = host.clock.now()
     with host.transaction():
         record = records.create_record(host, RECORD_TYPE, subject)
         campaign = Campaign.create(subject=subject, body_html=body_html, email_from=email_from,
                                    state="draft", record_id=record.id, created_at=now)
         CampaignList.insert_many([{"campaign": campaign.id, "mailing_list": m.id} for m in lists]).execute()
+        attachments.store(host, ready, mails.ATTACHMENT_HOLDER, campaign.id)
     host.log.info("campaign %s created: %r to lists %s", campaign.id, subject, ", ".join(names))
     return campaign
 
@@ -188,7 +193,8 @@ def describe(host, campaign) -> dict:
             "email_from": campaign.email_from, "lists": names, "record": f"{RECORD_TYPE},{campaign.record_id}",
             "created_at": campaign.created_at, "scheduled_at": campaign.scheduled_at,
             "started_at": campaign.started_at, "done_at": campaign.done_at,
-            "last_error": campaign.last_error}
+            "last_error": campaign.last_error,
+            "attachments": attachments.describe(attachments.of(mails.ATTACHMENT_HOLDER, campaign.id))}
     data.update(stats(campaign))
     return data
 

@@ -130,11 +130,14 @@ def campaign():
               help="The HTML body (UTF-8); the text part is derived from it.")
 @click.option("--list", "list_names", multiple=True, required=True, help="Recipient list (repeatable).")
 @click.option("--from", "email_from", help="Sender (default: marketing_email_from, else catchall@domain).")
+@click.option("--attach", "attach", multiple=True, metavar="FILE",
+              help="Attach this file to every recipient's mail (repeatable; stored once).")
 @click.pass_context
-def campaign_create(ctx, subject, body_file, list_names, email_from):
+def campaign_create(ctx, subject, body_file, list_names, email_from, attach):
     """Create a draft campaign; prints its id."""
     body = campaigns.read_body(body_file)
-    created("campaign", campaigns.create_campaign(get_host(ctx), subject, body, list_names, email_from).id)
+    created("campaign", campaigns.create_campaign(get_host(ctx), subject, body, list_names, email_from,
+                                                  files=attach).id)
 
 
 @campaign.command("send")

@@ -1,5 +1,5 @@
 """The mail of one campaign recipient: headers, signed unsubscribe address and link, enqueueing."""
-from postroom.core import chatter, services, tokens
+from postroom.core import attachments, chatter, services, tokens
 from postroom.core.models import Record
 
 from .models import Trace
@@ -54,11 +54,21 @@ def campaign_record(campaign):
     return Record.get_or_none(Record.id == campaign.record_id) if campaign.record_id else None
 
 
+ATTACHMENT_HOLDER = "mail_marketing.campaign"  # res_model of a campaign's attachments
+
+
+def attachment_ids(campaign) -> list[int]:
+    """The campaign's attachments; every recipient's mail carries the same ones."""
+    return [a.id for a in attachments.of(ATTACHMENT_HOLDER, campaign.id)]
+
+
 def build(host, campaign, address: str, name: str | None, trace_id: int | None, test: bool = False,
-          record=None, message_id: str | None = None) -> dict:
+          record=None, message_id: str | None = None, files: list[int] | None = None) -> dict:
     """The dict `mail.enqueue` takes for one recipient. The Message-Id names the campaign's
-    record, so replies thread onto the campaign's chatter."""
+    record, so replies thread onto the campaign's chatter. `files`: the campaign's
+    attachment ids (looked up when not given; a batch passes them once)."""
     record = record if record is not None else campaign_record(campaign)
+    files = attachment_ids(campaign) if files is None else files
     return {
         "email_to": address,
         "subject": campaign.subject,
@@ -69,6 +79,7 @@ def build(host, campaign, address: str, name: str | None, trace_id: int | None, 
         "ref": trace_ref(trace_id) if trace_id is not None else None,
         "message_id": message_id or chatter.make_message_id(host, record),
         "auto_delete": True,
+        "attachment_ids": files or None,
         # A test copy is one person-to-person mail: it leaves at once, not with the queue.
         "bulk": not test,
     }
@@ -81,8 +92,9 @@ def enqueue_traces(host, campaign, traces: list[dict], record=None) -> None:
     if not traces:
         return
     record = record if record is not None else campaign_record(campaign)
+    files = attachment_ids(campaign)
     batch = [build(host, campaign, t["email"], t.get("name"), t["id"], record=record,
-                   message_id=t.get("message_id")) for t in traces]
+                   message_id=t.get("message_id"), files=files) for t in traces]
     host.hook.postroom_campaign_batch(host=host, campaign=campaign, mails=batch)
     services.mail(host).enqueue(batch)
     fresh = [m for m, t in zip(batch, traces) if m["message_id"] != t.get("message_id")]

@@ -1,0 +1,41 @@
+"""Campaign attachments: every recipient's mail carries them, stored once."""
+import os
+
+from postroom.core.models import AttachmentContent
+from postroom.plugins.mail_marketing.models import Campaign
+
+from .conftest import contacts, drain, last_word, make_list, show
+
+PDF = b"%PDF-1.4\n" + os.urandom(2000) + b"\n%%EOF\n"
+
+
+def test_every_recipient_gets_the_campaign_attachment_stored_once(mk, run, sink, tmp_path, db_url):
+    host = mk(db_url=db_url)
+    make_list(run, host, tmp_path, "news", contacts(3))
+    body = tmp_path / "body.html"
+    body.write_text("<p>Our catalogue</p>", encoding="utf-8")
+    pdf = tmp_path / "Catalogue 2026 — prix.pdf"
+    pdf.write_bytes(PDF)
+    cid = last_word(run(host, "campaign", "create", "--subject", "Catalogue", "--body-file", body,
+                        "--list", "news", "--attach", pdf))
+    assert [a["name"] for a in show(run, host, cid)["attachments"]] == ["Catalogue 2026 — prix.pdf"]
+    run(host, "campaign", "send", cid)
+    drain(host)
+    got = sink.wait_for(3)
+    assert len(got) == 3
+    for r in got:
+        [part] = list(r.message.iter_attachments())
+        assert (part.get_filename(), part.get_content_type(), part.get_content()) == (
+            "Catalogue 2026 — prix.pdf", "application/pdf", PDF)
+    assert AttachmentContent.select().count() == 1
+
+
+def test_campaign_create_with_a_missing_file_creates_nothing(mk, run, tmp_path):
+    host = mk()
+    make_list(run, host, tmp_path, "news", contacts(1))
+    body = tmp_path / "body.html"
+    body.write_text("<p>x</p>", encoding="utf-8")
+    result = run(host, "campaign", "create", "--subject", "C", "--body-file", body, "--list", "news",
+                 "--attach", tmp_path / "gone.pdf", expect_fail=True)
+    assert "no such file" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert Campaign.select().count() == 0
