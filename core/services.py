@@ -49,6 +49,9 @@ class MailService(Protocol):
           - `notification_id`: the chatter notification this mail delivers, or None (its
             status then follows the mail: sent / exception / canceled).
           - `reply_to`: default the catchall address.
+          - `attachment_ids`: ids of `core.attachments` rows the enqueuer holds (e.g. a
+            campaign's); every such mail carries them, the MIME body built once per
+            distinct body and attachments. Unknown ids raise InvalidInput.
           - `auto_delete` (default True): delete the mail once sent.
           - `bulk` (default True): wait for the queue's scheduled run; False sends right
             after the (caller's) transaction commits, in the background inside
