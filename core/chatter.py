@@ -25,6 +25,13 @@ def make_message_id(host, record: Record | None = None) -> str:
     return f"<{token}{where}@{host.config.primary_domain}>"
 
 
+def generated_here():
+    """The condition on `Message` that its Message-Id is ours: Postroom generated it for mail
+    it sent. Incoming email (`message_type` `email`) keeps the Message-Id its sender chose,
+    so it never makes a mail "a reply to us" nor a bounce "of a mail we sent"."""
+    return Message.message_type != "email"
+
+
 def email_channel_enabled(host) -> bool:
     return bool(host.hook.postroom_email_channel(host=host))
 

@@ -1,9 +1,20 @@
 """Bounces: recognising them, finding who bounced and which mail, and recording it.
 
-The original mail is found from the signed bounce address (`bounce+<value>-<sig>`, made by
-`core.tokens.bounce_address`) and/or from the Message-Id inside the returned headers. A
-token whose signature does not verify is ignored, so nobody can forge a bounce that marks
-another mail bounced; a returned Message-Id only counts for a recipient that mail really had.
+Only evidence tied to a mail we sent counts, since anyone can send us a report naming
+anyone:
+- a genuine signed bounce address (`bounce+<value>-<sig>`, made by
+  `core.tokens.bounce_address`) names one mail and so one recipient: the bounce is that
+  recipient's, and other addresses the report names are ignored (and said so);
+- without one, a returned Message-Id counts only when Postroom generated it (never one
+  that arrived from outside, see `core.chatter.generated_here`) and only for an address
+  that very mail was sent to;
+- a mail counts at most once: a notification already bounced is not bounced again, so a
+  replayed report changes nothing.
+
+"Delayed" and "delivered/relayed/expanded" reports are information: the notification
+shows them, nothing counts. A permanent failure that is about us, not the address (5.7.x,
+blocked, spam, DMARC: the receiver refusing the *sender*), fails the mail with its reason
+(`mail_policy`) but never raises the recipient's bounce counter.
 """
 import email
 import re
@@ -11,12 +22,17 @@ import re
 import flufl.bounce
 import peewee as pw
 
-from postroom.core import emails, tokens
+from postroom.core import chatter, emails, tokens
 from postroom.core.models import Message, Notification, Partner
 
 from .parsing import header_text, is_daemon, message_ids
 
 FAILURE_TYPE = "mail_bounce"
+POLICY_FAILURE_TYPE = "mail_policy"
+INFORMATION = ("delayed", "delivered", "relayed", "expanded")
+_POLICY_WORDS = re.compile(r"\b(blocked|block ?list|black ?list|spam|dmarc|reputation|policy|"
+                           r"spf|dkim|denied|not authori[sz]ed|rbl|listed)\b", re.IGNORECASE)
+_STATUS = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
 
 
 def is_bounce(mail, mail_from: str | None, verdicts) -> bool:
@@ -28,24 +44,39 @@ def is_bounce(mail, mail_from: str | None, verdicts) -> bool:
     return mail.is_report
 
 
-def _dsn_fields(msg) -> tuple[set, str]:
-    """Failed Final-Recipients and the first Diagnostic-Code/Status of a RFC 3464 report."""
-    failed, reason = set(), ""
+def kind_of(action: str, status: str, diagnostic: str) -> str:
+    """`information` (delayed, delivered…), `policy` (the receiver refuses the sender) or
+    `failed` (the address does not work) for one reported recipient."""
+    action = (action or "failed").strip().lower()
+    match = _STATUS.search(status or "") or _STATUS.search(diagnostic or "")
+    if action in INFORMATION or (match and match.group(1) == "2"):
+        return "information"
+    if match and match.group(2) == "7":
+        return "policy"
+    if _POLICY_WORDS.search(diagnostic or ""):
+        return "policy"
+    return "failed"
+
+
+def _dsn_blocks(msg) -> list[dict]:
+    """Every per-recipient block of a RFC 3464 report: address, kind, reason."""
+    out = []
     for part in msg.walk():
         if part.get_content_type() != "message/delivery-status":
             continue
         payload = part.get_payload()
         blocks = payload if isinstance(payload, list) else [email.message_from_string(str(payload))]
         for block in blocks:
-            action = (block.get("Action") or "failed").strip().lower()
             final = block.get("Final-Recipient") or block.get("Original-Recipient") or ""
-            addr = str(final).split(";", 1)[-1].strip()
-            if action == "failed" and emails.is_valid(addr):
-                failed.add(addr.lower())
-                diag = " ".join(str(block.get("Diagnostic-Code") or "").split(";", 1)[-1].split())
-                status = str(block.get("Status") or "").strip()
-                reason = reason or (f"{status} {diag}".strip() if diag or status else "")
-    return failed, reason
+            addr = str(final).split(";", 1)[-1].strip().lower()
+            if not emails.is_valid(addr):
+                continue
+            diag = " ".join(str(block.get("Diagnostic-Code") or "").split(";", 1)[-1].split())
+            status = str(block.get("Status") or "").strip()
+            action = str(block.get("Action") or "failed")
+            out.append({"email": addr, "kind": kind_of(action, status, diag),
+                        "reason": f"{status} {diag}".strip(), "action": action.strip().lower()})
+    return out
 
 
 def _returned_message_id(msg) -> str | None:
@@ -87,9 +118,13 @@ def _quoted_message_id(mail) -> str | None:
     return match.group(1) if match else None
 
 
+def _clean(text: str) -> str:
+    return _CONTROL.sub(" ", text or "").strip()[:2000]
+
+
 def analyse(host, mail, verdicts) -> dict:
-    """Everything a bounce tells, without writing: token value, bounced addresses, reason,
-    the original Message-Id, and the notification(s) they designate."""
+    """Everything a bounce tells, without writing: the token value, one entry per reported
+    recipient (email, kind, reason) and the returned Message-Id."""
     value = forged = None
     for v in verdicts:
         if v.kind == "bounce" and "+" in v.local:
@@ -97,95 +132,133 @@ def analyse(host, mail, verdicts) -> dict:
             if found is None:
                 forged = v.address
             value = value or found
-    try:
-        detected = {a.decode("ascii", "replace").lower() for a in flufl.bounce.scan_message(mail.msg)}
-    except Exception:  # noqa: BLE001 - a detector choking on odd input must not stop us
-        detected = set()
-    dsn_failed, reason = _dsn_fields(mail.msg)
-    addresses = sorted(a for a in detected | dsn_failed if emails.is_valid(a))
+    reported = {b["email"]: b for b in _dsn_blocks(mail.msg)}
+    if not reported:  # not a DSN: what the detectors find in Postfix/Exim/qmail/Exchange text
+        try:
+            detected = {a.decode("ascii", "replace").lower() for a in flufl.bounce.scan_message(mail.msg)}
+        except Exception:  # noqa: BLE001 - a detector choking on odd input must not stop us
+            detected = set()
+        summary = _summary(mail)
+        kind = kind_of("failed", summary, summary)
+        reported = {a: {"email": a, "kind": kind, "reason": summary, "action": "failed"}
+                    for a in sorted(detected) if emails.is_valid(a)}
+    for r in reported.values():
+        r["reason"] = _clean(r["reason"] or _summary(mail))
     original_id = _returned_message_id(mail.msg) or _quoted_message_id(mail)
-    return {"value": value, "forged": forged, "addresses": addresses,
-            "reason": _CONTROL.sub(" ", reason or _summary(mail)).strip(), "message_id": original_id}
+    return {"value": value, "forged": forged, "reported": list(reported.values()),
+            "message_id": original_id}
 
 
-def targets(host, info) -> list[dict]:
-    """One dict per bounced recipient: email, partner, notification (or None)."""
-    out = []
+def targets(host, info) -> dict:
+    """Who the bounce is attributed to: {"notes": [(notification, partner, entry)],
+    "foreign": entry list handed to other plugins, "ignored": addresses not attributed}.
+
+    Reads only. A notification token names one notification; another genuine token (a
+    plugin's own mail) is the plugin's to attribute; a returned Message-Id counts only when
+    we generated it, for its own recipients."""
+    reported = info["reported"]
+    by_email = {r["email"]: r for r in reported}
     nid = tokens.notification_of(info["value"])
     if nid is not None:
         note = (Notification.select(Notification, Partner).join(Partner)
                 .where(Notification.id == nid).first())
-        if note is not None:
-            msgid = Message.select(Message.message_id).where(Message.id == note.message_id).scalar()
-            out.append({"email": note.partner.email_normalized, "partner": note.partner,
-                        "notification": note, "message_id": msgid})
-            return out
-    message = None
-    if info["message_id"]:
-        message = Message.get_or_none(Message.message_id == info["message_id"])
-    addresses = info["addresses"]
-    partners = {}
-    if addresses:
-        for p in Partner.select().where(Partner.email_normalized.in_(addresses)).order_by(Partner.id):
-            partners.setdefault(p.email_normalized, p)
-    # Without a verified token only a returned Message-Id ties the bounce to our mail, and
-    # only a recipient that mail really had may be counted: nothing else can be forged.
-    verified = info["value"] is not None
-    if not verified and not info["message_id"]:
-        return out
-    for addr in addresses:
-        partner = partners.get(addr)
-        note = None
-        if message is not None and partner is not None:
-            note = Notification.get_or_none((Notification.message == message)
-                                            & (Notification.partner == partner))
-        if not verified and note is None:
-            partner = None
-        out.append({"email": addr, "partner": partner, "notification": note,
-                    "message_id": info["message_id"]})
-    return out
+        if note is None:
+            return {"notes": [], "foreign": [], "ignored": sorted(by_email)}
+        own = note.partner.email_normalized
+        entry = by_email.get(own) or _only_entry(reported, own)
+        return {"notes": [(note, note.partner, entry)], "foreign": [],
+                "ignored": sorted(a for a in by_email if a != own)}
+    if info["value"] is not None:  # a plugin's token: it knows its own recipient
+        return {"notes": [], "foreign": reported, "ignored": []}
+    if not info["message_id"] or not by_email:
+        return {"notes": [], "foreign": [], "ignored": sorted(by_email)}
+    notes = list(Notification.select(Notification, Partner).join(Partner)
+                 .switch(Notification).join(Message)
+                 .where((Message.message_id == info["message_id"]) & chatter.generated_here()
+                        & Partner.email_normalized.in_(list(by_email))))
+    mine = [(n, n.partner, by_email[n.partner.email_normalized]) for n in notes]
+    attributed = {n.partner.email_normalized for n in notes}
+    # Not a chatter message of ours: perhaps another plugin's mail (a campaign's).
+    foreign = [] if notes else reported
+    return {"notes": mine, "foreign": foreign, "ignored": sorted(a for a in by_email if a not in attributed)
+            if notes else []}
+
+
+def _only_entry(reported, own) -> dict:
+    """The report's entry for a token's recipient that the report itself names differently
+    (a forward, a rewritten address): its one entry, else an unspecified failure."""
+    if len(reported) == 1:
+        return {**reported[0], "email": own}
+    kinds = {r["kind"] for r in reported}
+    kind = "failed" if not kinds or "failed" in kinds else sorted(kinds)[0]
+    reason = next((r["reason"] for r in reported if r["kind"] == kind), "bounce")
+    return {"email": own, "kind": kind, "reason": reason, "action": "failed"}
 
 
 def apply(host, info, found) -> list[dict]:
-    """Record the bounce (inside the caller's transaction) and fire the hook per recipient."""
+    """Record the bounce (inside the caller's transaction) and fire the hook for what was
+    newly recorded. Returns the hook payloads."""
     now = host.clock.now()
     fired = []
-    for t in found:
-        note, partner = t["notification"], t["partner"]
-        if note is not None:
-            (Notification.update(status="bounce", failure_type=FAILURE_TYPE,
-                                 failure_reason=info["reason"], updated_at=now)
-             .where(Notification.id == note.id).execute())
-        if partner is not None:
+    for note, partner, entry in found["notes"]:
+        kind, reason = entry["kind"], entry["reason"]
+        if kind == "information":
+            (Notification.update(failure_reason=f"{entry['action']}: {reason}"[:2000], updated_at=now)
+             .where((Notification.id == note.id) & Notification.status.not_in(chatter.FAILED)).execute())
+            continue
+        status, ftype = ("bounce", FAILURE_TYPE) if kind == "failed" else ("exception", POLICY_FAILURE_TYPE)
+        changed = (Notification.update(status=status, failure_type=ftype, failure_reason=reason, updated_at=now)
+                   .where((Notification.id == note.id) & (Notification.status != "bounce")
+                          & ~((Notification.status == status) & (Notification.failure_type == ftype)))
+                   .execute())
+        if not changed:
+            continue  # this mail's bounce was counted already: a replay changes nothing
+        if kind == "failed":
             (Partner.update(message_bounce=Partner.message_bounce + 1)
              .where(Partner.id == partner.id).execute())
-        bounce = {"email": t["email"], "token": info["value"], "message_id": t["message_id"],
-                  "reason": info["reason"], "partner_id": partner.id if partner else None,
-                  "notification_id": note.id if note else None}
-        try:
-            with host.transaction():  # a savepoint: a listener's failure undoes only its own writes
-                host.hook.postroom_bounce_received(host=host, bounce=bounce)
-        except (pw.OperationalError, pw.InterfaceError):
-            raise  # the database itself is gone: the gateway answers 451 and the bounce comes again
-        except Exception:  # noqa: BLE001 - a bounce never fails because of a listener
-            host.log.exception("a postroom_bounce_received listener failed for %s", t["email"])
-        fired.append(bounce)
+        fired.append(_fire(host, {"email": partner.email_normalized, "token": info["value"],
+                                  "message_id": info["message_id"], "reason": reason,
+                                  "partner_id": partner.id, "notification_id": note.id,
+                                  "counts": kind == "failed", "addresses": [partner.email_normalized]}))
+    counted = [r for r in found["foreign"] if r["kind"] != "information"]
+    if counted:
+        first = next((r for r in counted if r["kind"] == "failed"), counted[0])
+        fired.append(_fire(host, {"email": first["email"] if len(counted) == 1 else None,
+                                  "token": info["value"], "message_id": info["message_id"],
+                                  "reason": first["reason"], "partner_id": None, "notification_id": None,
+                                  "counts": first["kind"] == "failed",
+                                  "addresses": [r["email"] for r in counted]}))
+    if found["ignored"]:
+        host.log.info("bounce: report names %s, not tied to a mail we sent them: ignored",
+                      ", ".join(found["ignored"]))
     return fired
+
+
+def _fire(host, bounce) -> dict:
+    try:
+        with host.transaction():  # a savepoint: a listener's failure undoes only its own writes
+            host.hook.postroom_bounce_received(host=host, bounce=bounce)
+    except (pw.OperationalError, pw.InterfaceError):
+        raise  # the database itself is gone: the gateway answers 451 and the bounce comes again
+    except Exception:  # noqa: BLE001 - a bounce never fails because of a listener
+        host.log.exception("a postroom_bounce_received listener failed for %s", bounce["email"])
+    return bounce
 
 
 def describe(info, found) -> str:
     extra = f" (forged or mangled token on {info['forged']} ignored)" if info["forged"] else ""
-    if not found:
+    if found["ignored"]:
+        extra += f" (not tied to a mail we sent them, ignored: {', '.join(found['ignored'][:5])})"
+    parts = [f"{partner.email_normalized} (notification {note.id}: {entry['kind']})"
+             for note, partner, entry in found["notes"]]
+    parts += [f"{r['email']} ({r['kind']}, for the plugin that sent it)" for r in found["foreign"]]
+    if not parts:
         return f"bounce: no bounced recipient recognised{extra}"
-    parts = []
-    for t in found:
-        where = f"notification {t['notification'].id}" if t["notification"] else "no notification"
-        parts.append(f"{t['email']} ({where})")
-    return f"bounce for {', '.join(parts)}{extra}: {info['reason']}"
+    reasons = {e["reason"] for _, _, e in found["notes"]} | {r["reason"] for r in found["foreign"]}
+    return f"bounce for {', '.join(parts)}{extra}: {'; '.join(sorted(reasons))[:500]}"
 
 
 def reset_counter_of(address: str) -> None:
     """A normal mail from an address shows it works again: its partners' bounce counter to 0."""
     (Partner.update(message_bounce=0)
      .where((Partner.email_normalized == address) & (Partner.message_bounce > 0)).execute())
-

@@ -74,9 +74,18 @@ def postroom_bounce_received(host, bounce):
 
     `host` is the running `core.host.Host`.
 
-    `bounce` is a dict: `email` (the bounced address, normalised), `token` (the value of
-    the signed bounce address, e.g. `n42` or `mt17`, or None when only headers matched),
-    `message_id` (the RFC 5322 Message-Id of the mail that bounced, or None), `reason` (the
-    diagnostic text), `partner_id` and `notification_id` (or None). The core effects
-    (notification → `bounce`, partner counter) are already applied. Return value ignored.
+    `bounce` is a dict: `email` (the bounced address, normalised, when the gateway could
+    attribute it, else None), `addresses` (every address the report names for this
+    bounce), `token` (the value of the signed bounce address, e.g. `n42` or `mt17`, or
+    None when only headers matched), `message_id` (the RFC 5322 Message-Id of the mail
+    that bounced, or None), `reason` (the diagnostic text), `partner_id` and
+    `notification_id` (or None), `counts` (False when the receiver refused the sender, not
+    the address: 5.7.x, spam, DMARC; such a bounce must not count toward a blacklist).
+
+    Reports are forgeable, so a listener counts only what is tied to a mail it sent: its own
+    token names one mail and so one recipient (ignore other `addresses`); a Message-Id counts
+    only for an address that mail was sent to; and each mail at most once (a replayed report
+    changes nothing). With `notification_id` the gateway has done that for a chatter mail,
+    and fires once per notification. "Delayed" reports never reach this hook. The core
+    effects (notification → `bounce`, partner counter) are already applied. Return value ignored.
     """

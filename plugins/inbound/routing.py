@@ -14,7 +14,7 @@ from postroom.core.models import Message, Record
 
 from . import bounces, decisions, recipients
 from .aliases import contact_refusal
-from .models import InboundOriginal
+from .models import InboundAlias, InboundOriginal
 from .parsing import parse
 from .settings import settings
 
@@ -83,8 +83,16 @@ def reply_target(host, mail, dry_run: bool):
     """(record or None, parent message or None, found) for a reply to something we sent."""
     if not mail.references:
         return None, None, False
-    parents = {m.message_id: m for m in
-               Message.select().where(Message.message_id.in_(mail.references[:100]))}
+    # Only Message-Ids we generated: one a stranger chose (stored when their mail came in)
+    # never makes their next mail a reply. The alias posting on the record comes along
+    # (same query): a reply obeys its contact policy.
+    query = (Message.select(Message, InboundAlias.id.alias("alias_id"))
+             .join(InboundAlias, pw.JOIN.LEFT_OUTER, on=(InboundAlias.record_id == Message.record))
+             .where(Message.message_id.in_(mail.references[:100]) & chatter.generated_here())
+             .order_by(InboundAlias.id).objects())  # alias_id lands on the Message
+    parents = {}
+    for m in query:
+        parents.setdefault(m.message_id, m)
     for ref in mail.references:
         if ref in parents:
             parent = parents[ref]
@@ -92,6 +100,20 @@ def reply_target(host, mail, dry_run: bool):
     record = host.hook.postroom_inbound_reply(host=host, references=list(mail.references),
                                               message=mail.msg, dry_run=dry_run)
     return (record, None, True) if record is not None else (None, None, False)
+
+
+def _reply_policy_refusal(host, parent, sender) -> str | None:
+    """The 550 text when the alias owning the replied record does not let `sender` write."""
+    alias_id = getattr(parent, "alias_id", None) if parent is not None else None
+    if alias_id is None:
+        return None
+    alias = InboundAlias.get_or_none(InboundAlias.id == alias_id)
+    if alias is None or alias.contact == "everyone":
+        return None
+    author = records.find_partner(host, sender, required=False) if sender else None
+    why = contact_refusal(host, alias, sender, author)
+    return f"5.7.1 reply refused by the contact policy of alias {alias.local_part} ({alias.contact}): {why}" \
+        if why else None
 
 
 def _poster(host, mail, sender, record, parent):
@@ -149,6 +171,9 @@ def plan(host, mail, mail_from, verdicts, dry_run=False, client="") -> list[Outc
     record, parent, found = reply_target(host, mail, dry_run)
     envelope = (mail_from or "").lower()
     if found:
+        why = _reply_policy_refusal(host, parent, sender)
+        if why:
+            return out + [Outcome(rcpts, "refused", 550, why)]
         refusal = loop_refusal(host, envelope, sender, client)
         if refusal:
             return out + [Outcome(rcpts, "refused", 550, refusal)]

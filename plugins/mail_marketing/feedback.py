@@ -48,26 +48,47 @@ def mails_failed(host, mails) -> None:
 
 
 def bounce_received(host, bounce: dict) -> None:
-    """Mark the campaign trace `bounce` (by token, else by Message-Id), remember the bounce,
-    and blacklist the address once the rule is met. Runs inside the bounce's transaction."""
+    """Mark the campaign trace the bounce is tied to, remember the bounce, and blacklist the
+    address once the rule is met. Runs inside the bounce's transaction.
+
+    Only evidence tied to a mail we sent counts, once per mail: a trace named by its token
+    (its own recipient only: other addresses in the report are ignored), or by its
+    Message-Id for an address it was sent to; the bounce counts when the trace turns
+    `bounce` (a replayed report finds it turned already). A refusal about us rather than
+    the address (`counts` false: 5.7.x, spam, DMARC) fails the trace without counting.
+    A chatter mail's bounce (`notification_id`) is counted as the inbound plugin recorded it."""
     now = host.clock.now()
     reason = (bounce.get("reason") or "")[:2000]
+    counts = bounce.get("counts", True)
+    named = {emails.normalize(a) for a in (bounce.get("addresses") or [bounce.get("email")])
+             if a and emails.is_valid(a)}
     trace_id = trace_of(bounce.get("token"))
-    where = None
+    fields = (Trace.id, Trace.email_normalized)
+    trace = None
     if trace_id is not None:
-        where = Trace.id == trace_id
-    elif bounce.get("message_id"):
-        where = Trace.message_id == bounce["message_id"]
-    if where is not None:
-        (Trace.update(status="bounce", failure_type="bounce", failure_reason=reason, updated_at=now,
-                      sent_at=pw.fn.COALESCE(Trace.sent_at, now))
-         .where(where & Trace.status.in_(("outgoing", "sent", "error"))).execute())
-    address = bounce.get("email")
-    if not address and trace_id is not None:
-        address = (Trace.select(Trace.email_normalized).where(Trace.id == trace_id).scalar())
-    if not address or not emails.is_valid(address):
+        trace = Trace.select(*fields).where(Trace.id == trace_id).first()
+    elif bounce.get("message_id") and named and not bounce.get("notification_id"):
+        trace = (Trace.select(*fields).where((Trace.message_id == bounce["message_id"])
+                                             & Trace.email_normalized.in_(sorted(named))).first())
+    if trace is not None:
+        ignored = sorted(named - {trace.email_normalized})
+        if ignored:
+            host.log.info("bounce for trace %s (%s): other addresses in the report ignored: %s",
+                          trace.id, trace.email_normalized, ", ".join(ignored))
+        before = ("outgoing", "sent", "error") if counts else ("outgoing", "sent")
+        changed = (Trace.update(status="bounce" if counts else "error",
+                                failure_type="bounce" if counts else "policy", failure_reason=reason,
+                                updated_at=now, sent_at=pw.fn.COALESCE(Trace.sent_at, now))
+                   .where((Trace.id == trace.id) & Trace.status.in_(before)).execute())
+        if changed and counts and trace.email_normalized:
+            _count_bounce(host, trace.email_normalized, now, reason)
         return
-    norm = emails.normalize(address)
+    address = bounce.get("email")
+    if bounce.get("notification_id") and counts and address and emails.is_valid(address):
+        _count_bounce(host, emails.normalize(address), now, reason)
+
+
+def _count_bounce(host, norm: str, now, reason: str) -> None:
     BounceEvent.insert(email_normalized=norm, bounced_at=now, reason=reason).execute()
     apply_blacklist_rule(host, norm)
 

@@ -1,6 +1,8 @@
 """One trace per recipient: every cancel reason, and what comes back (bounce, reply,
 unsubscribe), plus the automatic blacklist rule."""
 
+import itertools
+
 from postroom.core import tokens
 from postroom.plugins.mail_marketing import feedback, mails
 from postroom.plugins.mail_marketing.models import Blacklist, Contact, MailingList, Trace
@@ -80,10 +82,16 @@ def test_a_bounce_found_by_message_id_alone_still_marks_the_trace(mk, run, sink,
     assert Trace.get().status == "bounce"
 
 
+_SENT = itertools.count(1)
+
+
 def _bounce(host, address):
+    """A bounce of one more chatter mail sent to `address`, as the inbound plugin hands it on
+    (tied to its notification: evidence that counts)."""
     with host.transaction():
         feedback.bounce_received(host, {"email": address, "token": None, "message_id": None,
-                                        "reason": "550 mailbox unavailable"})
+                                        "reason": "550 mailbox unavailable",
+                                        "notification_id": next(_SENT)})
 
 
 def test_five_bounces_over_more_than_a_week_blacklist_the_address(mk, run, clock):
