@@ -111,8 +111,8 @@ def postroom_http_routes(host, register):
 
     - `prefix` is the path the routes are mounted under, one lower-case segment such as
       `"/queue"` (letters, digits, `-`, `_`). Every prefix belongs to one plugin: a prefix
-      registered twice, or one of the host's own (`/healthz`, `/static`, `/login`,
-      `/logout`, `/console`), is an error when the app is built.
+      registered twice, or one of the host's own (`/healthz`, `/metrics`, `/static`,
+      `/login`, `/logout`, `/console`), is an error when the app is built.
     - `routes` is a list of `starlette.routing.Route` (paths relative to the prefix, e.g.
       `Route("/{id:int}", show, methods=["GET"])`). A method not listed answers 405, an
       unknown path 404, a body over `http_max_body` 413, and an exception a plain 500 (the
@@ -132,6 +132,22 @@ def postroom_http_routes(host, register):
     database connection), or `async def` and `await postroom.core.web.db(fn, *args)`,
     which runs `fn` on the same pool. Open write transactions with `host.transaction()`
     as everywhere else, and never hold one across network work. Return value ignored.
+    """
+
+
+@hookspec
+def postroom_metrics(host):
+    """Return a list of this plugin's metric families for `/metrics` (OpenMetrics).
+
+    `host` is the running `core.host.Host`. Called on an HTTP worker thread (never the event
+    loop) for every scrape, outside any transaction, only for enabled plugins. Build
+    `prometheus_client.core` families (`GaugeMetricFamily`, `CounterMetricFamily`, ...) from
+    your own tables with set-based aggregate queries (GROUP BY): a few statements whatever
+    the number of rows. Name them `postroom_<plugin>_...`; a counter must only grow (read it
+    from a row that is never vacuumed). No network work. An implementation that raises is
+    logged and its families left out of that scrape (`postroom_metrics_contributor_failed`
+    says so);
+    the others still appear. Return None or [] for nothing.
     """
 
 

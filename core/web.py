@@ -1,6 +1,6 @@
 """The HTTP app: a Starlette application built for one host, with the plugins' routes.
 
-`build_app(host)` mounts the host's own endpoints (`/healthz`) and every group of routes
+`build_app(host)` mounts the host's own endpoints (`/healthz`, `/metrics`) and every group of routes
 the enabled plugins register through `postroom_http_routes`. The app is wrapped in a body
 limit (413 past `http_max_body`), and errors never carry a traceback: 404 and 405 are
 Starlette's plain answers, anything unexpected a plain 500 with the details in the log.
@@ -18,13 +18,14 @@ import peewee as pw
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route
 
+from . import metrics
 from .errors import ConfigError, Conflict
 
 PREFIX = re.compile(r"^/[a-z0-9][a-z0-9_-]{0,39}$")
-RESERVED = {"/healthz", "/static", "/login", "/logout", "/console"}
+RESERVED = {"/healthz", "/metrics", "/static", "/login", "/logout", "/console"}
 DB_ERRORS = (pw.OperationalError, pw.InterfaceError)
 
 
@@ -126,6 +127,12 @@ async def healthz(request: Request):
     return JSONResponse({"status": "ok", "database": "ok"})
 
 
+async def metrics_endpoint(request: Request):
+    """OpenMetrics text for Prometheus, read from the database on a worker thread."""
+    body = await db(request, metrics.render, host_of(request))
+    return Response(body, media_type=metrics.CONTENT_TYPE_LATEST)
+
+
 async def _server_error(request: Request, exc: Exception):
     host_of(request).log.error("HTTP %s %s failed", request.method, request.url.path, exc_info=exc)
     if isinstance(exc, DB_ERRORS):
@@ -140,7 +147,8 @@ def build_app(host, extra_routes=(), wrap_console=None):
     wraps a non-public group's mount with the console's login and CSRF guard (without the
     console, such groups answer 403)."""
     conf = settings(host)
-    routes = [Route("/healthz", healthz, methods=["GET"])] + list(extra_routes)
+    routes = [Route("/healthz", healthz, methods=["GET"]),
+              Route("/metrics", metrics_endpoint, methods=["GET"])] + list(extra_routes)
     groups = collect_groups(host)
     for group in groups:
         for route in group.routes:

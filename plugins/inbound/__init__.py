@@ -52,3 +52,9 @@ def postroom_vacuum(host, batch_size, dry_run):
 def postroom_doctor_checks(host):
     from .doctor import checks
     return checks(host)
+
+
+@hookimpl
+def postroom_metrics(host):
+    from .metrics import families
+    return families(host)

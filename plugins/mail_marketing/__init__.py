@@ -93,3 +93,9 @@ def postroom_vacuum(host, batch_size, dry_run):
 def postroom_doctor_checks(host):
     from .maintenance import doctor_checks
     return doctor_checks(host)
+
+
+@hookimpl
+def postroom_metrics(host):
+    from .metrics import families
+    return families(host)

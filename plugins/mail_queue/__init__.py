@@ -72,3 +72,9 @@ def postroom_vacuum(host, batch_size, dry_run):
 def postroom_doctor_checks(host):
     from . import maintenance
     return maintenance.doctor_checks(host)
+
+
+@hookimpl
+def postroom_metrics(host):
+    from .metrics import families
+    return families(host)

@@ -103,4 +103,19 @@ class DkimKey(BaseModel):
         table_name = "mail_queue_dkim_key"
 
 
-MODELS = [OutgoingMail, MailServer, DailyCount, DkimKey]
+class OutcomeCount(BaseModel):
+    """How many send attempts ended how, since the deployment began: the counters behind
+    `/metrics` (`sent`, `failed` for good, `retry`), by failure type and SMTP reply class
+    (`2xx`, `4xx`, `5xx`, `none` when no server answered). Added to in the transaction
+    that records the outcomes; never vacuumed (a counter only grows)."""
+    outcome = pw.CharField(max_length=8)
+    failure_type = pw.CharField(max_length=32, default="")
+    reply_class = pw.CharField(max_length=4)
+    count = pw.BigIntegerField(default=0)
+
+    class Meta:
+        table_name = "mail_queue_outcome_count"
+        primary_key = pw.CompositeKey("outcome", "failure_type", "reply_class")
+
+
+MODELS = [OutgoingMail, MailServer, DailyCount, DkimKey, OutcomeCount]

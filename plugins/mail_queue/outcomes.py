@@ -10,6 +10,7 @@ import random
 from postroom.core import scheduler
 from postroom.core.models import Notification
 
+from .metrics import count_outcomes
 from .models import OutgoingMail
 from .settings import ACTION_CODE, chunks
 
@@ -102,6 +103,7 @@ def record(host, outcome: Outcome, token: str) -> None:
                          server=name, lease_owner=None, lease_until=None).where(where).execute()
         if retry_at:
             scheduler.trigger(host, ACTION_CODE, min(retry_at))
+        count_outcomes(len(sent_info), failed_info)
     for info in failed_info:
         host.log.warning("mail %s to %s failed (%s, %s): %s", info["mail_id"], info["email_to"],
                          info["failure_type"], "permanent" if info["permanent"] else "will retry",
