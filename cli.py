@@ -9,7 +9,7 @@ import peewee as pw
 from postroom.core import attachments, chatter, records, scheduler
 from postroom.core import plugins as plugin_loader
 from postroom.core.config import Config
-from postroom.core.errors import DatabaseUnavailable, NotFound, PostroomError
+from postroom.core.errors import DatabaseUnavailable, NotFound, PostroomError, first_line
 from postroom.core.host import Host
 from postroom.core.output import created, fields, show, table, to_json
 
@@ -70,9 +70,9 @@ class PostroomGroup(click.Group):
         except PostroomError as exc:
             _fail(exc, exc.exit_code)
         except pw.OperationalError as exc:
-            _fail(DatabaseUnavailable(f"database error: {str(exc).strip().splitlines()[0] if str(exc).strip() else exc}"), 75)
+            _fail(DatabaseUnavailable(f"database error: {first_line(exc) or type(exc).__name__}"), 75)
         except pw.IntegrityError as exc:
-            _fail(f"refused by the database (nothing was written): {str(exc).strip().splitlines()[0]}", 4)
+            _fail(f"refused by the database (nothing was written): {first_line(exc)}", 4)
         except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
         except Exception as exc:  # noqa: BLE001 - never show an operator a traceback

@@ -30,6 +30,7 @@ from .db import is_postgres
 from .errors import InvalidInput, NotFound
 from .models import Attachment, AttachmentContent
 from .records import parse_id
+from .vacuum import delete_chunk
 
 DEFAULT_MAX_SIZE = 25 * 1024 * 1024
 MAX_NAME = 255
@@ -272,9 +273,5 @@ def remove_orphans(res_model: str, holders, batch_size: int) -> tuple[int, int]:
     """Delete up to `batch_size` attachments of `res_model` whose holder is gone: `holders`
     is a query selecting the ids of the holders that still exist. For a plugin's vacuum."""
     condition = (Attachment.res_model == res_model) & Attachment.res_id.not_in(holders)
-    ids = [r[0] for r in Attachment.select(Attachment.id).where(condition)
-           .order_by(Attachment.id).limit(batch_size + 1).tuples()]
-    chunk = ids[:batch_size]
-    if chunk:
-        Attachment.delete().where(Attachment.id.in_(chunk)).execute()
-    return len(chunk), 1 if len(ids) > batch_size else 0
+    removed, remaining, _ = delete_chunk(Attachment, condition, batch_size)
+    return removed, remaining

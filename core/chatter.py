@@ -12,7 +12,7 @@ from . import attachments as attachment_store, emails
 from .errors import InvalidInput, NotFound
 from .html import sanitize, text_to_html
 from .models import Follower, Message, Notification, Partner, Record
-from .records import find_partner, parse_id
+from .records import parse_id
 
 MESSAGE_TYPES = ("comment", "notification", "email")
 FAILED = ("exception", "bounce")

@@ -53,10 +53,13 @@ def naive(value: dt.datetime | None) -> dt.datetime | None:
 
 
 def parse_when(text: str) -> dt.datetime:
-    """Parse an ISO time given on the command line; naive means UTC."""
+    """An ISO 8601 time given on the command line, as an aware UTC datetime (naive means
+    UTC; `Z` and offsets are understood); InvalidInput with an example otherwise. The one
+    parser for operator times (`--at`, `campaign schedule`)."""
     from .errors import InvalidInput
     try:
         value = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError:
-        raise InvalidInput(f"not an ISO date-time: {text!r} (e.g. 2026-12-01T09:00 or 2026-12-01T09:00+02:00)")
+        raise InvalidInput(f"not an ISO date-time: {text!r} (e.g. 2026-12-01T09:00 or "
+                           f"2026-12-01T09:00+02:00; UTC unless an offset is given)") from None
     return aware(value).astimezone(UTC)

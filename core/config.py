@@ -6,7 +6,7 @@ defaults. Relative paths in a file are taken relative to that file's folder.
 import configparser
 import os
 
-from .errors import ConfigError
+from .errors import ConfigError, first_line
 
 SECTION = "postroom"
 DEFAULTS = {
@@ -53,7 +53,7 @@ class Config:
             except OSError as exc:
                 raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
             except (configparser.Error, UnicodeDecodeError) as exc:
-                first = str(exc).strip().splitlines()[0]
+                first = first_line(exc)
                 raise ConfigError(f"malformed config file {path}: {first}") from None
             if not parser.has_section(SECTION):
                 raise ConfigError(f"malformed config file {path}: no [{SECTION}] section")

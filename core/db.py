@@ -10,7 +10,17 @@ from urllib.parse import unquote, urlparse
 import peewee as pw
 
 from .clock import aware, naive
-from .errors import ConfigError, DatabaseUnavailable
+from .errors import ConfigError, DatabaseUnavailable, first_line
+
+
+CHUNK = 500  # rows per multi-row INSERT, ids per IN (...): statements grow with rows / CHUNK only
+
+
+def chunks(values, size: int = CHUNK):
+    """`values` in lists of at most `size` (the one way Postroom splits set-based work)."""
+    values = list(values)
+    for start in range(0, len(values), size):
+        yield values[start:start + size]
 
 
 class _Counting:
@@ -88,7 +98,7 @@ def translate_errors(url: str):
     try:
         yield
     except pw.OperationalError as exc:
-        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        text = first_line(exc) or type(exc).__name__
         raise DatabaseUnavailable(f"database {redact(url)} unavailable: {text}") from exc
 
 

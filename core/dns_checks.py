@@ -13,6 +13,7 @@ import dns.exception
 import dns.resolver
 
 from .doctor import Check
+from .errors import first_line
 
 NOT_PUBLIC = (".localhost", ".local", ".invalid", ".test", ".internal", ".lan")
 
@@ -62,7 +63,7 @@ class Lookup:
         except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
             return []
         except dns.exception.DNSException as exc:
-            self.unreachable = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            self.unreachable = first_line(exc) or type(exc).__name__
             raise Unreachable(self.unreachable) from None
 
     def txt(self, name: str) -> list[str]:

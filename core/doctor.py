@@ -9,6 +9,8 @@ own order is kept, so the report reads like the troubleshooting page it replaces
 """
 import dataclasses
 
+from .errors import first_line
+
 STATUSES = ("ok", "warn", "fail")
 
 
@@ -46,11 +48,6 @@ def call_impl(impl, **kwargs):
     return impl.function(**{name: kwargs[name] for name in impl.argnames if name in kwargs})
 
 
-def _one_line(text) -> str:
-    lines = str(text).strip().splitlines()
-    return lines[0] if lines else ""
-
-
 def run_checks(host) -> list[tuple[str, Check]]:
     """Every contributed check as (source plugin, Check), in report order."""
     results = []
@@ -65,10 +62,10 @@ def run_checks(host) -> list[tuple[str, Check]]:
         except Exception as exc:  # noqa: BLE001 - a broken check is a finding, not a crash
             host.log.exception("doctor checks of %s raised", source)
             checks = [Check(f"{source}.checks", "fail",
-                            f"the checks of {source} raised {type(exc).__name__}: {_one_line(exc)}",
+                            f"the checks of {source} raised {type(exc).__name__}: {first_line(exc)}",
                             f"details in postroom.log; report it to the maintainer of {source}")]
         for check in checks:
-            check.finding, check.remedy = _one_line(check.finding), _one_line(check.remedy)
+            check.finding, check.remedy = first_line(check.finding), first_line(check.remedy)
             results.append((source, check))
     return results
 

@@ -11,6 +11,7 @@ import peewee as pw
 
 from . import records, services
 from .doctor import Check
+from .errors import first_line
 from .models import CronAction, Notification
 
 OVERDUE = dt.timedelta(hours=1)
@@ -35,8 +36,8 @@ def check_actions(host) -> list[Check]:
              .order_by(CronAction.priority, CronAction.name))
     for a in query:
         quoted = f"'{a.name}'"
-        last_error = (a.last_error or "").strip().splitlines()[:1]
-        error = f"; last error: {last_error[0]}" if last_error else ""
+        last_error = first_line(a.last_error or "")
+        error = f"; last error: {last_error}" if last_error else ""
         if not a.active and a.failure_count:
             checks.append(Check(f"cron:{a.name}", "fail",
                                 f"{quoted} was deactivated after failing {a.failure_count} times in a row{error}",

@@ -44,7 +44,3 @@ def is_valid(text: str | None) -> bool:
         return True
     except InvalidInput:
         return False
-
-
-def domain_of(address: str) -> str:
-    return normalize(address).rsplit("@", 1)[1]

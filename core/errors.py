@@ -35,3 +35,10 @@ class DatabaseUnavailable(PostroomError):
     """The database cannot be reached; nothing was written."""
 
     exit_code = 75  # sysexits EX_TEMPFAIL
+
+
+def first_line(value) -> str:
+    """The first line of an exception's message (or of any text), stripped; "" when it has
+    none. For one-line reports of foreign errors: `first_line(exc) or type(exc).__name__`."""
+    lines = str(value).strip().splitlines()
+    return lines[0].strip() if lines else ""

@@ -9,7 +9,6 @@ import logging
 import os
 import threading
 
-import peewee as pw
 from playhouse.migrations import Runner
 
 from . import logs, plugins as plugin_loader
@@ -305,7 +304,3 @@ class Host:
     def statements(self) -> int:
         """Statements executed so far on this host's database object (for tests/benches)."""
         return self.db.statements
-
-
-def is_integrity_error(exc) -> bool:
-    return isinstance(exc, pw.IntegrityError)

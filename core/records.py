@@ -4,6 +4,7 @@ import dataclasses
 import io
 
 from . import emails
+from .db import chunks
 from .errors import Conflict, InvalidInput, NotFound
 from .models import Follower, Parameter, Partner, Record
 
@@ -82,14 +83,13 @@ def import_partners(host, text: str) -> dict:
     with host.transaction():
         taken = set()
         norms = [r[2] for r in rows]
-        for start in range(0, len(norms), 500):
-            chunk = norms[start:start + 500]
+        for chunk in chunks(norms):
             taken.update(p.email_normalized for p in
                          Partner.select(Partner.email_normalized).where(Partner.email_normalized.in_(chunk)))
         new = [{"name": n, "email": e, "email_normalized": m, "notification_type": "email",
                 "created_at": now} for n, e, m in rows if m not in taken]
-        for start in range(0, len(new), 500):
-            Partner.insert_many(new[start:start + 500]).execute()
+        for chunk in chunks(new):
+            Partner.insert_many(chunk).execute()
     return {"imported": len(new), "skipped": len(rows) - len(new)}
 
 

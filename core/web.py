@@ -22,7 +22,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route
 
 from . import metrics
-from .errors import ConfigError, Conflict
+from .errors import ConfigError, Conflict, first_line
 
 PREFIX = re.compile(r"^/[a-z0-9][a-z0-9_-]{0,39}$")
 RESERVED = {"/healthz", "/metrics", "/static", "/login", "/logout", "/console"}
@@ -122,7 +122,7 @@ async def healthz(request: Request):
     try:
         await db(request, lambda: host.db.execute_sql("SELECT 1").fetchall())
     except DB_ERRORS as exc:
-        host.log.warning("healthz: database unreachable: %s", str(exc).strip().splitlines()[0] if str(exc).strip() else exc)
+        host.log.warning("healthz: database unreachable: %s", first_line(exc) or type(exc).__name__)
         return JSONResponse({"status": "fail", "database": "unreachable"}, status_code=503)
     return JSONResponse({"status": "ok", "database": "ok"})
 

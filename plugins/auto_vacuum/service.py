@@ -12,7 +12,7 @@ import json
 import time
 
 from postroom.core.doctor import Check, call_impl, ordered_impls
-from postroom.core.errors import ConfigError
+from postroom.core.errors import ConfigError, first_line
 from postroom.core.models import Parameter
 
 DEFAULT_BATCH_SIZE = 1000
@@ -72,7 +72,7 @@ def vacuum_all(host, dry_run: bool = False, should_stop=None, size: int | None =
             except _DryRun:
                 pass
             except Exception as exc:  # noqa: BLE001 - one plugin's failure must not stop the others
-                entry["error"] = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+                entry["error"] = f"{type(exc).__name__}: {first_line(exc)}"
                 entry["remaining"] = 0  # do not re-run at once for a plugin that is broken
                 host.log.exception("vacuum of %s failed (rolled back; the other plugins go on)",
                                    impl.plugin_name)

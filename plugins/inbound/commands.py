@@ -7,7 +7,7 @@ import threading
 import click
 import peewee as pw
 
-from postroom.core.errors import DatabaseUnavailable
+from postroom.core.errors import DatabaseUnavailable, first_line
 from postroom.core.output import created, show, to_json
 
 from . import aliases, decisions, pipe, routing
@@ -65,7 +65,7 @@ def inbound_deliver(ctx, rcpts, sender):
         data = sys.stdin.buffer.read(settings(host).max_size + 1)
         code, line = pipe.deliver(host, data, rcpts, sender)
     except (pw.OperationalError, pw.InterfaceError, DatabaseUnavailable) as exc:
-        code, line = pipe.EX_TEMPFAIL, f"451 4.3.0 database unavailable: {str(exc).strip().splitlines()[0] if str(exc).strip() else exc}"
+        code, line = pipe.EX_TEMPFAIL, f"451 4.3.0 database unavailable: {first_line(exc) or type(exc).__name__}"
     except Exception as exc:  # noqa: BLE001 - an MTA must retry, not bounce, on our own failure
         code, line = pipe.EX_TEMPFAIL, f"451 4.3.0 temporary local problem: {type(exc).__name__}: {exc}"
     click.echo(line, err=code != 0)

@@ -4,7 +4,9 @@ import datetime as dt
 
 import peewee as pw
 
+from postroom.core import vacuum as core_vacuum
 from postroom.core.errors import NotFound
+from postroom.core.records import parse_id
 
 from .models import InboundDecision, InboundOriginal
 from .parsing import unsurrogate
@@ -78,10 +80,7 @@ def rows(host, sender=None, limit=100) -> list[dict]:
 
 def original_of(host, decision_id) -> InboundOriginal:
     """The kept original of a logged delivery (by the ID `inbound log` shows)."""
-    try:
-        did = int(decision_id)
-    except (TypeError, ValueError):
-        raise NotFound(f"no inbound log entry {decision_id!r}; IDs are numbers (see: postroom inbound log)") from None
+    did = parse_id(decision_id, "inbound log entry")
     decision = InboundDecision.get_or_none(InboundDecision.id == did)
     if decision is None:
         raise NotFound(f"no inbound log entry {did}; see: postroom inbound log")
@@ -95,22 +94,11 @@ def original_of(host, decision_id) -> InboundOriginal:
 
 def vacuum(host, settings, batch_size, dry_run) -> dict:
     """Originals past their retention and decisions past theirs: at most `batch_size` of
-    each per call (ids first, then one DELETE), so the statement count stays flat."""
+    each per call, through `core.vacuum.sweep`, so the statement count stays flat."""
     now = host.clock.now()
-    kinds = [("inbound originals", InboundOriginal,
-              now - dt.timedelta(days=settings.keep_originals_days)),
-             ("inbound decisions", InboundDecision, now - dt.timedelta(days=settings.keep_log_days))]
-    removed, remaining = {}, 0
-    with host.transaction():
-        for label, model, cutoff in kinds:
-            expired = model.created_at < cutoff
-            if dry_run:
-                removed[label] = model.select().where(expired).count()
-                continue
-            ids = [r.id for r in model.select(model.id).where(expired).order_by(model.id)
-                   .limit(batch_size + 1)]
-            more = len(ids) > batch_size
-            ids = ids[:batch_size]
-            removed[label] = model.delete().where(model.id.in_(ids)).execute() if ids else 0
-            remaining += 1 if more else 0
-    return {"removed": removed, "remaining": remaining}
+    return core_vacuum.sweep(host, "inbound", {
+        "inbound originals": (InboundOriginal, [
+            InboundOriginal.created_at < now - dt.timedelta(days=settings.keep_originals_days)]),
+        "inbound decisions": (InboundDecision, [
+            InboundDecision.created_at < now - dt.timedelta(days=settings.keep_log_days)]),
+    }, batch_size, dry_run)

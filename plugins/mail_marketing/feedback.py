@@ -5,8 +5,9 @@ import datetime as dt
 import peewee as pw
 
 from postroom.core import emails, tokens
+from postroom.core.db import chunks
 
-from .mails import CHUNK, UNSUBSCRIBE_PURPOSE, trace_of, unsubscribe_local
+from .mails import UNSUBSCRIBE_PURPOSE, trace_of, unsubscribe_local
 from .models import Blacklist, BounceEvent, Trace
 
 BOUNCE_LIMIT = 5
@@ -25,9 +26,9 @@ def mails_sent(host, mails) -> None:
         return
     now = host.clock.now()
     with host.transaction():
-        for start in range(0, len(ids), CHUNK):
+        for part in chunks(ids):
             (Trace.update(status="sent", sent_at=now, updated_at=now)
-             .where(Trace.id.in_(ids[start:start + CHUNK]) & (Trace.status == "outgoing")).execute())
+             .where(Trace.id.in_(part) & (Trace.status == "outgoing")).execute())
 
 
 def mails_failed(host, mails) -> None:
@@ -39,8 +40,7 @@ def mails_failed(host, mails) -> None:
         return
     now = host.clock.now()
     with host.transaction():
-        for start in range(0, len(failed), CHUNK):
-            part = failed[start:start + CHUNK]
+        for part in chunks(failed):
             ftype = pw.Case(Trace.id, [(i, m.get("failure_type") or "unknown") for i, m in part])
             reason = pw.Case(Trace.id, [(i, (m.get("failure_reason") or "")[:2000]) for i, m in part])
             (Trace.update(status="error", failure_type=ftype, failure_reason=reason, updated_at=now)

@@ -5,11 +5,11 @@ import itertools
 import peewee as pw
 
 from postroom.core import emails
+from postroom.core.db import CHUNK
 from postroom.core.errors import Conflict, InvalidInput, NotFound
 
 from .models import Blacklist, Contact, MailingList
 
-CHUNK = 1000          # rows per INSERT: the statement count grows with the file / CHUNK only
 MAX_NAME = 256
 MAX_EMAIL = 320
 SHOWN_ERRORS = 20     # bad rows listed one by one; the rest are counted

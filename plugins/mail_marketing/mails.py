@@ -1,11 +1,11 @@
 """The mail of one campaign recipient: headers, signed unsubscribe address and link, enqueueing."""
 from postroom.core import attachments, chatter, services, tokens
+from postroom.core.db import CHUNK, chunks
 from postroom.core.models import Record
 
 from .models import Trace
 
 UNSUBSCRIBE_PURPOSE = "mail_marketing.unsubscribe"
-CHUNK = 500
 
 
 def trace_ref(trace_id: int) -> str:
@@ -104,8 +104,7 @@ def enqueue_traces(host, campaign, traces: list[dict], record=None) -> None:
 def _store_message_ids(batch: list[dict]) -> None:
     """One UPDATE … CASE per chunk, so the statement count does not grow with the batch."""
     import peewee as pw
-    for start in range(0, len(batch), CHUNK):
-        part = batch[start:start + CHUNK]
+    for part in chunks(batch):
         ids = [trace_of(m["ref"]) for m in part]
         case = pw.Case(Trace.id, [(trace_of(m["ref"]), m["message_id"]) for m in part])
         Trace.update(message_id=case).where(Trace.id.in_(ids)).execute()

@@ -1,6 +1,7 @@
 """Housekeeping for `postroom vacuum` / the auto-vacuum action, and `postroom doctor` checks."""
 import datetime as dt
 
+from postroom.core import vacuum as core_vacuum
 from postroom.core.doctor import Check
 
 from .feedback import BOUNCE_WINDOW
@@ -11,34 +12,19 @@ TRACE_RETENTION = dt.timedelta(days=182)   # six months
 HEAD_WARN_AFTER = dt.timedelta(days=1)
 
 
-def _chunk(query, key, order, batch_size, dry_run) -> tuple[int, int]:
-    """(removed, remaining>0 ? 1 : 0) for one kind: select up to batch_size + 1 ids, delete
-    the first batch_size. In dry-run, count everything that would go. `order` follows an
-    index of the condition, so a chunk stops after batch_size + 1 index entries instead of
-    sorting the whole backlog."""
-    if dry_run:
-        return query.count(), 0
-    ids = [i for (i,) in query.select(key).order_by(order).limit(batch_size + 1).tuples()]
-    doomed = ids[:batch_size]
-    if doomed:
-        key.model.delete().where(key.in_(doomed)).execute()
-    return len(doomed), 1 if len(ids) > batch_size else 0
-
-
 def vacuum(host, batch_size: int, dry_run: bool) -> dict:
     """Canceled traces older than six months, and bounce evidence older than the blacklist
     rule's window. The blacklist itself is never vacuumed."""
     now = host.clock.now()
-    old_canceled = Trace.select().where((Trace.status == "canceled")
-                                        & (Trace.created_at < now - TRACE_RETENTION))
-    old_bounces = BounceEvent.select().where(BounceEvent.bounced_at < now - BOUNCE_WINDOW)
-    traces, more_traces = _chunk(old_canceled, Trace.id, Trace.created_at, batch_size, dry_run)
-    bounces, more_bounces = _chunk(old_bounces, BounceEvent.id, BounceEvent.bounced_at, batch_size, dry_run)
-    if traces or bounces:
+    result = core_vacuum.sweep(host, "mail_marketing", {
+        "canceled_traces": (Trace, [(Trace.status == "canceled") & (Trace.created_at < now - TRACE_RETENTION)]),
+        "bounce_records": (BounceEvent, [BounceEvent.bounced_at < now - BOUNCE_WINDOW]),
+    }, batch_size, dry_run)
+    if any(result["removed"].values()):
         host.log.info("mail_marketing vacuum%s: %s canceled traces, %s old bounce records",
-                      " (dry run)" if dry_run else "", traces, bounces)
-    return {"removed": {"canceled_traces": traces, "bounce_records": bounces},
-            "remaining": more_traces + more_bounces}
+                      " (dry run)" if dry_run else "", result["removed"]["canceled_traces"],
+                      result["removed"]["bounce_records"])
+    return result
 
 
 def doctor_checks(host) -> list:

@@ -4,10 +4,6 @@ import peewee as pw
 from postroom.core.db import UTCDateTimeField
 from postroom.core.models import BaseModel
 
-CAMPAIGN_STATES = ("draft", "in_queue", "sending", "done")
-TRACE_STATES = ("outgoing", "sent", "error", "bounce", "reply", "canceled")
-CANCEL_REASONS = ("missing", "invalid", "blacklisted", "opted_out", "duplicate")
-
 
 class MailingList(BaseModel):
     """A named list of contacts."""

@@ -11,6 +11,7 @@ import datetime as dt
 import peewee as pw
 
 from postroom.core import chatter, emails, scheduler, services
+from postroom.core.db import chunks
 from postroom.core.errors import InvalidInput
 
 from . import mails
@@ -162,8 +163,8 @@ def process_batch(host, campaign, size: int) -> tuple[int, bool]:
                          "canceled" if reason else "outgoing", reason, message_id, now))
         fields = [Trace.campaign, Trace.contact_id, Trace.email, Trace.email_normalized, Trace.status,
                   Trace.cancel_reason, Trace.message_id, Trace.created_at]
-        for start in range(0, len(rows), mails.CHUNK):
-            _insert_many(host.db, Trace, fields, rows[start:start + mails.CHUNK])
+        for part in chunks(rows):
+            _insert_many(host.db, Trace, fields, part)
         if names:
             outgoing = list(Trace.select(Trace.id, Trace.email, Trace.contact_id, Trace.message_id).where(
                 (Trace.campaign == campaign) & Trace.contact_id.in_(list(names))

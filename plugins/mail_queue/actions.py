@@ -3,6 +3,7 @@ failed recipients, resend ("Send & close") or ignore them."""
 from postroom.core import chatter, emails
 from postroom.core.errors import Conflict, InvalidInput, NotFound
 from postroom.core.models import Message, Notification, Partner
+from postroom.core.records import parse_id
 
 from . import addressing, compose, sending
 from .models import OutgoingMail
@@ -12,10 +13,7 @@ from .settings import chunks, lifetime
 
 def parse_ids(ids) -> list[int]:
     """Mail ids as an operator typed them, sorted and distinct; InvalidInput otherwise."""
-    try:
-        return sorted({int(i) for i in ids})
-    except (TypeError, ValueError):
-        raise InvalidInput("mail ids must be numbers") from None
+    return sorted({parse_id(i, "mail") for i in ids})
 
 
 def get_mail(host, mail_id) -> OutgoingMail:

@@ -1,11 +1,10 @@
 """CLI of mail_queue: `mail`, `queue`, `server`, `limit`, and `message resend/ignore`."""
-import datetime as dt
 import sys
 
 import click
 
 from postroom.core import attachments, chatter, emails
-from postroom.core.clock import UTC
+from postroom.core.clock import parse_when
 from postroom.core.errors import InvalidInput
 from postroom.core.output import created, fields, show, to_json
 
@@ -32,16 +31,6 @@ def mail_row(m: OutgoingMail) -> dict:
             "chatter_message_id": m.chatter_message_id,
             "created_at": m.created_at, "sent_at": m.sent_at, "updated_at": m.updated_at,
             "lease_owner": m.lease_owner, "lease_until": m.lease_until}
-
-
-def _parse_at(text):
-    if text is None:
-        return None
-    try:
-        when = dt.datetime.fromisoformat(text)
-    except ValueError:
-        raise InvalidInput(f"bad time {text!r}: use ISO 8601, e.g. 2026-01-05T09:30 (UTC unless an offset is given)") from None
-    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
 
 
 # --- mail ----------------------------------------------------------------------------
@@ -73,7 +62,7 @@ def mail_send(ctx, to, subject, body, email_from, bulk, at, auto_delete, attach)
     if email_from:
         emails.split_address(email_from)
     from postroom.core.html import text_to_html
-    when = _parse_at(at)
+    when = parse_when(at) if at is not None else None
     ids = queue.enqueue_with_files(
         host, [{"email_to": a, "subject": subject, "body_html": text_to_html(body),
                 "email_from": email_from, "bulk": bulk or when is not None,

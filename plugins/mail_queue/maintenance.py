@@ -99,7 +99,7 @@ def _server_checks(host):
                     "does not answer" if not added else f"server {server.name} does not answer")
             checks.append(Check("mail.server", "fail", f"{hint}: {server.host}:{server.port}: "
                                 f"{type(exc).__name__}: {exc}",
-                                f"postroom server add NAME --host HOST --port PORT, then postroom server test NAME"))
+                                "postroom server add NAME --host HOST --port PORT, then postroom server test NAME"))
     return checks
 
 

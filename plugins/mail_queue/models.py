@@ -5,8 +5,6 @@ from postroom.core.db import JSONField, UTCDateTimeField
 from postroom.core.models import BaseModel, Message
 
 STATES = ("outgoing", "sent", "exception", "cancel")
-FAILURE_TYPES = ("mail_smtp", "mail_email_invalid", "mail_email_missing", "mail_from_invalid",
-                 "mail_from_missing", "mail_limit", "unknown")
 
 
 class OutgoingMail(BaseModel):

@@ -1,7 +1,6 @@
 """Outgoing SMTP servers: the config default, operator-added ones, choice by from_filter.
 (Talking to them is `smtp_client`; counting against their daily limit is `daily_limit`.)"""
 import dataclasses
-import datetime as dt
 import ssl
 
 from postroom.core import emails

@@ -4,14 +4,8 @@ import datetime as dt
 
 ACTION_CODE = "mail_queue.process"
 ACTION_NAME = "Mail: Email Queue Manager"
-CHUNK = 500  # ids per IN (...) list: statements grow with rows / CHUNK only
-
-
-def chunks(values, size: int = CHUNK):
-    """`values` in lists of at most `size`."""
-    values = list(values)
-    for start in range(0, len(values), size):
-        yield values[start:start + size]
+# Chunking is the core's (one size everywhere); re-exported for the plugin's modules.
+from postroom.core.db import CHUNK, chunks  # noqa: F401
 
 
 def lifetime(host) -> dt.timedelta:

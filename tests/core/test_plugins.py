@@ -1,4 +1,6 @@
 """Enabling and disabling plugins: stored per deployment, with requirements."""
+import importlib
+
 import pytest
 
 from postroom.core.errors import Conflict, NotFound
@@ -83,7 +85,16 @@ def test_disabling_a_required_plugin_from_the_cli_prints_one_line_and_fails(make
 
 
 def test_builtin_and_entry_point_plugins_go_through_one_loader():
+    from importlib.metadata import entry_points
+
     from postroom.core import plugins
     found = plugins.discover()
+    builtins = {"mail_queue", "mail_marketing", "inbound", "auto_vacuum"}
+    assert builtins <= set(found)
     for name, module in found.items():
         assert plugins.info_of(module).name == name
+    # The installed distribution declares the builtins in the entry-point group too, and
+    # the loader de-duplicates them: each builtin is found once, as the same module.
+    declared = {ep.name: ep.value for ep in entry_points(group=plugins.ENTRY_POINT_GROUP)}
+    assert {n: declared.get(n) for n in builtins} == {n: f"postroom.plugins.{n}" for n in builtins}
+    assert all(found[n] is importlib.import_module(f"postroom.plugins.{n}") for n in builtins)

@@ -50,7 +50,9 @@ def test_vacuum_statements_do_not_grow_with_the_chunk(mk, run, tmp_path, clock):
         before = host.statements()
         _vacuum(host, batch)
         counts.append(host.statements() - before)
-    assert counts[0] == counts[1]
+    # At most a select and a delete per kind (a kind found empty is not asked again in
+    # the same sweep), whether the chunk is 2 rows or 25.
+    assert counts[1] <= counts[0] <= 4
 
 
 def test_bounce_records_older_than_the_rule_window_are_vacuumed(mk, clock):
