@@ -147,17 +147,20 @@ def test_non_ascii_headers_are_signed_and_verify(signing_host, cli_run, sink, dn
     assert dkim.verify(received.data, dnsfunc=dnsfunc_for(dns_server))
 
 
-def test_a_campaign_mail_is_signed_over_its_list_unsubscribe_headers(
+def test_a_campaign_mail_with_attachments_is_signed_over_its_list_unsubscribe_headers(
         signing_host, cli_run, sink, dns_server, tmp_path):
-    host = signing_host(plugins=("mail_marketing",))
+    host = signing_host(plugins=("mail_marketing",), public_url="https://news.example.com")
     gen(cli_run, host, "example.com", "--algorithm", "ed25519")
     publish(cli_run, host, dns_server, "example.com")
     (tmp_path / "list.csv").write_text("email,name\nann@example.org,Ann\nbob@example.org,Bob\n")
     (tmp_path / "body.html").write_text("<p>Spring <b>range</b> is out.</p>")
     for args in (("list", "create", "news"), ("list", "import", "news", str(tmp_path / "list.csv"))):
         assert cli_run(host, *args).exit_code == 0
+    (tmp_path / "price-list.pdf").write_bytes(b"%PDF-1.4\n" + bytes(range(256)) * 40)
+    (tmp_path / "ofertă.txt").write_text("Prețuri de primăvară\n", encoding="utf-8")
     created = cli_run(host, "campaign", "create", "--subject", "Spring news", "--body-file",
-                      str(tmp_path / "body.html"), "--list", "news", "--from", "news@example.com")
+                      str(tmp_path / "body.html"), "--list", "news", "--from", "news@example.com",
+                      "--attach", str(tmp_path / "price-list.pdf"), "--attach", str(tmp_path / "ofertă.txt"))
     assert created.exit_code == 0, created.output
     cli_run(host, "campaign", "send", created.output.split()[-1])
     from postroom.core import scheduler
@@ -166,7 +169,9 @@ def test_a_campaign_mail_is_signed_over_its_list_unsubscribe_headers(
     received = sink.wait_for(2)
     verify = dnsfunc_for(dns_server)
     for mail in received:
-        assert "list-unsubscribe" in signature_of(mail)["h"].lower().split(":")
+        assert {a.get_filename() for a in mail.message.iter_attachments()} == {"price-list.pdf", "ofertă.txt"}
+        signed = signature_of(mail)["h"].lower().split(":")
+        assert {"list-unsubscribe", "list-unsubscribe-post"} <= set(signed)
         assert dkim.verify(mail.data, dnsfunc=verify)
 
 
