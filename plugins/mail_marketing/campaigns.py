@@ -7,7 +7,7 @@ from postroom.core import attachments, emails, records, scheduler, services
 from postroom.core.clock import parse_when
 from postroom.core.errors import Conflict, InvalidInput, NotFound
 
-from . import mails
+from . import mails, tracking
 from .lists import get_list
 from .models import Campaign, CampaignList, Contact, MailingList, Trace
 
@@ -38,10 +38,16 @@ def read_body(path: str) -> str:
 
 
 def create_campaign(host, subject: str, body_html: str, list_names, email_from: str | None = None,
-                    files=()) -> Campaign:
+                    files=(), track: str | None = None) -> Campaign:
     """A draft campaign to the union of the named lists, with its own chatter record.
     `files`: attachments every recipient gets (paths or `(name, bytes, mimetype)`), checked
-    before anything is written and stored once whatever the number of recipients."""
+    before anything is written and stored once whatever the number of recipients.
+    `track`: "opens", "clicks" or both (comma-separated); off by default, and it needs
+    `public_url` (the links must reach the HTTP service)."""
+    track = tracking.parse_track(track)
+    if track and mails.public_url(host) is None:
+        raise InvalidInput("--track needs public_url in the config: the tracking links must "
+                           "reach Postroom's HTTP service")
     subject = (subject or "").strip()
     if not subject:
         raise InvalidInput("the subject is empty")
@@ -57,7 +63,7 @@ def create_campaign(host, subject: str, body_html: str, list_names, email_from: 
     with host.transaction():
         record = records.create_record(host, RECORD_TYPE, subject)
         campaign = Campaign.create(subject=subject, body_html=body_html, email_from=email_from,
-                                   state="draft", record_id=record.id, created_at=now)
+                                   state="draft", record_id=record.id, created_at=now, track=track)
         CampaignList.insert_many([{"campaign": campaign.id, "mailing_list": m.id} for m in lists]).execute()
         attachments.store(host, ready, mails.ATTACHMENT_HOLDER, campaign.id)
     host.log.info("campaign %s created: %r to lists %s", campaign.id, subject, ", ".join(names))
@@ -163,14 +169,16 @@ def remaining_recipients(campaign) -> int:
 def stats(campaign) -> dict:
     """Counts and ratios of one campaign, from one aggregate query over its traces."""
     rows = (Trace.select(Trace.status, Trace.cancel_reason, pw.fn.COUNT(Trace.id),
-                         pw.fn.COUNT(Trace.sent_at))
+                         pw.fn.COUNT(Trace.sent_at), pw.fn.COUNT(Trace.opened_at), pw.fn.COUNT(Trace.clicked_at))
             .where(Trace.campaign == campaign).group_by(Trace.status, Trace.cancel_reason).tuples())
     counts = {s: 0 for s in ("outgoing", "sent", "error", "bounce", "reply", "canceled")}
-    reasons, delivered, traced = {}, 0, 0
-    for status, reason, n, with_sent_at in rows:
+    reasons, delivered, traced, opened, clicked = {}, 0, 0, 0, 0
+    for status, reason, n, with_sent_at, with_open, with_click in rows:
         counts[status] = counts.get(status, 0) + n
         traced += n
         delivered += with_sent_at
+        opened += with_open
+        clicked += with_click
         if status == "canceled":
             reasons[reason or "unknown"] = reasons.get(reason or "unknown", 0) + n
     pending = remaining_recipients(campaign)
@@ -183,7 +191,9 @@ def stats(campaign) -> dict:
             "bounced": counts["bounce"], "replied": counts["reply"],
             "sent_ratio": ratio(delivered, expected), "canceled_ratio": ratio(counts["canceled"], expected),
             "error_ratio": ratio(counts["error"], expected), "bounced_ratio": ratio(counts["bounce"], delivered),
-            "replied_ratio": ratio(counts["reply"], delivered)}
+            "replied_ratio": ratio(counts["reply"], delivered),
+            "opened": opened, "opened_ratio": ratio(opened, delivered),
+            "clicked": clicked, "clicked_ratio": ratio(clicked, delivered)}
 
 
 def describe(host, campaign) -> dict:
@@ -193,7 +203,7 @@ def describe(host, campaign) -> dict:
             "email_from": campaign.email_from, "lists": names, "record": f"{RECORD_TYPE},{campaign.record_id}",
             "created_at": campaign.created_at, "scheduled_at": campaign.scheduled_at,
             "started_at": campaign.started_at, "done_at": campaign.done_at,
-            "last_error": campaign.last_error,
+            "last_error": campaign.last_error, "track": campaign.track or "",
             "attachments": attachments.describe(attachments.of(mails.ATTACHMENT_HOLDER, campaign.id))}
     data.update(stats(campaign))
     return data

@@ -132,12 +132,14 @@ def campaign():
 @click.option("--from", "email_from", help="Sender (default: marketing_email_from, else catchall@domain).")
 @click.option("--attach", "attach", multiple=True, metavar="FILE",
               help="Attach this file to every recipient's mail (repeatable; stored once).")
+@click.option("--track", help="opens, clicks or opens,clicks: record each recipient's first open "
+              "(a pixel) and click (links through Postroom). Off by default: a privacy choice.")
 @click.pass_context
-def campaign_create(ctx, subject, body_file, list_names, email_from, attach):
+def campaign_create(ctx, subject, body_file, list_names, email_from, attach, track):
     """Create a draft campaign; prints its id."""
     body = campaigns.read_body(body_file)
     created("campaign", campaigns.create_campaign(get_host(ctx), subject, body, list_names, email_from,
-                                                  files=attach).id)
+                                                  files=attach, track=track).id)
 
 
 @campaign.command("send")
@@ -193,13 +195,13 @@ def campaign_show(ctx, campaign_id, as_json):
         click.echo(to_json(data))
         return
     data["lists"] = ", ".join(data["lists"])
-    for key in ("sent", "canceled", "error", "bounced", "replied"):
+    for key in ("sent", "canceled", "error", "bounced", "replied", "opened", "clicked"):
         data[key] = f"{data[key]} ({data[key + '_ratio']}%)"
     data["canceled_by_reason"] = ", ".join(f"{k} {v}" for k, v in sorted(data["canceled_by_reason"].items())) or "-"
     fields(data, False, ["id", "subject", "state", "email_from", "lists", "record", "created_at",
                          "scheduled_at", "started_at", "done_at", "expected", "pending", "outgoing",
-                         "sent", "canceled", "canceled_by_reason", "error", "bounced", "replied",
-                         "last_error"])
+                         "sent", "canceled", "canceled_by_reason", "error", "bounced", "replied"]
+           + (["track", "opened", "clicked"] if data["track"] else []) + ["last_error"])
 
 
 @campaign.command("retry-failed")

@@ -50,6 +50,16 @@ def list_unsubscribe_headers(host, trace_id: int | None, campaign_id: int) -> di
             "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}
 
 
+def body_for(host, campaign, trace_id: int | None) -> str:
+    """The campaign's body, with tracking links and pixel for a real recipient of a tracked
+    campaign (never for a test copy)."""
+    base = public_url(host)
+    if not campaign.track or trace_id is None or base is None:
+        return campaign.body_html
+    from .tracking import personalise
+    return personalise(host, campaign, trace_id, base)
+
+
 def campaign_record(campaign):
     return Record.get_or_none(Record.id == campaign.record_id) if campaign.record_id else None
 
@@ -72,7 +82,7 @@ def build(host, campaign, address: str, name: str | None, trace_id: int | None, 
     return {
         "email_to": address,
         "subject": campaign.subject,
-        "body_html": campaign.body_html,
+        "body_html": body_for(host, campaign, trace_id),
         "email_from": campaign.email_from,
         "headers": list_unsubscribe_headers(host, trace_id, campaign.id)
         | {"Precedence": "bulk", "Auto-Submitted": "auto-generated"},

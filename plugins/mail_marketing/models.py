@@ -70,6 +70,7 @@ class Campaign(BaseModel):
     last_error_at = UTCDateTimeField(null=True)
     error_count = pw.IntegerField(default=0)
     created_at = UTCDateTimeField(index=True)
+    track = pw.CharField(max_length=32, default="")  # "", "opens", "clicks" or "opens,clicks"
 
     class Meta:
         table_name = "marketing_campaign"
@@ -99,6 +100,8 @@ class Trace(BaseModel):
     created_at = UTCDateTimeField()
     sent_at = UTCDateTimeField(null=True)
     updated_at = UTCDateTimeField(null=True)
+    opened_at = UTCDateTimeField(null=True)  # first open (tracked campaigns only)
+    clicked_at = UTCDateTimeField(null=True)  # first click (tracked campaigns only)
 
     class Meta:
         table_name = "marketing_trace"

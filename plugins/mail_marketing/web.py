@@ -1,4 +1,5 @@
-"""The public web endpoints of campaigns: RFC 8058 one-click unsubscribe and its page.
+"""The public web endpoints of campaigns: RFC 8058 one-click unsubscribe and its page, and
+the click redirect and open pixel of tracked campaigns (`/c/TOKEN`, `/o/TOKEN`).
 
 `GET /u/TOKEN` shows a page with a button and changes nothing (mail scanners follow
 links); `POST /u/TOKEN` with `List-Unsubscribe=One-Click` (what a mailbox provider sends,
@@ -8,12 +9,12 @@ database work through `web.db`, on the HTTP worker threads.
 """
 import html
 
-from starlette.responses import HTMLResponse
+from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from postroom.core import web
 
-from . import optout
+from . import optout, tracking
 from .optout import RESUBSCRIBE_PURPOSE
 
 HEADERS = {"Cache-Control": "no-store", "X-Robots-Tag": "noindex", "Referrer-Policy": "no-referrer"}
@@ -86,7 +87,26 @@ async def resubscribe(request):
     return _page("You are subscribed again", "You will receive mail from these lists again.")
 
 
+async def click(request):
+    """302 to the campaign's own link the token names; 404 for anything else."""
+    host = web.host_of(request)
+    target = await web.db(request, tracking.click_target, host, request.path_params["token"])
+    if target is None:
+        return _not_found()
+    return RedirectResponse(target, status_code=302, headers=HEADERS)
+
+
+async def pixel(request):
+    """The open pixel: a 1x1 transparent GIF, never cached (each fetch is an open)."""
+    host = web.host_of(request)
+    if not await web.db(request, tracking.record_open, host, request.path_params["token"]):
+        return _not_found()
+    return Response(tracking.PIXEL_GIF, media_type="image/gif", headers=HEADERS)
+
+
 def register_routes(register) -> None:
     register("/u", [Route("/{token}", page, methods=["GET"]),
                     Route("/{token}", one_click, methods=["POST"]),
                     Route("/{token}/resubscribe", resubscribe, methods=["POST"])], public=True)
+    register("/c", [Route("/{token}", click, methods=["GET"])], public=True)
+    register("/o", [Route("/{token}", pixel, methods=["GET"])], public=True)
