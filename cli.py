@@ -24,10 +24,25 @@ def get_host(ctx: click.Context) -> Host:
         return root.obj
     host = root.meta.get(HOST_KEY)
     if host is None:
-        host = Host(Config.load(root.params.get("config"))).open()
-        root.meta[HOST_KEY] = host
+        host = Host(Config.load(root.params.get("config")))
         root.call_on_close(host.close)
+        _warn_once(root, host.config_warnings)
+        host.open()
+        root.meta[HOST_KEY] = host
     return host
+
+
+def _warn_once(root, warnings):
+    if not root.meta.get("postroom.warned"):
+        root.meta["postroom.warned"] = True
+        for warning in warnings:
+            click.echo(f"warning: {warning}", err=True)
+
+
+def core_only(command):
+    """Mark a core command or group that no plugin extends: resolving it opens no host."""
+    command.postroom_core_only = True
+    return command
 
 
 
@@ -52,6 +67,8 @@ class PostroomGroup(click.Group):
 
     def get_command(self, ctx, name):
         core = super().get_command(ctx, name)
+        if core is not None and getattr(core, "postroom_core_only", False):
+            return core
         plugin = self._plugin_commands(ctx).get(name)
         if isinstance(core, click.Group) and isinstance(plugin, click.Group):
             return _merged_group(core, plugin)
@@ -142,6 +159,7 @@ def cli(config):
 
 # --- init & admin ------------------------------------------------------------------
 
+@core_only
 @cli.command()
 @click.option("--admin-email", help="A real address for the admin partner.")
 @click.pass_context
@@ -168,6 +186,35 @@ def admin_set_email(ctx, address):
     """Replace the admin partner's (temporary) address."""
     partner = records.set_admin_email(get_host(ctx), address)
     click.echo(f"admin partner {partner.id} now has email {partner.email}")
+
+
+# --- config ------------------------------------------------------------------------
+
+@core_only
+@cli.group("config")
+def config_group():
+    """The configuration file."""
+
+
+@config_group.command("check")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def config_check(ctx, as_json):
+    """Check the config and print every key's effective value and its source (the file or
+    the default); secrets masked. Exit 78 on a bad value. Opens no database."""
+    from postroom.core import plugins as plugin_loader
+    from postroom.core.host import declare_plugin_keys
+    config = Config.load(ctx.find_root().params.get("config"))
+    problems = []
+    warnings = declare_plugin_keys(config, plugin_loader.discover(problems))
+    _warn_once(ctx.find_root(), problems + warnings)
+    rows = config.effective()
+    if as_json:
+        click.echo(to_json({"file": config.path, "keys": rows, "warnings": problems + warnings}))
+        return
+    click.echo(f"config file: {os.path.abspath(config.path) if config.path else '(none: defaults)'}")
+    click.echo(table(rows, ["key", "value", "source", "plugin"]))
+    click.echo(f"ok: {len(rows)} keys checked" + (f", {len(warnings)} warning(s)" if warnings else ""))
 
 
 # --- plugins -----------------------------------------------------------------------

@@ -123,8 +123,18 @@ def check_logs(host) -> Check:
                                f"postroom.log.DATE.gz", f"grep / zgrep {directory} for a mail's id")
 
 
+def check_config(host) -> list[Check]:
+    """Unknown keys in the config file (typos like `smtp_prot`), each with the closest key."""
+    where = host.config.path or "the configuration"
+    found = [Check("config", "warn", f"unknown config key {name!r} in {where} is ignored",
+                   f"did you mean {close!r}? (postroom config check lists every key)" if close
+                   else "remove it (postroom config check lists every key)")
+             for name, close in host.config.unknown()]
+    return found  # nothing to say when every key is known
+
+
 def core_checks(host) -> list[Check]:
     """The core's `postroom_doctor_checks`, in troubleshooting order."""
     from .dns_checks import check_dns
-    return ([check_admin_email(host)] + check_dns(host) + [check_failures(host), check_bounce_rate(host)]
+    return ([check_admin_email(host)] + check_config(host) + check_dns(host) + [check_failures(host), check_bounce_rate(host)]
             + check_actions(host) + [check_logs(host)])

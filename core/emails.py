@@ -26,7 +26,12 @@ def split_address(text: str) -> tuple[str, str]:
     if text is None or not text.strip():
         raise InvalidInput("missing email address")
     check_header_text("email address", text)
-    name, addr = email.utils.parseaddr(text.strip())
+    # getaddresses, not parseaddr: parseaddr silently keeps the first of several addresses
+    # ('Boss <b@x.test>, victim@y.test' would become the boss alone).
+    pairs = [p for p in email.utils.getaddresses([text.strip()]) if any(p)]
+    if len(pairs) > 1:
+        raise InvalidInput(f"several addresses where one is expected: {text.strip()!r}")
+    name, addr = pairs[0] if pairs else ("", "")
     if not addr or not _ADDR.match(addr):
         raise InvalidInput(f"not a valid email address: {text.strip()!r}")
     return name, addr
@@ -44,3 +49,11 @@ def is_valid(text: str | None) -> bool:
         return True
     except InvalidInput:
         return False
+
+
+def address_setting(text: str) -> None:
+    """A config key's check (core.config.Key): one valid address, else ValueError."""
+    try:
+        split_address(text)
+    except InvalidInput as exc:
+        raise ValueError(str(exc)) from None

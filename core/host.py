@@ -41,6 +41,16 @@ class _CoreHooks:
         return doctor_checks.core_checks(host)
 
 
+def declare_plugin_keys(config: Config, available: dict) -> list[str]:
+    """Check the config keys every available plugin declares; returns the warnings (a key
+    declared twice, unknown keys with the closest known one)."""
+    warnings = []
+    for name in sorted(available):
+        info = plugin_loader.info_of(available[name])
+        warnings += config.declare(getattr(info, "config", ()) or (), name)
+    return warnings + config.unknown_warnings()
+
+
 class Host:
     """A deployment, opened. `Host.from_config(path)` is the usual way in."""
 
@@ -67,6 +77,13 @@ class Host:
         self._background = None
         self._background_lock = threading.Lock()
         self._opened = False
+        try:
+            self.config_warnings = declare_plugin_keys(config, self.available)
+        except Exception:
+            self.close()
+            raise
+        for warning in self.config_warnings:
+            self.log.warning("%s", warning)
 
     @classmethod
     def from_config(cls, path=None, **kwargs) -> "Host":

@@ -34,11 +34,14 @@ class PluginInfo:
     *calls* and others may implement (e.g. mail_queue's `postroom_mail_sent`); other
     plugins implement them with `@hookimpl(optionalhook=True)`, so they still load when
     the owner is disabled.
+    `config`: the tuple of `core.config.Key`s it reads (see core/config.py, "How to add a
+    key"); they are checked at every start, enabled or not.
     """
     name: str
     description: str = ""
     requires: tuple = ()
     hookspecs: object = None
+    config: tuple = ()
 
 
 def info_of(plugin) -> PluginInfo | None:

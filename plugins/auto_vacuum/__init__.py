@@ -7,7 +7,10 @@ the core), each chunk in its own transaction; `postroom vacuum` runs the same by
 from postroom.core.plugins import PluginInfo, hookimpl
 from postroom.core.scheduler import ActionSpec
 
-PLUGIN = PluginInfo("auto_vacuum", "Daily clean-up: every plugin removes its own redundant data")
+from . import settings
+
+PLUGIN = PluginInfo("auto_vacuum", "Daily clean-up: every plugin removes its own redundant data",
+                    config=settings.KEYS)
 ACTION_CODE = "auto_vacuum.run"
 ACTION_NAME = "Base: Auto-vacuum internal data"
 

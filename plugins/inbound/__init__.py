@@ -4,10 +4,10 @@ import os
 
 from postroom.core.plugins import PluginInfo, hookimpl
 
-from . import hookspecs
+from . import hookspecs, settings
 
 PLUGIN = PluginInfo("inbound", "Inbound SMTP/LMTP gateway: replies, aliases, bounces, 550 for the rest",
-                    hookspecs=hookspecs)
+                    hookspecs=hookspecs, config=settings.KEYS)
 
 
 @hookimpl

@@ -3,31 +3,50 @@ reply lines it speaks (Postfix-style enhanced status codes)."""
 import dataclasses
 import ipaddress
 
+from postroom.core.config import Key
 from postroom.core.errors import ConfigError
 
-DEFAULTS = {
-    "inbound_host": "127.0.0.1",
-    "inbound_port": 2525,
-    "inbound_lmtp": False,                    # `postroom serve` speaks LMTP instead of SMTP
-    "inbound_max_size": 25 * 1024 * 1024,     # bytes; bigger → 552 5.3.4
-    "inbound_max_recipients": 50,             # per transaction; more → 452 4.5.3
-    "inbound_timeout": 300,                   # seconds a session may idle (and DATA may take)
-    "inbound_workers": 4,                     # threads doing the database work
-    "inbound_loop_max": 20,                   # records/messages one envelope sender or From may create ...
-    "inbound_loop_max_peer": 100,             # ... and one client address ...
-    "inbound_loop_minutes": 120,              # ... within this window
-    "inbound_keep_originals_days": 30,
-    "inbound_keep_log_days": 90,
-    "inbound_max_connections": 200,           # open sessions in all; more → 421 4.7.0
-    "inbound_max_connections_per_peer": 20,   # open sessions from one client address
-    "inbound_session_max": 1800,              # seconds a session may last in all
-    "inbound_max_idle_commands": 50,          # commands without a completed mail transaction
-    "inbound_trusted_peers": "",              # MTAs in front of us (IPs or networks), exempt from peer caps
-    "inbound_refusal_burst": 10,              # refusals per peer and minute logged one by one ...
-    "inbound_tarpit_refusals": 100,           # ... more than this in a minute → 421 4.7.0 ...
-    "inbound_tarpit_minutes": 10,             # ... for this long
-    "inbound_spool_threshold": 1024 * 1024,   # message data above this goes to a temporary file
-}
+def _network(item):
+    try:
+        ipaddress.ip_network(item, strict=False)
+    except ValueError:
+        raise ValueError(f"{item!r} is not an IP address or network") from None
+
+
+# The inbound keys (declared in the plugin's PluginInfo; see core/config.py).
+KEYS = (
+    Key("inbound_host", str, "127.0.0.1", empty=False, help="where `postroom serve` runs the gateway"),
+    Key("inbound_port", int, 2525, min=1, max=65535, help="its port"),
+    Key("inbound_lmtp", bool, False, help="`postroom serve` speaks LMTP instead of SMTP"),
+    Key("inbound_max_size", int, 25 * 1024 * 1024, min=1, max=2**31,
+        help="bytes; bigger messages get 552 5.3.4 (advertised as SIZE)"),
+    Key("inbound_max_recipients", int, 50, min=1, max=10_000, help="per transaction; more get 452 4.5.3"),
+    Key("inbound_timeout", float, 300.0, min=0.1, max=86400,
+        help="seconds a session may idle (and a DATA may take)"),
+    Key("inbound_workers", int, 4, min=1, max=256, help="threads doing the database work"),
+    Key("inbound_loop_max", int, 20, min=1, max=1_000_000_000,
+        help="records/messages one envelope sender or From may create within inbound_loop_minutes"),
+    Key("inbound_loop_max_peer", int, 100, min=1, max=1_000_000_000,
+        help="the same for one client address"),
+    Key("inbound_loop_minutes", int, 120, min=1, max=525_600, help="the loop protection window"),
+    Key("inbound_keep_originals_days", int, 30, min=0, max=36500, help="the vacuum keeps originals this long"),
+    Key("inbound_keep_log_days", int, 90, min=1, max=36500, help="the vacuum keeps the decision log this long"),
+    Key("inbound_max_connections", int, 200, min=1, max=100_000, help="open sessions in all; more get 421 4.7.0"),
+    Key("inbound_max_connections_per_peer", int, 20, min=1, max=100_000, help="open sessions from one client address"),
+    Key("inbound_session_max", float, 1800.0, min=1, max=86400, help="seconds a session may last in all"),
+    Key("inbound_max_idle_commands", int, 50, min=1, max=100_000,
+        help="commands without a completed mail transaction"),
+    Key("inbound_trusted_peers", list, [], check=_network, what="IP addresses or networks",
+        help="MTAs in front of the gateway, exempt from the peer caps"),
+    Key("inbound_refusal_burst", int, 10, min=0, max=100_000,
+        help="refusals per peer and minute logged one by one"),
+    Key("inbound_tarpit_refusals", int, 100, min=1, max=1_000_000,
+        help="more refusals than this in a minute get 421 4.7.0 ..."),
+    Key("inbound_tarpit_minutes", int, 10, min=0, max=1440, help="... for this long"),
+    Key("inbound_spool_threshold", int, 1024 * 1024, min=0, max=2**31,
+        help="bytes of message data above which it goes to a temporary file"),
+)
+DEFAULTS = {key.name: key.default for key in KEYS}
 
 TEMPFAIL = "451 4.3.0 Temporary failure: the database is unavailable, try again later"
 LOCAL_PROBLEM = "451 4.3.0 Temporary local problem, try again later"

@@ -7,11 +7,11 @@ from postroom.core.plugins import PluginInfo, hookimpl
 from postroom.core.records import RecordType
 from postroom.core.scheduler import ActionSpec
 
-from . import hookspecs
+from . import hookspecs, settings
 
 PLUGIN = PluginInfo("mail_marketing", "Mailing lists, blacklist, campaigns sent in order through "
                     "their own process queue, traces per recipient", requires=("mail_queue",),
-                    hookspecs=hookspecs)
+                    hookspecs=hookspecs, config=settings.KEYS)
 
 
 @hookimpl

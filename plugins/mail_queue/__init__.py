@@ -10,10 +10,10 @@ import os
 from postroom.core.plugins import PluginInfo, hookimpl
 from postroom.core.scheduler import ActionSpec
 
-from . import hookspecs
+from . import hookspecs, settings
 
 PLUGIN = PluginInfo("mail_queue", "Outgoing mail: servers, queue, retries, daily limit, resend",
-                    hookspecs=hookspecs)
+                    hookspecs=hookspecs, config=settings.KEYS)
 
 
 @hookimpl

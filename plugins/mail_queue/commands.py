@@ -259,21 +259,56 @@ def server():
     """Outgoing SMTP servers."""
 
 
+def _server_options(adding: bool):
+    """The settings of a server, for `server add` (with defaults) and `server edit` (none:
+    an option not given keeps the current value)."""
+    options = [
+        click.option("--host", "smtp_host", required=adding),
+        click.option("--port", type=int, default=25 if adding else None, show_default=adding),
+        click.option("--encryption", type=click.Choice(servers.ENCRYPTIONS, case_sensitive=False),
+                     default="none" if adding else None, show_default=adding,
+                     help="none is refused for AUTH unless the server is on loopback."),
+        click.option("--user"),
+        click.option("--password-env", help="Environment variable holding the password (never stored)."),
+        click.option("--from-filter", help="Use this server for this sender address or domain."),
+        click.option("--daily-limit", type=int, help="Count mail through it against this daily limit."),
+    ]
+
+    def apply(fn):
+        for option in reversed(options):
+            fn = option(fn)
+        return fn
+    return apply
+
+
 @server.command("add")
 @click.argument("name")
-@click.option("--host", "smtp_host", required=True)
-@click.option("--port", type=int, default=25, show_default=True)
-@click.option("--encryption", type=click.Choice(servers.ENCRYPTIONS), default="none", show_default=True)
-@click.option("--user")
-@click.option("--password-env", help="Environment variable holding the password (never stored).")
-@click.option("--from-filter", help="Use this server for this sender address or domain.")
-@click.option("--daily-limit", type=int, help="Count mail through it against this daily limit.")
+@_server_options(adding=True)
 @click.pass_context
 def server_add(ctx, name, smtp_host, port, encryption, user, password_env, from_filter, daily_limit):
     """Add an outgoing server."""
     s = servers.add_server(_host(ctx), name, smtp_host, port, encryption, user, password_env,
                            from_filter, daily_limit)
     created("server", s.id)
+
+
+@server.command("edit")
+@click.argument("name")
+@_server_options(adding=False)
+@click.pass_context
+def server_edit(ctx, name, **changes):
+    """Change an added server's settings (refused while a running queue sends through it)."""
+    s = servers.edit_server(_host(ctx), name, **changes)
+    click.echo(f"server {s.name} changed: {s.host}:{s.port}, {s.encryption}")
+
+
+@server.command("remove")
+@click.argument("name")
+@click.pass_context
+def server_remove(ctx, name):
+    """Remove an added server (refused while a running queue sends through it)."""
+    servers.remove_server(_host(ctx), name)
+    click.echo(f"server {name} removed")
 
 
 @server.command("list")

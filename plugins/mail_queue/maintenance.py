@@ -75,7 +75,7 @@ def vacuum(host, batch_size, dry_run):
 def doctor_checks(host) -> list[Check]:
     from .dkim_doctor import doctor_checks as signing_checks
     checks = []
-    for fn in (_server_checks, _sender_check, _limit_check, _failure_check, _interval_check,
+    for fn in (_plaintext_auth_check, _server_checks, _sender_check, _limit_check, _failure_check, _interval_check,
                signing_checks):
         try:
             result = fn(host)
@@ -83,6 +83,16 @@ def doctor_checks(host) -> list[Check]:
             result = [Check(f"mail.{fn.__name__.strip('_')}", "fail", f"{type(exc).__name__}: {exc}", "")]
         checks.extend(result if isinstance(result, list) else [result])
     return checks
+
+
+def _plaintext_auth_check(host):
+    if not servers.plaintext_auth(host):
+        return []
+    return Check("mail.plaintext_auth", "fail",
+                 "smtp_allow_plaintext_auth = true: SMTP passwords may be sent unencrypted to a server "
+                 "that is not on this machine",
+                 "use --encryption starttls or ssl (smtp_encryption for the default server) and remove "
+                 "smtp_allow_plaintext_auth")
 
 
 def _server_checks(host):

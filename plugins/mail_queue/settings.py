@@ -1,6 +1,10 @@
 """The bottom of mail_queue: the queue action's names and the settings every other module
-reads. It imports nothing from the plugin, so any module may import it."""
+reads, and its config keys (declared in its PluginInfo; see core/config.py). It imports
+nothing from the plugin, so any module may import it."""
 import datetime as dt
+
+from postroom.core.config import Key, domain_name
+from postroom.core.emails import address_setting
 
 ACTION_CODE = "mail_queue.process"
 ACTION_NAME = "Mail: Email Queue Manager"
@@ -10,18 +14,55 @@ from postroom.core.db import CHUNK, chunks  # noqa: F401
 
 def lifetime(host) -> dt.timedelta:
     """How long a mail keeps being retried after temporary failures (`mail_lifetime_days`)."""
-    return dt.timedelta(days=host.config.getfloat("mail_lifetime_days", 5.0))
+    return dt.timedelta(days=host.config.value("mail_lifetime_days"))
 
 
 def lease(host) -> dt.timedelta:
     """How long a claim holds its mails (`mail_lease_seconds`) before another worker may
     take them over; a working worker renews it."""
-    return dt.timedelta(seconds=host.config.getfloat("mail_lease_seconds", 300.0))
+    return dt.timedelta(seconds=host.config.value("mail_lease_seconds"))
 
 
 def batch_size(host) -> int:
     """Mails claimed at once (`mail_batch_size`)."""
-    return max(1, host.config.getint("mail_batch_size", 200))
+    return host.config.value("mail_batch_size")
+
 
 # res_model of the attachments a direct mail (`mail send --attach`) holds itself.
 ATTACHMENT_HOLDER = "mail_queue.mail"
+
+
+ENCRYPTIONS = ("none", "starttls", "ssl")
+
+KEYS = (
+    Key("smtp_host", str, "127.0.0.1", empty=False, help="the default outgoing server"),
+    Key("smtp_port", int, 25, min=1, max=65535, help="its port"),
+    Key("smtp_encryption", str, "none", choices=ENCRYPTIONS,
+        help="none, starttls or ssl (implicit TLS); any other value is refused"),
+    Key("smtp_user", str, None, help="login on the default server (AUTH)"),
+    Key("smtp_password_env", str, None, help="name of the environment variable holding its password"),
+    Key("smtp_allow_plaintext_auth", bool, False,
+        help="allow AUTH without TLS to a server that is not on loopback (doctor fails on it)"),
+    Key("smtp_ca_file", str, None, help="a CA bundle to trust besides the system's"),
+    Key("smtp_timeout", float, 30.0, min=0.1, max=3600,
+        help="seconds before a silent server counts as a temporary failure"),
+    Key("mail_from", str, None, check=address_setting, what="one email address",
+        help="default sender (default: the admin partner, else notifications@<domain>)"),
+    Key("dkim_selector", str, "postroom", empty=False, check=domain_name, what="a DNS name",
+        help="selector of new DKIM keys (`postroom dkim generate`): SELECTOR._domainkey.DOMAIN"),
+    Key("mail_public_ip", list, [], what="IP addresses",
+        help="the address(es) mail leaves from, when this host sits behind NAT (doctor's SPF check)"),
+    Key("daily_limit", int, 200, min=0, max=100_000_000, help="emails per UTC day through the default server"),
+    Key("mail_force_send_limit", int, 50, min=0, max=100_000,
+        help="posts notifying more people go through the queue"),
+    Key("mail_retry_min_minutes", float, 5.0, min=0.01, max=10080, help="shortest retry backoff"),
+    Key("mail_retry_max_minutes", float, 60.0, min=0.01, max=10080, help="longest retry backoff"),
+    Key("mail_lifetime_days", float, 5.0, min=0.01, max=365,
+        help="temporary failures past this become exception"),
+    Key("mail_batch_size", int, 200, min=1, max=10_000, help="mails claimed and recorded together"),
+    Key("mail_lease_seconds", float, 300.0, min=1, max=86400,
+        help="a worker's claim on its batch; a dead worker's mails are taken over after it"),
+    Key("mail_keep_sent_days", float, 30.0, min=0, max=36500, help="the auto-vacuum keeps sent mails this long"),
+    Key("mail_keep_canceled_days", float, 30.0, min=0, max=36500,
+        help="the auto-vacuum keeps canceled mails this long"),
+)

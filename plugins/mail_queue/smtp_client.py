@@ -1,5 +1,6 @@
 """The SMTP client of mail_queue: smtplib for the session (connect, EHLO, STARTTLS, AUTH)
 and a hand-written mail transaction that pipelines MAIL, RCPT and DATA (RFC 2920)."""
+import ipaddress
 import os
 import re
 import smtplib
@@ -7,6 +8,17 @@ import smtplib
 from .servers import Server
 
 _DOT_LINE = re.compile(rb"(?m)^\.")  # dot-stuffing (RFC 5321 4.5.2)
+
+
+class PlaintextAuthRefused(smtplib.SMTPAuthenticationError):
+    """We refuse to send a password over an unencrypted connection (not the server's doing).
+    An SMTPAuthenticationError, so the mail fails at once (retrying cannot help)."""
+
+    def __init__(self, text):
+        super().__init__(None, text)
+
+    def __str__(self):
+        return self.smtp_error
 
 
 def connect(server: Server) -> smtplib.SMTP:
@@ -20,10 +32,25 @@ def connect(server: Server) -> smtplib.SMTP:
     if server.encryption == "starttls":
         conn.starttls(context=server.tls_context())
         conn.ehlo()
+    if server.user and server.encryption == "none" and not server.allow_plaintext_auth \
+            and not _is_loopback(conn):
+        close_quietly(conn)
+        raise PlaintextAuthRefused(
+            f"not sending the password of {server.user!r} in clear to {server.host}:{server.port} "
+            f"(no TLS and not loopback): use encryption starttls or ssl (or, knowingly, "
+            f"smtp_allow_plaintext_auth = true)")
     if server.user:
         password = os.environ.get(server.password_env or "", "")
         conn.login(server.user, password)
     return conn
+
+
+def _is_loopback(conn) -> bool:
+    """Whether the connected peer is this machine (the password never leaves it)."""
+    try:
+        return ipaddress.ip_address(conn.sock.getpeername()[0].split("%", 1)[0]).is_loopback
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def test_server(server: Server) -> str:

@@ -40,9 +40,11 @@ def test_server_test_fails_loudly_when_nothing_answers(mail_host, cli_run):
 
 def test_the_default_server_comes_from_the_config():
     from postroom.core.config import Config
+    from postroom.plugins.mail_queue.settings import KEYS
 
     class _H:
         config = Config({})
+    _H.config.declare(KEYS, "mail_queue")
     assert (servers.default_server(_H).host, servers.default_server(_H).port) == ("127.0.0.1", 25)
 
 
