@@ -7,14 +7,14 @@ from postroom.core import records
 from postroom.core.errors import Conflict, InvalidInput, NotFound
 from postroom.core.models import Follower, Partner, Record
 
-from .models import CONTACT_POLICIES, InboundAlias
+from .models import CONTACT_POLICIES, REQUIRE_AUTH, InboundAlias
 from .recipients import system_local_parts
 
 _LOCAL = re.compile(r"^[a-z0-9](?:[a-z0-9._-]{0,62})$")
 
 
 def add_alias(host, local_part: str, model: str, record_id=None, contact: str = "everyone",
-              defaults: str | dict | None = None) -> InboundAlias:
+              defaults: str | dict | None = None, require_auth: str | None = None) -> InboundAlias:
     """Create an alias; checks the local part, the record type, the fixed record and the policy."""
     local = (local_part or "").strip().lower()
     if "@" in local:
@@ -29,6 +29,8 @@ def add_alias(host, local_part: str, model: str, record_id=None, contact: str = 
     records.check_model(host, model)
     if contact not in CONTACT_POLICIES:
         raise InvalidInput(f"contact policy must be one of {', '.join(CONTACT_POLICIES)}")
+    if require_auth is not None and require_auth not in REQUIRE_AUTH:
+        raise InvalidInput(f"--require-auth must be one of {', '.join(REQUIRE_AUTH)}")
     if record_id is not None:
         record_id = records.get_record(host, model, record_id).id
     elif contact == "followers":
@@ -44,7 +46,8 @@ def add_alias(host, local_part: str, model: str, record_id=None, contact: str = 
         if InboundAlias.get_or_none(InboundAlias.local_part == local) is not None:
             raise Conflict(f"alias {local} already exists")
         alias = InboundAlias.create(local_part=local, model=model, record_id=record_id, contact=contact,
-                                    defaults=defaults or None, created_at=host.clock.now())
+                                    defaults=defaults or None, require_auth=require_auth,
+                                    created_at=host.clock.now())
     host.log.info("inbound alias %s added (%s%s, contact %s)", local, model,
                   f",{record_id}" if record_id else "", contact)
     return alias
@@ -62,7 +65,8 @@ def remove_alias(host, local_part: str) -> None:
 def alias_rows(host) -> list[dict]:
     domain = host.config.primary_domain
     return [{"id": a.id, "alias": a.local_part, "address": f"{a.local_part}@{domain}", "model": a.model,
-             "record_id": a.record_id, "contact": a.contact, "defaults": a.defaults}
+             "record_id": a.record_id, "contact": a.contact, "defaults": a.defaults,
+             "require_auth": a.require_auth or "default"}
             for a in InboundAlias.select().order_by(InboundAlias.local_part)]
 
 

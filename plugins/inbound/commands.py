@@ -11,7 +11,7 @@ from postroom.core.errors import DatabaseUnavailable, first_line
 from postroom.core.output import created, show, to_json
 
 from . import aliases, decisions, pipe, routing
-from .models import CONTACT_POLICIES
+from .models import CONTACT_POLICIES, REQUIRE_AUTH
 from .settings import settings
 
 
@@ -114,10 +114,14 @@ def alias():
 @click.option("--contact", type=click.Choice(CONTACT_POLICIES), default="everyone", show_default=True,
               help="Who may write: everyone, known partners, or followers of --record.")
 @click.option("--defaults", help="JSON object of values for created records.")
+@click.option("--require-auth", "require_auth", type=click.Choice(REQUIRE_AUTH),
+              help="dmarc: only senders whose From passes DMARC; none: no check. Default: dmarc for "
+                   "followers/partners when the sender's domain publishes p=quarantine or reject.")
 @click.pass_context
-def alias_add(ctx, local_part, model, record_id, contact, defaults):
+def alias_add(ctx, local_part, model, record_id, contact, defaults, require_auth):
     """Add an alias LOCALPART on the deployment's domains."""
-    created("alias", aliases.add_alias(_host(ctx), local_part, model, record_id, contact, defaults).id)
+    created("alias", aliases.add_alias(_host(ctx), local_part, model, record_id, contact, defaults,
+                                       require_auth).id)
 
 
 @alias.command("list")
@@ -125,7 +129,8 @@ def alias_add(ctx, local_part, model, record_id, contact, defaults):
 @click.pass_context
 def alias_list(ctx, as_json):
     """Aliases with their record type, fixed record and contact policy."""
-    show(aliases.alias_rows(_host(ctx)), ["id", "address", "model", "record_id", "contact"], as_json)
+    show(aliases.alias_rows(_host(ctx)), ["id", "address", "model", "record_id", "contact", "require_auth"],
+         as_json)
 
 
 @alias.command("remove")

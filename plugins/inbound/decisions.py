@@ -39,9 +39,12 @@ def _ip(peer: str) -> str:
     return (peer or "").rpartition(":")[0] or peer
 
 
-def keep_original(host, mail, mail_from) -> InboundOriginal:
+def keep_original(host, mail, mail_from, trace: bytes = b"") -> InboundOriginal:
+    """Keep the raw message, with `trace` (our Authentication-Results line) on top as an MTA
+    adds it."""
+    content = trace + mail.raw if trace else mail.raw
     return InboundOriginal.create(message_id=mail.message_id, mail_from=(mail_from or "")[:512],
-                                  size=len(mail.raw), content=mail.raw, created_at=host.clock.now())
+                                  size=len(content), content=content, created_at=host.clock.now())
 
 
 def recent_counts(host, minutes: int, envelope="", sender="", client="") -> dict:

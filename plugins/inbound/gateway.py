@@ -67,6 +67,12 @@ class GatewayHandler:
         except ValueError:  # [UNAVAILABLE], [TEMPUNAVAIL] or garbage: nobody to count
             return ""
 
+    def _helo(self, session) -> str:
+        forwarded = (getattr(session, "xforward", {}) or {}).get("HELO", "")
+        if self.is_trusted(session):
+            return forwarded if not forwarded.startswith("[") else ""
+        return session.host_name or ""
+
     def admit(self, server) -> str | None:
         """Count a new connection; the 421 line when it is one too many, else None."""
         ip = self._ip(server.session)
@@ -221,7 +227,8 @@ class GatewayHandler:
         # a slow outgoing server must not hold up our answer to this client.
         with self.host.offloading():
             return routing.deliver(self.host, peer=self._peer(session), mail_from=envelope.mail_from or "",
-                                   rcpts=rcpts, data=data, lmtp=self.lmtp, client=self.client_of(session))
+                                   rcpts=rcpts, data=data, lmtp=self.lmtp, client=self.client_of(session),
+                                   helo=self._helo(session))
 
     async def handle_DATA(self, server, session, envelope):
         data = envelope.original_content or b""

@@ -5,6 +5,7 @@ from postroom.core.db import JSONField, UTCDateTimeField
 from postroom.core.models import BaseModel
 
 CONTACT_POLICIES = ("everyone", "partners", "followers")
+REQUIRE_AUTH = ("dmarc", "none")
 
 
 class InboundAlias(BaseModel):
@@ -16,6 +17,9 @@ class InboundAlias(BaseModel):
     model = pw.CharField(max_length=64)
     record_id = pw.IntegerField(null=True)
     contact = pw.CharField(max_length=16, default="everyone")
+    # dmarc | none; null: dmarc for followers/partners when the From domain publishes
+    # quarantine or reject (see auth.required)
+    require_auth = pw.CharField(max_length=8, null=True)
     defaults = JSONField(null=True)
     created_at = UTCDateTimeField()
 

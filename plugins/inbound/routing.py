@@ -12,10 +12,10 @@ import peewee as pw
 from postroom.core import attachments, chatter, emails, records
 from postroom.core.models import Message, Record
 
-from . import bounces, decisions, recipients
+from . import auth, bounces, decisions, recipients
 from .aliases import contact_refusal
 from .models import InboundAlias, InboundOriginal
-from .parsing import parse
+from .parsing import is_daemon, parse
 from .settings import settings
 
 OK = 250
@@ -102,18 +102,24 @@ def reply_target(host, mail, dry_run: bool):
     return (record, None, True) if record is not None else (None, None, False)
 
 
-def _reply_policy_refusal(host, parent, sender) -> str | None:
-    """The 550 text when the alias owning the replied record does not let `sender` write."""
+def _reply_policy_refusal(host, parent, sender, address, auth_result):
+    """(code, text) when the alias owning the replied record does not let `sender` write
+    (its contact policy, or the sender authentication it requires), else None."""
     alias_id = getattr(parent, "alias_id", None) if parent is not None else None
     if alias_id is None:
         return None
     alias = InboundAlias.get_or_none(InboundAlias.id == alias_id)
-    if alias is None or alias.contact == "everyone":
+    if alias is None:
+        return None
+    refused = auth.refusal(alias, address, auth_result)
+    if refused:
+        return refused
+    if alias.contact == "everyone":
         return None
     author = records.find_partner(host, sender, required=False) if sender else None
     why = contact_refusal(host, alias, sender, author)
-    return f"5.7.1 reply refused by the contact policy of alias {alias.local_part} ({alias.contact}): {why}" \
-        if why else None
+    return (550, f"5.7.1 reply refused by the contact policy of alias {alias.local_part} "
+                 f"({alias.contact}): {why}") if why else None
 
 
 def _poster(host, mail, sender, record, parent):
@@ -142,7 +148,7 @@ def _storable(host, mail) -> list:
     return kept
 
 
-def plan(host, mail, mail_from, verdicts, dry_run=False, client="") -> list[Outcome]:
+def plan(host, mail, mail_from, verdicts, dry_run=False, client="", auth_result=None) -> list[Outcome]:
     """The outcome for every recipient; reads only. Several recipients naming one alias
     (two of our domains, say) share one outcome: a message makes at most one record per alias."""
     out = [Outcome([v.address], "refused", v.code, v.text) for v in verdicts if not v.accepted]
@@ -171,9 +177,9 @@ def plan(host, mail, mail_from, verdicts, dry_run=False, client="") -> list[Outc
     record, parent, found = reply_target(host, mail, dry_run)
     envelope = (mail_from or "").lower()
     if found:
-        why = _reply_policy_refusal(host, parent, sender)
-        if why:
-            return out + [Outcome(rcpts, "refused", 550, why)]
+        refused = _reply_policy_refusal(host, parent, sender, rcpts[0], auth_result)
+        if refused:
+            return out + [Outcome(rcpts, "refused", *refused)]
         refusal = loop_refusal(host, envelope, sender, client)
         if refusal:
             return out + [Outcome(rcpts, "refused", 550, refusal)]
@@ -187,7 +193,7 @@ def plan(host, mail, mail_from, verdicts, dry_run=False, client="") -> list[Outc
             by_alias[v.alias.id].rcpts.append(v.address)
             continue
         if v.kind == "alias":
-            by_alias[v.alias.id] = _alias_outcome(host, mail, sender, v, envelope, client)
+            by_alias[v.alias.id] = _alias_outcome(host, mail, sender, v, envelope, client, auth_result)
             out.append(by_alias[v.alias.id])
             continue
         if v.kind == "postmaster":
@@ -199,8 +205,11 @@ def plan(host, mail, mail_from, verdicts, dry_run=False, client="") -> list[Outc
     return out
 
 
-def _alias_outcome(host, mail, sender, v, envelope="", client="") -> Outcome:
+def _alias_outcome(host, mail, sender, v, envelope="", client="", auth_result=None) -> Outcome:
     alias, rcpts = v.alias, [v.address]
+    refused = auth.refusal(alias, v.address, auth_result)
+    if refused:
+        return Outcome(rcpts, "refused", *refused)
     author = records.find_partner(host, sender, required=False) if sender else None
     why = contact_refusal(host, alias, sender, author)
     if why:
@@ -264,7 +273,7 @@ def unique_recipients(rcpts) -> list:
     return list({r.strip().lower(): r for r in reversed(list(rcpts))}.values())[::-1]
 
 
-def deliver(host, *, peer="", mail_from="", rcpts=(), data=b"", lmtp=False, client="") -> list[tuple]:
+def deliver(host, *, peer="", mail_from="", rcpts=(), data=b"", lmtp=False, client="", helo="") -> list[tuple]:
     """Route one received message and commit the outcome; returns [(rcpt, reply line)].
 
     SMTP (lmtp=False) is all or nothing: if any recipient is refused, nothing is stored and
@@ -276,7 +285,7 @@ def deliver(host, *, peer="", mail_from="", rcpts=(), data=b"", lmtp=False, clie
     asked = list(rcpts)
     rcpts = unique_recipients(asked)
     try:
-        results = _deliver(host, peer, mail_from, rcpts, data, lmtp, client)
+        results = _deliver(host, peer, mail_from, rcpts, data, lmtp, client, helo)
     except (Unparseable, *UNPARSEABLE_ERRORS) as exc:
         results = _unparseable(host, peer, mail_from, rcpts, client, exc)
     by_rcpt = {r.strip().lower(): line for r, line in results}
@@ -295,19 +304,23 @@ def _unparseable(host, peer, mail_from, rcpts, client, exc) -> list[tuple]:
     return [(r, line) for r in rcpts]
 
 
-def _deliver(host, peer, mail_from, rcpts, data, lmtp, client) -> list[tuple]:
+def _deliver(host, peer, mail_from, rcpts, data, lmtp, client, helo) -> list[tuple]:
     try:
         mail = parse(data, host.config.domains, host.config.get("bounce").lower())
     except Exception as exc:  # noqa: BLE001 - whatever the parser chokes on is the message's fault
         raise Unparseable() from exc
     sender = sender_of(mail, mail_from)
+    # DNS work, before any transaction opens. Bounces are judged by their tokens instead.
+    auth_result = None
+    if mail_from and not is_daemon(mail_from):
+        auth_result = auth.check(host, mail, mail_from, client, helo)
     common = {"peer": peer, "mail_from": mail_from, "sender": sender, "message_id": mail.message_id,
-              "client": client}
+              "client": client, "auth": auth_result.text if auth_result else ""}
     for attempt in range(2):
         verdicts = [recipients.check(host, r) for r in rcpts]
         try:
             with host.transaction():
-                outcomes = plan(host, mail, mail_from, verdicts, client=client)
+                outcomes = plan(host, mail, mail_from, verdicts, client=client, auth_result=auth_result)
                 _run(host, mail, outcomes)
                 refused = [o for o in outcomes if not o.accepted]
                 if refused and not lmtp:
@@ -315,7 +328,9 @@ def _deliver(host, peer, mail_from, rcpts, data, lmtp, client) -> list[tuple]:
                 _reset_bounce_counter(mail, sender, verdicts, outcomes)
                 accepted = [o for o in outcomes if o.accepted]
                 keep = [o for o in accepted if o.route != "duplicate"]
-                original = decisions.keep_original(host, mail, mail_from) if keep else None
+                original = (decisions.keep_original(host, mail, mail_from,
+                                                    auth.header(host, auth_result) if auth_result else b"")
+                            if keep else None)
                 for o in outcomes:
                     _log(host, o, common, original.id if original and o.accepted else None)
                     if o.accepted and o.route in ("reply", "alias", "bounce", "claimed"):
