@@ -58,7 +58,7 @@ def post_message(host, record: Record, body: str, subject: str | None = None,
     if email_from:
         emails.split_address(email_from)
     if author is not None and not email_from:
-        email_from = f"{author.name} <{author.email}>" if author.email else None
+        email_from = emails.display_address(author.name, author.email) if author.email else None
     body_html = sanitize(body) if body_is_html else text_to_html(body)
     partner_ids = sorted({int(p) for p in partner_ids})
     files = attachment_store.prepare(host, attachments)

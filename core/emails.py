@@ -1,6 +1,9 @@
 """Email address parsing, validation and normalisation, shared by every part."""
 import email.utils
+import functools
 import re
+
+import idna
 
 from .errors import InvalidInput
 
@@ -21,8 +24,45 @@ def check_header_text(label: str, text: str) -> str:
     return text
 
 
+@functools.lru_cache(maxsize=4096)
+def ascii_domain(domain: str) -> str | None:
+    """The domain as it travels (IDNA A-labels: `bücher.example` → `xn--bcher-kva.example`),
+    or None when it is not a valid internationalised domain name."""
+    if domain.isascii():
+        return domain
+    try:
+        return idna.encode(domain, uts46=True).decode("ascii")
+    except (idna.IDNAError, UnicodeError):
+        return None
+
+
+def wire_address(address: str) -> str:
+    """A bare address with its domain in IDNA form (the local part as it is: a non-ASCII
+    one needs SMTPUTF8, see `needs_smtputf8`). Addresses are stored as entered."""
+    local, _, domain = address.rpartition("@")
+    ascii_form = ascii_domain(domain)
+    return f"{local}@{ascii_form}" if ascii_form and ascii_form != domain else address
+
+
+def needs_smtputf8(address: str) -> bool:
+    """True when the local part is not ASCII: only a server offering SMTPUTF8 (RFC 6531)
+    can take it, and the message's headers then carry UTF-8 (RFC 6532)."""
+    return not address.rpartition("@")[0].isascii()
+
+
+def is_valid_bare(address: str) -> bool:
+    """A bare address (no name) is valid: the ASCII pattern, after IDNA for the domain."""
+    if not address or has_control_chars(address):
+        return False
+    if _ADDR.match(address):  # the pattern's local part already admits non-ASCII
+        return True
+    domain = address.rpartition("@")[2]
+    return not domain.isascii() and ascii_domain(domain) is not None and bool(_ADDR.match(wire_address(address)))
+
+
 def split_address(text: str) -> tuple[str, str]:
-    """'Name <a@b.c>' → ('Name', 'a@b.c'); raises InvalidInput if no valid address."""
+    """'Name <a@b.c>' → ('Name', 'a@b.c'); raises InvalidInput if no valid address.
+    Non-ASCII local parts (SMTPUTF8) and internationalised domains are accepted."""
     if text is None or not text.strip():
         raise InvalidInput("missing email address")
     check_header_text("email address", text)
@@ -32,9 +72,17 @@ def split_address(text: str) -> tuple[str, str]:
     if len(pairs) > 1:
         raise InvalidInput(f"several addresses where one is expected: {text.strip()!r}")
     name, addr = pairs[0] if pairs else ("", "")
-    if not addr or not _ADDR.match(addr):
+    if not addr or not is_valid_bare(addr):
         raise InvalidInput(f"not a valid email address: {text.strip()!r}")
     return name, addr
+
+
+def display_address(name: str | None, address: str) -> str:
+    """`"Name" <addr>` as stored text (Unicode, quoted where RFC 5322 needs it), which
+    `split_address` and the mail composer read back; the composer RFC 2047-encodes it."""
+    if not name:
+        return address
+    return f'"{email.utils.quote(name)}" <{address}>'
 
 
 def normalize(text: str) -> str:

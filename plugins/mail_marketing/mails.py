@@ -1,5 +1,5 @@
 """The mail of one campaign recipient: headers, signed unsubscribe address and link, enqueueing."""
-from postroom.core import attachments, chatter, services, tokens
+from postroom.core import attachments, chatter, emails, services, tokens
 from postroom.core.db import CHUNK, chunks
 from postroom.core.models import Record
 
@@ -80,7 +80,7 @@ def build(host, campaign, address: str, name: str | None, trace_id: int | None, 
     record = record if record is not None else campaign_record(campaign)
     files = attachment_ids(campaign) if files is None else files
     return {
-        "email_to": address,
+        "email_to": emails.display_address(name, address),  # To: "Ann Smith" <ann@…>
         "subject": campaign.subject,
         "body_html": body_for(host, campaign, trace_id),
         "email_from": campaign.email_from,

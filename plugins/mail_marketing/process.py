@@ -169,6 +169,8 @@ def process_batch(host, campaign, size: int) -> tuple[int, bool]:
             outgoing = list(Trace.select(Trace.id, Trace.email, Trace.contact_id, Trace.message_id).where(
                 (Trace.campaign == campaign) & Trace.contact_id.in_(list(names))
                 & (Trace.status == "outgoing")).order_by(Trace.id).dicts())
+            for trace in outgoing:
+                trace["name"] = names.get(trace["contact_id"])  # To: "Name" <address>
             mails.enqueue_traces(host, campaign, outgoing, record=record)
         # Finish in the same transaction as the last batch, so no run is needed just to
         # notice there is nobody left.

@@ -13,7 +13,7 @@ def default_from(host) -> str:
         return configured
     admin = records.admin_partner(host)
     if admin is not None and admin.email and not records.admin_has_temporary_email(host):
-        return compose.encode_address(admin.name, admin.email) if admin.name.isascii() else admin.email
+        return emails.display_address(admin.name, admin.email)
     return f"notifications@{host.config.primary_domain}"
 
 
@@ -49,9 +49,14 @@ def recipient_problem(email_to: str | None):
     if not email_to:
         return "mail_email_missing", "The recipient has no email address."
     # A bare address: the core's own pattern, without the cost of parsing a header.
-    if not (emails._ADDR.match(email_to) and not emails.has_control_chars(email_to)):
+    if not emails.is_valid_bare(email_to):
         return "mail_email_invalid", f"The recipient address {email_to!r} is not a valid email address."
     return None
+
+
+def smtputf8_refusal(email_to: str, server_name: str) -> str:
+    return (f"The recipient address {email_to!r} has a non-ASCII local part, which only a server "
+            f"offering SMTPUTF8 (RFC 6531) accepts; the server '{server_name}' does not offer it.")
 
 
 def bounce_value(mail) -> str:

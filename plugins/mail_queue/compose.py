@@ -125,6 +125,9 @@ def encode_address(name: str | None, address: str) -> str:
     """`Name <addr>` with the name RFC 2047-encoded when it is not ASCII."""
     if not name:
         return address
+    if not address.isascii():  # SMTPUTF8 mail; formataddr refuses a non-ASCII address
+        shown = email.utils.formataddr((name, "x@x"), charset="utf-8").rsplit(" <", 1)[0]
+        return f"{shown} <{address}>"
     return email.utils.formataddr((name, address), charset="utf-8")
 
 
@@ -135,8 +138,9 @@ def parse_address(text: str) -> tuple[str, str]:
     return name, addr
 
 
-def headers_block(fields: list[tuple[str, str]]) -> bytes:
-    return "".join(f"{k}: {v}\r\n" for k, v in fields if v).encode("ascii")
+def headers_block(fields: list[tuple[str, str]], utf8: bool = False) -> bytes:
+    """The header lines; UTF-8 only for a mail that goes with SMTPUTF8 (RFC 6532)."""
+    return "".join(f"{k}: {v}\r\n" for k, v in fields if v).encode("utf-8" if utf8 else "ascii")
 
 
 def build(mail, envelope_from: str, date: str, reply_to: str | None, body: bytes | None = None) -> bytes:
@@ -150,10 +154,13 @@ def build(mail, envelope_from: str, date: str, reply_to: str | None, body: bytes
         if value and emails.has_control_chars(value):
             emails.check_header_text(label, value)
     from_name, from_addr = parse_address(mail.email_from)
+    # Internationalised domains travel as IDNA; a non-ASCII local part only with SMTPUTF8,
+    # and then the header block is UTF-8 (the sender checked the server offers it).
+    utf8 = emails.needs_smtputf8(mail.email_to) or emails.needs_smtputf8(from_addr)
     fields = [
         ("Return-Path", f"<{envelope_from}>"),
-        ("From", encode_address(from_name or None, from_addr)),
-        ("To", encode_address(mail.recipient_name or None, mail.email_to)),
+        ("From", encode_address(from_name or None, emails.wire_address(from_addr))),
+        ("To", encode_address(mail.recipient_name or None, emails.wire_address(mail.email_to))),
         ("Subject", encode_text(mail.subject or "", "Subject")),
         ("Date", date),
         ("Message-Id", mail.message_id),
@@ -163,7 +170,7 @@ def build(mail, envelope_from: str, date: str, reply_to: str | None, body: bytes
     ]
     for name, value in (mail.headers or {}).items():
         fields.append((name, encode_text(value, name)))
-    return headers_block(fields) + (body if body is not None else body_part(mail.body_html or ""))
+    return headers_block(fields, utf8) + (body if body is not None else body_part(mail.body_html or ""))
 
 
 def format_date(when) -> str:

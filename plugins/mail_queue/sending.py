@@ -10,7 +10,7 @@ import smtplib
 
 import peewee as pw
 
-from postroom.core import scheduler
+from postroom.core import emails, scheduler
 from postroom.core.clock import aware
 from postroom.core.errors import PostroomError
 
@@ -49,9 +49,14 @@ def _send_group(host, server, rows, pool, outcome, date, prepare, signer):
         return
     for i, row in enumerate(rows):
         envelope_from = addressing.envelope_from(host, row)
+        utf8 = emails.needs_smtputf8(row.email_to)
+        if utf8 and not smtp_client.offers_smtputf8(conn):
+            outcome.fail(row, "mail_email_invalid", addressing.smtputf8_refusal(row.email_to, server.name), True)
+            continue
         try:
             data = compose.final_bytes(host, row, envelope_from, date, prepare, signer)
-            reply = smtp_client.send_one(conn, envelope_from, row.email_to, data)
+            reply = smtp_client.send_one(conn, envelope_from, emails.wire_address(row.email_to), data,
+                                         smtputf8=utf8)
             outcome.sent.append((row, server.name))
             used += 1
             host.log.info("mail %s sent to %s via %s msgid=%s notification=%s ref=%s reply=%s", row.id,

@@ -39,3 +39,20 @@ def test_campaign_create_with_a_missing_file_creates_nothing(mk, run, tmp_path):
                  "--attach", tmp_path / "gone.pdf", expect_fail=True)
     assert "no such file" in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert Campaign.select().count() == 0
+
+
+def test_campaign_mail_is_addressed_to_the_contact_by_name_from_the_campaign_sender(mk, run, sink, tmp_path):
+    host = mk()
+    make_list(run, host, tmp_path, "news", ["ann@example.org,Ann Smith", "jose@example.org,José Núñez"])
+    body = tmp_path / "body.html"
+    body.write_text("<p>News</p>", encoding="utf-8")
+    cid = last_word(run(host, "campaign", "create", "--subject", "News", "--body-file", body,
+                        "--list", "news", "--from", "Boutique Élise <news@example.com>"))
+    run(host, "campaign", "send", cid)
+    drain(host)
+    got = {r.rcpt_tos[0]: r.message for r in sink.wait_for(2)}
+    assert {a: (m["To"].addresses[0].display_name, m["To"].addresses[0].addr_spec) for a, m in got.items()} == {
+        "ann@example.org": ("Ann Smith", "ann@example.org"),
+        "jose@example.org": ("José Núñez", "jose@example.org")}
+    for m in got.values():
+        assert m["From"].addresses[0].display_name == "Boutique Élise"

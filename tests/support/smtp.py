@@ -16,6 +16,7 @@ its Message-Id), so tests assert on what really went over the wire.
     SMTPSink(stall_seconds=30, stall_after=3)     # accepts 3 messages, then hangs at DATA
     SMTPSink(fail_first=2, data_reply="451 ...")  # 4xx for the first 2 messages, then accepts
     SMTPSink(pipelining=True)                     # advertises PIPELINING (RFC 2920)
+    SMTPSink(smtputf8=False)                      # does not offer SMTPUTF8 (RFC 6531)
     closed_port()                                 # a port where nothing listens (refused)
 """
 import asyncio
@@ -46,9 +47,10 @@ def closed_port() -> int:
 class Received:
     """One message as the server got it."""
 
-    def __init__(self, mail_from: str, rcpt_tos: list, data: bytes):
+    def __init__(self, mail_from: str, rcpt_tos: list, data: bytes, mail_options=()):
         self.mail_from = mail_from
         self.rcpt_tos = list(rcpt_tos)
+        self.mail_options = [o.upper() for o in mail_options]
         self.data = data
         self.message = email.message_from_bytes(data, policy=email.policy.default)
         self.message_id = self.message.get("Message-Id")
@@ -96,7 +98,7 @@ class _Handler:
         if sink.data_reply and (sink.fail_first is None or attempt <= sink.fail_first):
             return sink.data_reply
         sink._record(Received(envelope.mail_from, envelope.rcpt_tos, envelope.original_content
-                              or envelope.content))
+                              or envelope.content, envelope.mail_options))
         return "250 2.0.0 OK queued"
 
 
@@ -109,7 +111,8 @@ class SMTPSink:
     def __init__(self, data_reply: str | None = None, rcpt_replies: dict | None = None,
                  mail_reply: str | None = None, drop_after: int | None = None,
                  stall_seconds: float = 0, stall_after: int | None = None,
-                 fail_first: int | None = None, port: int | None = None, pipelining: bool = False):
+                 fail_first: int | None = None, port: int | None = None, pipelining: bool = False,
+                 smtputf8: bool = True):
         self.data_reply = data_reply
         self.rcpt_replies = {k.lower(): v for k, v in (rcpt_replies or {}).items()}
         self.mail_reply = mail_reply
@@ -118,6 +121,7 @@ class SMTPSink:
         self.stall_after = stall_after
         self.fail_first = fail_first
         self.pipelining = pipelining
+        self.smtputf8 = smtputf8
         self.host = "127.0.0.1"
         self.port = port or free_port()
         self.lock = threading.Lock()
@@ -154,7 +158,7 @@ class SMTPSink:
 
     def start(self) -> "SMTPSink":
         self._controller = Controller(_Handler(self), hostname=self.host, port=self.port,
-                                      ready_timeout=10, enable_SMTPUTF8=True)
+                                      ready_timeout=10, enable_SMTPUTF8=self.smtputf8)
         self._controller.start()
         return self
 
