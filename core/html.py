@@ -1,6 +1,14 @@
-"""Keeping message bodies safe: plain text becomes escaped HTML; HTML is allow-listed."""
+"""Keeping message bodies safe (plain text becomes escaped HTML; HTML is allow-listed), and
+turning HTML back into the text a text/plain part carries."""
 import html
+import re
 from html.parser import HTMLParser
+
+import lxml.etree
+import lxml.html
+from inscriptis import Inscriptis
+from inscriptis.css_profiles import CSS_PROFILES
+from inscriptis.model.config import ParserConfig
 
 ALLOWED = {"a", "b", "blockquote", "br", "code", "div", "em", "h1", "h2", "h3", "h4", "i", "img",
            "li", "ol", "p", "pre", "span", "strong", "table", "tbody", "td", "th", "thead", "tr",
@@ -8,6 +16,8 @@ ALLOWED = {"a", "b", "blockquote", "br", "code", "div", "em", "h1", "h2", "h3", 
 DROP_CONTENT = {"script", "style", "head", "title", "iframe", "object", "embed"}
 ALLOWED_ATTRS = {"href", "src", "alt", "title", "colspan", "rowspan", "style", "class"}
 VOID = {"br", "img", "hr"}
+# "strict" keeps the layout to what the markup says (no indentation guessed from CSS).
+_TEXT_CONFIG = ParserConfig(css=CSS_PROFILES["strict"])
 
 
 def text_to_html(text: str) -> str:
@@ -60,34 +70,26 @@ def sanitize(markup: str) -> str:
 
 
 def to_text(markup: str) -> str:
-    """HTML → readable plain text (for text/plain parts and terminal display)."""
-    class _Text(HTMLParser):
-        def __init__(self):
-            super().__init__(convert_charrefs=True)
-            self.parts, self.skip = [], 0
+    """HTML → readable plain text (the text/plain part of every mail, terminal display).
 
-        def handle_starttag(self, tag, attrs):
-            if tag in DROP_CONTENT:
-                self.skip += 1
-            elif tag in ("br",):
-                self.parts.append("\n")
-            elif tag in ("p", "div", "tr", "li", "h1", "h2", "h3", "h4"):
-                self.parts.append("\n\n" if tag in ("p", "h1", "h2", "h3", "h4") else "\n")
-            if tag == "li":
-                self.parts.append("- ")
-
-        def handle_endtag(self, tag):
-            if tag in DROP_CONTENT:
-                self.skip = max(0, self.skip - 1)
-
-        def handle_data(self, data):
-            if not self.skip:
-                self.parts.append(data)
-    parser = _Text()
-    parser.feed(markup or "")
-    parser.close()
-    lines = [" ".join(line.split()) for line in "".join(parser.parts).split("\n")]
-    text = "\n".join(lines)
-    while "\n\n\n" in text:
-        text = text.replace("\n\n\n", "\n\n")
-    return text.strip()
+    inscriptis lays out paragraphs, lists (bullets and numbers) and tables as a browser
+    would; before that, each link gets its target after its words (`our offers
+    <https://…>`) unless the words already are the address, so nothing a reader must
+    follow is lost in the text part."""
+    if not (markup or "").strip():
+        return ""
+    try:
+        tree = lxml.html.fragment_fromstring(markup, create_parent="div")
+    except (lxml.etree.ParserError, ValueError):
+        return ""
+    for link in tree.iter("a"):
+        href = (link.get("href") or "").strip()
+        if not href or href.startswith(("#", "javascript:", "cid:")):
+            continue
+        words = " ".join(link.text_content().split())
+        if words in (href, href.removeprefix("mailto:")):
+            continue
+        link.tail = f" <{href}>" + (link.tail or "")
+    text = Inscriptis(tree, _TEXT_CONFIG).get_text()
+    lines = [line.rstrip() for line in text.splitlines()]
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip("\n")
