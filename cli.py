@@ -6,37 +6,12 @@ import sys
 import click
 import peewee as pw
 
-from postroom.core import attachments, chatter, records, scheduler
+from postroom.core import api, attachments, chatter, records, scheduler
 from postroom.core import plugins as plugin_loader
 from postroom.core.config import Config
+from postroom.core.context import get_host, warn_once
 from postroom.core.errors import DatabaseUnavailable, NotFound, PostroomError, first_line
-from postroom.core.host import Host
 from postroom.core.output import created, fields, show, table, to_json
-
-HOST_KEY = "postroom.host"
-
-
-def get_host(ctx: click.Context) -> Host:
-    """The host for this invocation: the one a test passed as `obj`, or one opened from the
-    config (and closed when the command ends)."""
-    root = ctx.find_root()
-    if isinstance(root.obj, Host):
-        return root.obj
-    host = root.meta.get(HOST_KEY)
-    if host is None:
-        host = Host(Config.load(root.params.get("config")))
-        root.call_on_close(host.close)
-        _warn_once(root, host.config_warnings)
-        host.open()
-        root.meta[HOST_KEY] = host
-    return host
-
-
-def _warn_once(root, warnings):
-    if not root.meta.get("postroom.warned"):
-        root.meta["postroom.warned"] = True
-        for warning in warnings:
-            click.echo(f"warning: {warning}", err=True)
 
 
 def core_only(command):
@@ -207,7 +182,7 @@ def config_check(ctx, as_json):
     config = Config.load(ctx.find_root().params.get("config"))
     problems = []
     warnings = declare_plugin_keys(config, plugin_loader.discover(problems))
-    _warn_once(ctx.find_root(), problems + warnings)
+    warn_once(ctx.find_root(), problems + warnings)
     rows = config.effective()
     if as_json:
         click.echo(to_json({"file": config.path, "keys": rows, "warnings": problems + warnings}))
@@ -409,10 +384,7 @@ def message_post(ctx, model, res_id, body, subject, author, partners, note, atta
     """Post on a record's chatter; followers are notified."""
     host = get_host(ctx)
     rec = records.get_record(host, model, res_id)
-    author_partner, email_from = None, None
-    if author:
-        author_partner = records.find_partner(host, author, required=False)
-        email_from = None if author_partner else author
+    author_partner, email_from = api.resolve_author(host, author or None)
     ids = [records.find_partner(host, e).id for e in partners]
     msg = chatter.post_message(host, rec, body, subject=subject, author=author_partner,
                                email_from=email_from, partner_ids=ids, note=note, attachments=attach)

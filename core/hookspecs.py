@@ -16,7 +16,16 @@ domain is specified by that plugin, in its own `hookspecs.py` named by
 """
 import pluggy
 
-hookspec = pluggy.HookspecMarker("postroom")
+class HookspecMarker(pluggy.HookspecMarker):
+    """`@hookspec` declares a Postroom hook: the function's name (prefixed `postroom_`),
+    its arguments and its docstring, which is the contract. `firstresult=True` stops at
+    the first non-None answer. A plugin declaring its own hooks puts them in a module
+    named by `PluginInfo(hookspecs=...)`."""
+
+    __slots__ = ()
+
+
+hookspec = HookspecMarker("postroom")
 
 
 # --- lifecycle ---------------------------------------------------------------------

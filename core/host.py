@@ -52,7 +52,13 @@ def declare_plugin_keys(config: Config, available: dict) -> list[str]:
 
 
 class Host:
-    """A deployment, opened. `Host.from_config(path)` is the usual way in."""
+    """A deployment, opened: `config`, `clock` (`clock.now()`, aware UTC), `log`, the
+    enabled plugins' `hook`s and `service(name)`s. `postroom.open_host(config)` (or
+    `Host.from_config(path)`) is the way in; `close()` (or `with`) the way out.
+
+    `transaction()` groups writes (nested blocks are savepoints), `after_commit(fn)` runs
+    work once they are committed, and `offloading()` moves that work to background
+    threads. One open host per process (it binds the models to its database)."""
 
     def __init__(self, config: Config, clock=None, available=None, extra=(), log_to_file=True):
         self.config = config

@@ -19,7 +19,16 @@ import pluggy
 from . import hookspecs
 from .errors import Conflict, NotFound
 
-hookimpl = pluggy.HookimplMarker("postroom")
+class HookimplMarker(pluggy.HookimplMarker):
+    """`@hookimpl` marks a function (or method) as the implementation of the Postroom hook
+    of the same name; it may accept any subset of the hook's arguments.
+    `@hookimpl(optionalhook=True)` implements a hook another plugin declares, so this
+    plugin still loads where that one is disabled; `tryfirst` / `trylast` order calls."""
+
+    __slots__ = ()
+
+
+hookimpl = HookimplMarker("postroom")
 ENTRY_POINT_GROUP = "postroom.plugins"
 BUILTIN = ("postroom.plugins.mail_queue", "postroom.plugins.mail_marketing", "postroom.plugins.inbound", "postroom.plugins.auto_vacuum")
 log = logging.getLogger("postroom.plugins")

@@ -174,3 +174,11 @@ def follow(host, record: Record, partner: Partner) -> bool:
         inserted = (Follower.insert(record=record, partner=partner)
                     .on_conflict_ignore().as_rowcount().execute())
     return bool(inserted)
+
+
+def unfollow(host, record: Record, partner: Partner) -> bool:
+    """Stop `partner` following `record`; False if it did not."""
+    with host.transaction():
+        removed = (Follower.delete().where((Follower.record == record) & (Follower.partner == partner))
+                   .execute())
+    return bool(removed)

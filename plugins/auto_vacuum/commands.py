@@ -3,6 +3,7 @@ import sys
 
 import click
 
+from postroom.core.context import get_host
 from postroom.core.output import table, to_json
 
 
@@ -16,8 +17,6 @@ def vacuum(ctx, dry_run, as_json):
     Prints what each plugin removed (or would remove) by kind. Exits 1 when a plugin's
     vacuum failed; the other plugins are vacuumed anyway.
     """
-    from postroom.cli import get_host
-
     from .service import run_vacuum
     result = run_vacuum(get_host(ctx), dry_run=dry_run,
                         on_chunk=_progress if sys.stderr.isatty() and not dry_run else None)

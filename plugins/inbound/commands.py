@@ -7,17 +7,13 @@ import threading
 import click
 import peewee as pw
 
+from postroom.core.context import get_host
 from postroom.core.errors import DatabaseUnavailable, first_line
 from postroom.core.output import created, show, to_json
 
 from . import aliases, decisions, pipe, routing
 from .models import CONTACT_POLICIES, REQUIRE_AUTH
 from .settings import settings
-
-
-def _host(ctx):
-    from postroom.cli import get_host
-    return get_host(ctx)
 
 
 @click.group()
@@ -35,7 +31,7 @@ def inbound_serve(ctx, bind_host, port, lmtp):
     """Run the gateway in the foreground until Ctrl-C or SIGTERM."""
     import signal
     from .gateway import GatewayService
-    host = _host(ctx)
+    host = get_host(ctx)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
@@ -60,7 +56,7 @@ def inbound_deliver(ctx, rcpts, sender):
     """Deliver one message from stdin (an MTA pipe transport). Exit codes: 0 accepted,
     67 unknown recipient, 65 bad message, 75 temporary failure (retry)."""
     try:
-        host = _host(ctx)
+        host = get_host(ctx)
         # Never more than the size limit in memory: one byte past it is enough to refuse.
         data = sys.stdin.buffer.read(settings(host).max_size + 1)
         code, line = pipe.deliver(host, data, rcpts, sender)
@@ -84,7 +80,7 @@ inbound_deliver.mta_pipe = True
 @click.pass_context
 def inbound_log(ctx, sender, limit, as_json):
     """Why was this mail (not) received? Every gateway decision, newest first."""
-    rows = decisions.rows(_host(ctx), sender=sender, limit=limit)
+    rows = decisions.rows(get_host(ctx), sender=sender, limit=limit)
     show(rows, ["id", "time", "peer", "sender", "recipients", "message_id", "verdict", "code", "reason"],
          as_json)
 
@@ -95,7 +91,7 @@ def inbound_log(ctx, sender, limit, as_json):
 @click.pass_context
 def inbound_export(ctx, log_id, output):
     """Write the original of an accepted delivery (ID from `inbound log`) as an .eml file."""
-    original = decisions.original_of(_host(ctx), log_id)
+    original = decisions.original_of(get_host(ctx), log_id)
     path = output or f"inbound-{int(log_id)}.eml"
     with open(path, "wb") as fh:
         fh.write(bytes(original.content))
@@ -120,7 +116,7 @@ def alias():
 @click.pass_context
 def alias_add(ctx, local_part, model, record_id, contact, defaults, require_auth):
     """Add an alias LOCALPART on the deployment's domains."""
-    created("alias", aliases.add_alias(_host(ctx), local_part, model, record_id, contact, defaults,
+    created("alias", aliases.add_alias(get_host(ctx), local_part, model, record_id, contact, defaults,
                                        require_auth).id)
 
 
@@ -129,7 +125,7 @@ def alias_add(ctx, local_part, model, record_id, contact, defaults, require_auth
 @click.pass_context
 def alias_list(ctx, as_json):
     """Aliases with their record type, fixed record and contact policy."""
-    show(aliases.alias_rows(_host(ctx)), ["id", "address", "model", "record_id", "contact", "require_auth"],
+    show(aliases.alias_rows(get_host(ctx)), ["id", "address", "model", "record_id", "contact", "require_auth"],
          as_json)
 
 
@@ -138,7 +134,7 @@ def alias_list(ctx, as_json):
 @click.pass_context
 def alias_remove(ctx, local_part):
     """Remove an alias: mail to it is refused from now on."""
-    aliases.remove_alias(_host(ctx), local_part)
+    aliases.remove_alias(get_host(ctx), local_part)
     click.echo(f"alias {local_part} removed")
 
 
@@ -156,7 +152,7 @@ def route():
 @click.pass_context
 def route_test(ctx, address, in_reply_to, from_, subject, as_json):
     """Say what the gateway would answer for ADDRESS, without sending or storing anything."""
-    result = routing.explain(_host(ctx), address, in_reply_to=in_reply_to, sender=from_, subject=subject)
+    result = routing.explain(get_host(ctx), address, in_reply_to=in_reply_to, sender=from_, subject=subject)
     if as_json:
         click.echo(to_json(result))
     else:

@@ -4,9 +4,7 @@ The inbound gateway calls these; they exist while inbound is enabled
 (`PluginInfo(hookspecs=...)`). Another plugin implements them with
 `@hookimpl(optionalhook=True)`, so it still loads where inbound is disabled.
 """
-import pluggy
-
-hookspec = pluggy.HookspecMarker("postroom")
+from postroom.core.hookspecs import hookspec
 
 
 @hookspec(firstresult=True)

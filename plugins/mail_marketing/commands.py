@@ -4,7 +4,7 @@ import sys
 
 import click
 
-from postroom.cli import get_host
+from postroom.core.context import get_host
 from postroom.core.output import created, fields, show, table, to_json
 
 from . import campaigns, lists, process

@@ -3,9 +3,7 @@
 mail_marketing calls these; they exist while it is enabled (`PluginInfo(hookspecs=...)`).
 Another plugin implements them with `@hookimpl(optionalhook=True)`.
 """
-import pluggy
-
-hookspec = pluggy.HookspecMarker("postroom")
+from postroom.core.hookspecs import hookspec
 
 
 @hookspec

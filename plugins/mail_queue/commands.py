@@ -4,6 +4,7 @@ import sys
 import click
 
 from postroom.core import attachments, chatter, emails
+from postroom.core.context import get_host
 from postroom.core.clock import parse_when
 from postroom.core.errors import InvalidInput
 from postroom.core.output import created, fields, show, to_json
@@ -14,11 +15,6 @@ from .settings import ACTION_NAME
 
 LIST_COLUMNS = ["id", "state", "email_to", "subject", "attempts", "next_attempt_at",
                 "failure_type", "failure_reason"]
-
-
-def _host(ctx):
-    from postroom.cli import get_host
-    return get_host(ctx)
 
 
 def mail_row(m: OutgoingMail) -> dict:
@@ -55,7 +51,7 @@ def mail():
 @click.pass_context
 def mail_send(ctx, to, subject, body, email_from, bulk, at, auto_delete, attach):
     """Send a mail to each --to address (urgent unless --bulk or --at)."""
-    host = _host(ctx)
+    host = get_host(ctx)
     files = attachments.prepare(host, attach)
     for address in to:
         emails.split_address(address)
@@ -83,7 +79,7 @@ def mail_send(ctx, to, subject, body, email_from, bulk, at, auto_delete, attach)
 
 
 def _resend(ctx, message_id, only, fixes):
-    host = _host(ctx)
+    host = get_host(ctx)
     msg = chatter.get_message(host, message_id)
     pairs = {}
     for fix in fixes:
@@ -98,7 +94,7 @@ def _resend(ctx, message_id, only, fixes):
 
 
 def _ignore(ctx, message_id, all_):
-    host = _host(ctx)
+    host = get_host(ctx)
     if all_ == bool(message_id):
         raise InvalidInput("give a message id or --all (not both)")
     ids = actions.messages_with_failures() if all_ else [chatter.get_message(host, message_id).id]
@@ -164,7 +160,7 @@ def queue_group():
 @click.pass_context
 def queue_list(ctx, state, limit, as_json):
     """Mails in the queue, newest last."""
-    _host(ctx)
+    get_host(ctx)
     query = OutgoingMail.select().order_by(OutgoingMail.id)
     if state:
         query = query.where(OutgoingMail.state == state)
@@ -178,7 +174,7 @@ def queue_list(ctx, state, limit, as_json):
 @click.pass_context
 def queue_show(ctx, mail_id, as_json):
     """Every field of one mail, with its failure details."""
-    m = actions.get_mail(_host(ctx), mail_id)
+    m = actions.get_mail(get_host(ctx), mail_id)
     data = mail_row(m)
     data["headers"] = m.headers
     data["reply_to"] = m.reply_to
@@ -200,7 +196,7 @@ def queue_retry(ctx, ids, all_failed):
     """Put failed mails back to outgoing: they leave at the next queue run."""
     if bool(ids) == all_failed:
         raise InvalidInput("give mail ids or --all-failed (not both)")
-    done = actions.retry(_host(ctx), ids, all_failed)
+    done = actions.retry(get_host(ctx), ids, all_failed)
     click.echo(f"{len(done)} mail(s) back to outgoing; sent at the next run of {ACTION_NAME!r}")
 
 
@@ -209,7 +205,7 @@ def queue_retry(ctx, ids, all_failed):
 @click.pass_context
 def queue_send_now(ctx, ids):
     """Send these outgoing mails now instead of waiting for the queue."""
-    host = _host(ctx)
+    host = get_host(ctx)
     done = actions.send_now(host, _ids_or_fail(ids))
     rows = [mail_row(m) for m in OutgoingMail.select().where(OutgoingMail.id.in_(done))]
     gone = len(done) - len(rows)
@@ -226,7 +222,7 @@ def queue_send_now(ctx, ids):
 @click.pass_context
 def queue_cancel(ctx, ids):
     """Cancel mails (they will not be sent); their notifications become canceled."""
-    done = actions.cancel(_host(ctx), _ids_or_fail(ids))
+    done = actions.cancel(get_host(ctx), _ids_or_fail(ids))
     click.echo(f"{len(done)} mail(s) canceled")
 
 
@@ -235,7 +231,7 @@ def queue_cancel(ctx, ids):
 @click.pass_context
 def queue_export(ctx, mail_id):
     """The mail as an .eml file on stdout (what is sent, byte for byte), for support."""
-    data = actions.export(_host(ctx), mail_id)
+    data = actions.export(get_host(ctx), mail_id)
     click.echo(data, nl=False)  # bytes go to the binary stream untouched
 
 
@@ -245,7 +241,7 @@ def queue_export(ctx, mail_id):
 @click.pass_context
 def queue_process(ctx, limit, as_json):
     """Run the queue once now (what the Email Queue Manager does)."""
-    result = sending.process_queue(_host(ctx), limit=limit)
+    result = sending.process_queue(get_host(ctx), limit=limit)
     if as_json:
         click.echo(to_json(result))
     else:
@@ -287,7 +283,7 @@ def _server_options(adding: bool):
 @click.pass_context
 def server_add(ctx, name, smtp_host, port, encryption, user, password_env, from_filter, daily_limit):
     """Add an outgoing server."""
-    s = servers.add_server(_host(ctx), name, smtp_host, port, encryption, user, password_env,
+    s = servers.add_server(get_host(ctx), name, smtp_host, port, encryption, user, password_env,
                            from_filter, daily_limit)
     created("server", s.id)
 
@@ -316,7 +312,7 @@ def server_remove(ctx, name):
 @click.pass_context
 def server_list(ctx, as_json):
     """Servers, the config's default last (used when no other matches)."""
-    host = _host(ctx)
+    host = get_host(ctx)
     rows = [dict(vars_of(s), default=False) for s in servers.added_servers(host)]
     rows.append(dict(vars_of(servers.default_server(host)), default=True))
     show(rows, ["name", "host", "port", "encryption", "user", "from_filter", "daily_limit", "default"], as_json)
@@ -333,7 +329,7 @@ def vars_of(s):
 def server_test(ctx, name):
     """Connect, EHLO (and TLS/login as configured) and print the server's answer."""
     import smtplib
-    s = servers.get_server(_host(ctx), name)
+    s = servers.get_server(get_host(ctx), name)
     try:
         answer = smtp_client.test_server(s)
     except (smtplib.SMTPException, OSError) as exc:
@@ -350,7 +346,7 @@ def server_test(ctx, name):
 def limit(ctx, as_json):
     """Today's count of emails through the default server, its daily limit, the reset time
     (and the same for added servers that have a limit of their own)."""
-    statuses = daily_limit.limit_statuses(_host(ctx))
+    statuses = daily_limit.limit_statuses(get_host(ctx))
     if as_json:
         click.echo(to_json(statuses[0] | {"servers": statuses}))
         return

@@ -1,16 +1,12 @@
 """CLI of DKIM keys: `postroom dkim generate | list | show | remove`."""
 import click
 
+from postroom.core.context import get_host
 from postroom.core.output import fields, show
 
 from . import dkim_keys
 
 COLUMNS = ["domain", "selector", "algorithm", "record_name", "created_at"]
-
-
-def _host(ctx):
-    from postroom.cli import get_host
-    return get_host(ctx)
 
 
 def _row(key) -> dict:
@@ -40,7 +36,7 @@ def dkim_group():
 @click.pass_context
 def dkim_generate(ctx, domain, selector, algorithm):
     """Create the key pair of DOMAIN and print the DNS record to publish."""
-    host = _host(ctx)
+    host = get_host(ctx)
     key = dkim_keys.generate(host, domain, selector, algorithm)
     click.echo(f"{algorithm} key for {key.domain} written to {dkim_keys.key_path(host, key)} (mode 0600); "
                f"mail from {key.domain} is signed from now on.")
@@ -53,7 +49,7 @@ def dkim_generate(ctx, domain, selector, algorithm):
 @click.pass_context
 def dkim_list(ctx, as_json):
     """The domains that sign their mail."""
-    _host(ctx)
+    get_host(ctx)
     from .models import DkimKey
     show([_row(k) for k in DkimKey.select().order_by(DkimKey.domain)], COLUMNS, as_json,
          "(no DKIM key: postroom dkim generate DOMAIN)")
@@ -65,7 +61,7 @@ def dkim_list(ctx, as_json):
 @click.pass_context
 def dkim_show(ctx, domain, as_json):
     """The DNS record of DOMAIN's key, again."""
-    _host(ctx)
+    get_host(ctx)
     key = dkim_keys.get(domain)
     if as_json:
         fields(_row(key), True)
@@ -78,7 +74,7 @@ def dkim_show(ctx, domain, as_json):
 @click.pass_context
 def dkim_remove(ctx, domain):
     """Delete DOMAIN's key (its private key file too): its mail leaves unsigned."""
-    host = _host(ctx)
+    host = get_host(ctx)
     dkim_keys.remove(host, domain)
     click.echo(f"DKIM key of {domain} removed; its mail is no longer signed. Remove its DNS record "
                f"once mail signed with it has been delivered.")

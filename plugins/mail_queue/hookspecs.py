@@ -5,9 +5,7 @@ adds them to the host's plugin manager before mail_queue's own implementations).
 plugin implements them with `@hookimpl(optionalhook=True)`, so it still loads where
 mail_queue is disabled. The "mail" service itself is specified in `postroom.core.services`.
 """
-import pluggy
-
-hookspec = pluggy.HookspecMarker("postroom")
+from postroom.core.hookspecs import hookspec
 
 
 @hookspec

@@ -3,11 +3,11 @@
 Postroom finds this module through the `postroom.plugins` entry point in setup.cfg. Nothing
 here runs until an operator enables the plugin (`postroom plugins enable helpdesk`); from
 then on the hooks below are called. Every hook is documented in Postroom's
-`core/hookspecs.py`: an implementation is a module-level function with the hook's name,
-decorated with `hookimpl`, taking any subset of the hook's arguments.
+`core/hookspecs.py` (and a plugin's own hooks in its `hookspecs.py`): an implementation is
+a module-level function with the hook's name, decorated with `hookimpl`, taking any subset
+of the hook's arguments. What a plugin may import is what `postroom` exports.
 """
-from postroom.core.plugins import PluginInfo, hookimpl
-from postroom.core.records import RecordType
+from postroom import PluginInfo, RecordType, hookimpl
 
 from . import tickets
 

@@ -1,7 +1,7 @@
 """`postroom helpdesk`: the plugin's command group, added by `postroom_cli_commands`."""
 import click
 
-from postroom.cli import get_host
+from postroom import pass_host
 from postroom.core.output import show
 
 from . import tickets
@@ -14,8 +14,8 @@ def helpdesk():
 
 @helpdesk.command("tickets")
 @click.option("--json", "as_json", is_flag=True)
-@click.pass_context
-def tickets_list(ctx, as_json):
+@pass_host
+def tickets_list(host, as_json):
     """List tickets: number, id, name and how many messages their chatter holds."""
-    rows = tickets.list_tickets(get_host(ctx))
+    rows = tickets.list_tickets(host)
     show(rows, ["number", "id", "name", "messages", "created_at"], as_json)
