@@ -65,6 +65,11 @@ class PostroomGroup(click.Group):
             _fail(DatabaseUnavailable(f"database error: {first_line(exc) or type(exc).__name__}"), 75)
         except pw.IntegrityError as exc:
             _fail(f"refused by the database (nothing was written): {first_line(exc)}", 4)
+        except click.exceptions.UsageError as exc:
+            if exc.ctx is not None and getattr(exc.ctx.command, "mta_pipe", False):
+                # A wrong argv in master.cf is the deployment's mistake: defer, never bounce.
+                _fail(f"451 4.3.0 {exc.format_message()} (temporary: the MTA keeps the mail and retries)", 75)
+            raise
         except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
         except Exception as exc:  # noqa: BLE001 - never show an operator a traceback
@@ -125,7 +130,9 @@ def _fail(error, code):
 
 
 @click.group(cls=PostroomGroup)
-@click.option("--config", "config", type=click.Path(dir_okay=False), envvar="POSTROOM_CONFIG",
+# A plain string: the config reader reports a missing or unreadable file itself (one line,
+# exit 78, or 75 for an MTA's pipe), where click's Path would exit 2 and Postfix would bounce.
+@click.option("--config", "config", metavar="PATH", envvar="POSTROOM_CONFIG",
               help="Config file (default: $POSTROOM_CONFIG, else ./postroom.cfg if present).")
 @click.version_option("0.1.0", prog_name="postroom")
 def cli(config):

@@ -12,6 +12,22 @@ from .models import InboundDecision, InboundOriginal
 from .parsing import unsurrogate
 
 
+# Postfix's address verification (reject_unverified_recipient) asks with a probe: MAIL
+# FROM:<double-bounce@its host> (its double_bounce_sender), RCPT TO, and no data. Such a
+# refusal is Postfix checking an address, not a mail lost: say so where operators look.
+PROBE_SENDER = "double-bounce"
+
+
+def is_probe(mail_from: str) -> bool:
+    """Whether an envelope sender is Postfix's verification probe (double-bounce@...)."""
+    return (mail_from or "").partition("@")[0].lower() == PROBE_SENDER and "@" in (mail_from or "")
+
+
+def label(verdict: str, mail_from: str) -> str:
+    """The verdict as shown: `probe-refused` for Postfix's probes."""
+    return f"probe-{verdict}" if is_probe(mail_from) else verdict
+
+
 def record(host, *, peer="", mail_from="", sender="", recipients=(), message_id=None,
            verdict, route, code, reason, model=None, res_id=None, original_id=None,
            counts=False, client="", repeat=1, auth="", created_at=None) -> InboundDecision:
@@ -27,7 +43,8 @@ def record(host, *, peer="", mail_from="", sender="", recipients=(), message_id=
         verdict=verdict, route=route, code=code, reason=reason, model=model, res_id=res_id,
         original_id=original_id, counts=counts, envelope_sender=mail_from.lower()[:320],
         client=(client or "")[:64], repeat=repeat, auth=auth or "")
-    host.log.info("inbound %s %s: peer=%s%s from=<%s> to=<%s> msgid=%s code=%s %s%s%s%s", verdict, route,
+    host.log.info("inbound %s %s: peer=%s%s from=<%s> to=<%s> msgid=%s code=%s %s%s%s%s",
+                  label(verdict, mail_from), route,
                   peer or "-", f" client={client}" if client and client != _ip(peer) else "",
                   mail_from or "", rcpts, message_id or "-", code, reason,
                   f" record={model},{res_id}" if model else "", f" auth=({auth})" if auth else "",
@@ -75,7 +92,7 @@ def rows(host, sender=None, limit=100) -> list[dict]:
         query = query.where((InboundDecision.sender == s) | (pw.fn.LOWER(InboundDecision.mail_from) == s))
     return [{"id": d.id, "time": d.created_at, "peer": d.peer, "sender": d.sender or d.mail_from,
              "mail_from": d.mail_from, "recipients": d.recipients, "message_id": d.message_id,
-             "client": d.client, "verdict": d.verdict, "route": d.route, "code": d.code,
+             "client": d.client, "verdict": label(d.verdict, d.mail_from), "route": d.route, "code": d.code,
              "reason": d.reason, "repeat": d.repeat, "auth": d.auth,
              "record": f"{d.model},{d.res_id}" if d.model else None, "original_id": d.original_id}
             for d in query]

@@ -13,7 +13,7 @@ from postroom.plugins.inbound import aliases
 from postroom.plugins.inbound.models import InboundAlias, InboundDecision, InboundOriginal
 from tests.support.smtp import free_port
 
-from .conftest import message, transaction
+from .conftest import message, smtp, transaction
 
 
 def test_alias_add_list_remove(inbound_host, cli_run):
@@ -86,6 +86,22 @@ def test_inbound_log_answers_why_a_mail_was_not_received(inbound_host, gateway, 
     assert "only known partners may write to staff" in row["reason"] and row["peer"].startswith("127.0.0.1:")
     table = cli_run(host, "inbound", "log").output
     assert "nobody@example.com" in table and "eve@evil.test" in table
+
+
+def test_inbound_log_labels_postfix_verification_probes(inbound_host, gateway, cli_run):
+    host = inbound_host()
+    service = gateway(host)
+    with smtp(service) as client:  # what reject_unverified_recipient sends: no DATA
+        client.mail("double-bounce@mx.example.com")
+        assert client.rcpt("nobody@example.com")[0] == 550
+        client.rset()
+    transaction(service, "ann@client.test", ["nobody@example.com"], message())
+    rows = json.loads(cli_run(host, "inbound", "log", "--json").output)
+    assert [(r["verdict"], r["sender"]) for r in rows] == [
+        ("refused", "ann@client.test"), ("probe-refused", "double-bounce@mx.example.com")]
+    assert "probe-refused" in cli_run(host, "inbound", "log").output
+    log = (host.config.path_of("log_dir") + "/postroom.log")
+    assert "inbound probe-refused refused: peer=" in open(log).read()
 
 
 def test_export_of_a_refused_or_unknown_entry_says_why(inbound_host, gateway, cli_run):

@@ -137,3 +137,10 @@ def test_other_commands_of_a_disabled_plugin_name_the_plugin_not_a_missing_comma
     assert result.returncode == 3
     assert result.stderr.decode().strip() == ("Error: 'inbound' is a command of the plugin inbound, which "
                                               "is not enabled in this deployment (postroom plugins enable inbound)")
+
+
+def test_a_wrong_argv_in_the_mta_defers_the_mail_with_exit_75(host):
+    result = pipe(host, lf(message()), "--recipient", "support@example.com", "--no-such-option")
+    assert result.returncode == 75, result.stderr
+    assert b"451 4.3.0 No such option '--no-such-option'" in result.stderr
+
