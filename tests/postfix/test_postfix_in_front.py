@@ -155,10 +155,9 @@ def test_lmtp_form_end_to_end_records_replies_refusals_and_deferred_mail(make_ho
             aliases.add_alias(dep.host, "sales", "generic")
             stage, code, text = send(mx, "support@example.com", mail("While away"))
             assert (stage, code) == ("DATA", 250), text
-            wait_until(lambda: any("delay_reason" in r for q in mx.queue() for r in q["recipients"]), 60,
+            wait_until(lambda: [q["queue_name"] for q in mx.queue()] == ["deferred"], 60,
                        what="the mail deferred in Postfix's queue")
             [queued] = mx.queue()
-            assert queued["queue_name"] == "deferred"
             assert "Connection refused" in queued["recipients"][0]["delay_reason"]
             stage, code, text = send(mx, "sales@example.com", mail("New alias"))
             assert (stage, code) == ("RCPT", 450), text
