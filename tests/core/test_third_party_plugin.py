@@ -9,6 +9,7 @@ import importlib
 import importlib.util
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -139,6 +140,19 @@ def test_enabled_helpdesk_numbers_tickets_and_lists_them(postroom):
     third = _ok(postroom("record", "create", "helpdesk.ticket", "Mouse")).split()[-1]
     shown = json.loads(_ok(postroom("record", "show", "helpdesk.ticket", third, "--json")))
     assert shown["values"] == {"number": "HD-00003"}
+
+
+def test_the_helpdesk_examples_own_tests_pass_with_postroom_testing(helpdesk_site, tmp_path):
+    """The example's tests/ use only the fixtures `postroom.testing` ships (found through
+    its pytest11 entry point, as in a plugin author's venv), in a pytest run of their own."""
+    tests = tmp_path / "tests"
+    shutil.copytree(EXAMPLE / "tests", tests, ignore=shutil.ignore_patterns("__pycache__"))
+    env = dict(os.environ, PYTHONPATH=str(helpdesk_site), PYTHONDONTWRITEBYTECODE="1")
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tests)],
+                          capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    passed = re.search(r"(\d+) passed", done.stdout)
+    assert passed and int(passed.group(1)) >= 4, done.stdout
 
 
 def _numbers():
