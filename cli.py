@@ -6,11 +6,11 @@ import sys
 import click
 import peewee as pw
 
-from postroom.core import api, attachments, chatter, records, scheduler
+from postroom.core import api, attachments, chatter, records, scheduler, template_store, templates
 from postroom.core import plugins as plugin_loader
 from postroom.core.config import Config
 from postroom.core.context import get_host, warn_once
-from postroom.core.errors import DatabaseUnavailable, NotFound, PostroomError, first_line
+from postroom.core.errors import DatabaseUnavailable, InvalidInput, NotFound, PostroomError, first_line
 from postroom.core.output import created, fields, show, table, to_json
 
 
@@ -421,6 +421,107 @@ def message_show(ctx, message_id, as_json):
     if files:
         click.echo("")
         click.echo(table(files, ["id", "name", "mimetype", "size", "content_id"]))
+
+
+@message.command("preview")
+@click.argument("message_id")
+@click.pass_context
+def message_preview(ctx, message_id):
+    """What a recipient of this message's email notifications gets: subject, HTML and
+    text, in the record type's layout."""
+    host = get_host(ctx)
+    msg = chatter.get_message(host, message_id)
+    rec = msg.record if msg.record_id else None
+    body = template_store.notification_body(host, msg, rec)
+    from postroom.core.html import to_text
+    subject = msg.subject or (f"Re: {rec.name}" if rec is not None else "")
+    click.echo(f"Subject: {subject}\nFrom: {msg.email_from or '(the default sender)'}\n")
+    click.echo(to_text(body))
+    click.echo("\n--- HTML ---\n" + body)
+
+
+# --- templates ---------------------------------------------------------------------
+
+def _read_template_file(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return fh.read(templates.MAX_TEMPLATE_SIZE + 1)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidInput(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
+
+
+@cli.group()
+def template():
+    """Jinja2 templates (sandboxed): named mail templates and notification layouts."""
+
+
+@template.command("add")
+@click.argument("name")
+@click.option("--subject", required=True, help="Subject template, e.g. 'Invoice {{ number }}'.")
+@click.option("--body-file", required=True, help="The HTML body template (UTF-8).")
+@click.pass_context
+def template_add(ctx, name, subject, body_file):
+    """Save (or replace) the named template; refused when it does not compile."""
+    row = template_store.add(get_host(ctx), name, subject, _read_template_file(body_file))
+    created(f"template {row.name}", row.id)
+
+
+@template.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def template_list(ctx, as_json):
+    """Named templates and the layouts set per record type."""
+    get_host(ctx)
+    show(template_store.listing(), ["kind", "name", "subject", "updated_at"], as_json)
+
+
+@template.command("show")
+@click.argument("name")
+@click.pass_context
+def template_show(ctx, name):
+    """A named template's subject and body source."""
+    row = template_store.get(get_host(ctx), name)
+    click.echo(f"Subject: {row.subject}\n\n{row.body}")
+
+
+@template.command("preview")
+@click.argument("name")
+@click.option("--var", "pairs", multiple=True, metavar="KEY=VALUE", help="A value the template uses (repeatable).")
+@click.pass_context
+def template_preview(ctx, name, pairs):
+    """Render the named template with these values (subject, text, HTML); `recipient` is a
+    sample one unless given, as `mail send` gives the real one."""
+    values = {"recipient": {"name": "Ann Example", "email": "ann@example.com"}} | templates.parse_vars(pairs)
+    subject, body = template_store.render_mail(get_host(ctx), name, values)
+    from postroom.core.html import to_text
+    click.echo(f"Subject: {subject}\n\n{to_text(body)}\n\n--- HTML ---\n{body}")
+
+
+@template.command("remove")
+@click.argument("name")
+@click.pass_context
+def template_remove(ctx, name):
+    """Delete the named template."""
+    template_store.remove(get_host(ctx), name)
+    click.echo(f"template {name} removed")
+
+
+@template.command("set-layout")
+@click.argument("model")
+@click.argument("file", required=False)
+@click.option("--reset", is_flag=True, help="Go back to the default layout.")
+@click.pass_context
+def template_set_layout(ctx, model, file, reset):
+    """The layout of MODEL's email notifications (names: body, record, message)."""
+    host = get_host(ctx)
+    if reset:
+        template_store.reset_layout(host, model)
+        click.echo(f"{model}: default layout")
+        return
+    if not file:
+        raise InvalidInput("give the layout FILE, or --reset")
+    template_store.set_layout(host, model, _read_template_file(file))
+    click.echo(f"{model}: layout set from {file}")
 
 
 # --- attachments -------------------------------------------------------------------

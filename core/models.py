@@ -164,7 +164,23 @@ class Attachment(BaseModel):
         indexes = ((("res_model", "res_id"), False),)
 
 
-# The attachment tables come last: migration 0001 creates every model listed here on a
-# fresh database, 0002 adds the attachment tables to databases made before them.
+class Template(BaseModel):
+    """An operator's Jinja2 template (`core.templates`): a named one for campaigns and
+    `mail send --template` (`kind` "mail"), or the notification layout of a record type
+    (`kind` "layout", `name` is the model)."""
+    kind = pw.CharField(max_length=16)
+    name = pw.CharField(max_length=128)
+    subject = pw.TextField(default="")
+    body = pw.TextField(default="")
+    created_at = UTCDateTimeField()
+    updated_at = UTCDateTimeField()
+
+    class Meta:
+        table_name = "template"
+        indexes = ((("kind", "name"), True),)
+
+
+# Later tables come last: migration 0001 creates every model listed here on a fresh
+# database; 0002 (attachments) and 0003 (templates) add them to databases made before.
 CORE_MODELS = [Parameter, PluginState, Partner, Record, Message, Follower, Notification,
-               CronAction, CronTrigger, AttachmentContent, Attachment]
+               CronAction, CronTrigger, AttachmentContent, Attachment, Template]

@@ -3,7 +3,7 @@ import sys
 
 import click
 
-from postroom.core import attachments, chatter, emails
+from postroom.core import attachments, chatter, emails, template_store, templates
 from postroom.core.context import get_host
 from postroom.core.clock import parse_when
 from postroom.core.errors import InvalidInput
@@ -38,8 +38,11 @@ def mail():
 
 @mail.command("send")
 @click.option("--to", "to", multiple=True, required=True, help="Recipient (repeatable): one mail each.")
-@click.option("--subject", required=True)
-@click.option("--body", required=True, help="Plain text body.")
+@click.option("--subject", help="Subject (not with --template).")
+@click.option("--body", help="Plain text body (not with --template).")
+@click.option("--template", "template_name", help="A named template (postroom template add) for subject and body.")
+@click.option("--var", "pairs", multiple=True, metavar="KEY=VALUE",
+              help="A value the template uses (repeatable); `recipient` (name, email) is given.")
 @click.option("--from", "email_from", help="Sender (default: config mail_from / notifications@domain).")
 @click.option("--bulk", is_flag=True, help="Wait for the Email Queue Manager instead of sending now.")
 @click.option("--at", "at", help="Send at this time (ISO 8601, UTC unless an offset is given).")
@@ -49,20 +52,25 @@ def mail():
 @click.option("--attach", "attach", multiple=True, metavar="FILE",
               help="Attach this file (repeatable; at most attachment_max_size each).")
 @click.pass_context
-def mail_send(ctx, to, subject, body, email_from, bulk, at, auto_delete, attach):
+def mail_send(ctx, to, subject, body, email_from, bulk, at, auto_delete, attach, template_name, pairs):
     """Send a mail to each --to address (urgent unless --bulk or --at)."""
     host = get_host(ctx)
+    if template_name and (subject or body):
+        raise InvalidInput("--template gives the subject and body; do not add --subject or --body")
+    if not template_name and not (subject and body):
+        raise InvalidInput("give --subject and --body, or --template NAME")
     files = attachments.prepare(host, attach)
     for address in to:
         emails.split_address(address)
     if email_from:
         emails.split_address(email_from)
-    from postroom.core.html import text_to_html
     when = parse_when(at) if at is not None else None
+    contents = [_content(host, a, subject, body, template_name, pairs) for a in to]
     ids = queue.enqueue_with_files(
-        host, [{"email_to": a, "subject": subject, "body_html": text_to_html(body),
+        host, [{"email_to": a, "subject": subj, "body_html": html,
                 "email_from": email_from, "bulk": bulk or when is not None,
-                "scheduled_at": when, "auto_delete": auto_delete} for a in to], files)
+                "scheduled_at": when, "auto_delete": auto_delete} for a, (subj, html) in zip(to, contents)],
+        files)
     states = {m.id: m for m in OutgoingMail.select().where(OutgoingMail.id.in_(ids))}
     failed = False
     for mail_id, address in zip(ids, to):
@@ -76,6 +84,16 @@ def mail_send(ctx, to, subject, body, email_from, bulk, at, auto_delete, attach)
         created(f"mail to {address}: " + (m.state if m is not None else "sent"), mail_id)
     if failed:
         sys.exit(1)
+
+
+def _content(host, address, subject, body, template_name, pairs) -> tuple[str, str]:
+    """(subject, HTML) for one recipient: the text given, or the named template rendered."""
+    if not template_name:
+        from postroom.core.html import text_to_html
+        return subject, text_to_html(body)
+    name, addr = emails.split_address(address)
+    values = {"recipient": {"name": name, "email": addr}} | templates.parse_vars(pairs)
+    return template_store.render_mail(host, template_name, values)
 
 
 def _resend(ctx, message_id, only, fixes):

@@ -5,7 +5,7 @@ import email.utils
 
 import peewee as pw
 
-from postroom.core import attachments, chatter, emails, scheduler
+from postroom.core import attachments, chatter, emails, scheduler, template_store
 from postroom.core.db import is_postgres
 from postroom.core.errors import InvalidInput
 from postroom.core.models import Message, Notification, Partner
@@ -140,7 +140,8 @@ def from_notifications(host, message: Message, where, bulk: bool) -> int:
     files = [a.id for a in attachments.of("message", message.id)] or None
     query = (Notification.select(
         V(message.id), Notification.id, V(email_from), Partner.email, Partner.name,
-        V(subject), V(message.body), V(OutgoingMail.attachment_ids.db_value(files)),
+        V(subject), V(template_store.notification_body(host, message, record)),
+        V(OutgoingMail.attachment_ids.db_value(files)),
         V(message.message_id),
         V(parent.message_id if parent else None), V(parent.message_id if parent else None),
         V(reply_to_for(host, record)), V("outgoing"), V(bulk), V(True), V(0),

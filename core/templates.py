@@ -1,0 +1,215 @@
+"""Operators' templates, rendered in Jinja2's sandbox: they are written by people, not
+trusted code (Odoo renders with a restricted engine for the same reason).
+
+- `SandboxedEnvironment` with no loader (no `include`, `import` or `extends`: no file
+  access) and only `range` as a global (no network, no `lipsum`, no `cycler`);
+- no Python attribute access at all: `contact.name` reads the context's own mappings, while
+  `''.__class__`, `contact.items` or `'x'.format` are refused as unsafe;
+- only harmless filters (no `center`/`indent`/`wordwrap` that make huge strings), and `*`
+  / `**` checked so `'x' * 10**9` is refused before it is built;
+- output bounded (`template_max_output`, default 1 MB) while it is generated, and a time
+  limit (`template_render_seconds`, default 2 s) enforced by a watchdog thread that raises
+  in the rendering thread, so nested loops cannot hang a worker;
+- autoescape for HTML bodies; `StrictUndefined`: a name the context lacks is an error.
+
+`compile_template` refuses what does not compile or names an unknown variable (with the
+line); `render` raises `TemplateFailure` (an `InvalidInput`) with the line and the reason.
+"""
+import ctypes
+import threading
+import time
+
+import jinja2
+import jinja2.meta
+import jinja2.nodes
+from jinja2.sandbox import SandboxedEnvironment, SecurityError
+
+from .errors import InvalidInput
+
+DEFAULT_MAX_OUTPUT = 1_000_000
+DEFAULT_SECONDS = 2.0
+SAFE_FILTERS = {"abs", "capitalize", "count", "d", "default", "e", "escape", "first", "float",
+                "format", "int", "join", "last", "length", "list", "lower", "replace", "round",
+                "safe", "string", "striptags", "sum", "title", "trim", "truncate", "upper",
+                "urlencode", "wordcount", "min", "max", "sort", "unique", "reverse", "batch"}
+MAX_TEMPLATE_SIZE = 200_000
+
+
+class TemplateFailure(InvalidInput):
+    """A template that does not compile, names an unknown variable, or fails to render."""
+
+
+class _Timeout(BaseException):
+    """Raised inside a render by the watchdog (BaseException: template code cannot catch it)."""
+
+
+class _Env(SandboxedEnvironment):
+    intercepted_binops = frozenset(["*", "**"])
+
+    def __init__(self, html: bool, max_output: int):
+        super().__init__(autoescape=html, undefined=jinja2.StrictUndefined, loader=None,
+                         keep_trailing_newline=True)
+        self.max_output = max_output
+        self.filters = {k: v for k, v in self.filters.items() if k in SAFE_FILTERS}
+        self.tests = dict(self.tests)
+        self.globals = {"range": self.globals["range"]}
+
+    def is_safe_attribute(self, obj, attr, value):
+        return False  # names resolve through the context's mappings (getitem) only
+
+    def wrap_str_format(self, value):
+        return None  # no str.format / format_map either: they are attribute access too
+
+    def call_binop(self, context, operator, left, right):
+        if operator == "**" and isinstance(right, (int, float)) and abs(right) > 100:
+            raise SecurityError("exponent too large")
+        if operator == "*":
+            for seq, n in ((left, right), (right, left)):
+                if isinstance(seq, (str, list, tuple)) and isinstance(n, int) and len(seq) * n > self.max_output:
+                    raise SecurityError(f"the result would exceed {self.max_output} characters")
+        return super().call_binop(context, operator, left, right)
+
+
+def limits(host) -> tuple[int, float]:
+    return (host.config.getint("template_max_output", DEFAULT_MAX_OUTPUT),
+            host.config.getfloat("template_render_seconds", DEFAULT_SECONDS))
+
+
+def _env(host, html: bool) -> _Env:
+    return _Env(html, limits(host)[0])
+
+
+def _line_of(exc: BaseException, name: str) -> int | None:
+    line = getattr(exc, "lineno", None)
+    tb = exc.__traceback__
+    while tb is not None:  # jinja rewrites tracebacks so template frames carry its lines
+        if tb.tb_frame.f_code.co_filename == name:
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return line
+
+
+def _failure(label: str, exc: BaseException, name: str) -> TemplateFailure:
+    line = _line_of(exc, name)
+    where = f"{label}, line {line}" if line else label
+    message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return TemplateFailure(f"template {where}: {message}")
+
+
+def compile_template(host, source: str, label: str, known=None, html: bool = True) -> jinja2.Template:
+    """The compiled template, or TemplateFailure: a syntax error (with its line) or a name
+    outside `known` (when given)."""
+    if source is None:
+        source = ""
+    if len(source) > MAX_TEMPLATE_SIZE:
+        raise TemplateFailure(f"template {label} is larger than {MAX_TEMPLATE_SIZE} characters")
+    env = _env(host, html)
+    try:
+        tree = env.parse(source, name=label)
+    except jinja2.TemplateSyntaxError as exc:
+        raise _failure(label, exc, label) from None
+    if known is not None:
+        try:
+            names = jinja2.meta.find_undeclared_variables(tree)
+        except jinja2.TemplateError as exc:  # e.g. a filter that is not offered
+            raise _failure(label, exc, label) from None
+        unknown = sorted(names - set(known) - {"range"})
+        if unknown:
+            line = next((n.lineno for n in tree.find_all(jinja2.nodes.Name) if n.name == unknown[0]), None)
+            at = f", line {line}" if line else ""
+            raise TemplateFailure(f"template {label}{at}: unknown variable {unknown[0]!r} "
+                                  f"(known: {', '.join(sorted(known))})")
+    try:
+        code = env.compile(source, name=label, filename=label)
+        return env.template_class.from_code(env, code, env.make_globals(None))
+    except jinja2.TemplateError as exc:
+        raise _failure(label, exc, label) from None
+
+
+# --- the render time limit -------------------------------------------------------------
+
+class _Watchdog:
+    """One daemon thread for the process: raises `_Timeout` in a thread whose render
+    passed its deadline (PyThreadState_SetAsyncExc, checked between bytecodes)."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.armed = {}  # thread id → (deadline, fired)
+        self.thread = None
+
+    def arm(self, seconds: float) -> int:
+        tid = threading.get_ident()
+        with self.lock:
+            self.armed[tid] = [time.monotonic() + seconds, False]
+            if self.thread is None:
+                self.thread = threading.Thread(target=self._watch, name="postroom-template-watchdog",
+                                               daemon=True)
+                self.thread.start()
+        return tid
+
+    def disarm(self, tid: int) -> bool:
+        with self.lock:
+            _, fired = self.armed.pop(tid, (0, False))
+            if fired:  # clear an exception still pending for this thread
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(tid), None)
+        return fired
+
+    def _watch(self):
+        while True:
+            time.sleep(0.05)
+            now = time.monotonic()
+            with self.lock:
+                for tid, entry in self.armed.items():
+                    if not entry[1] and now > entry[0]:
+                        entry[1] = True
+                        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(tid),
+                                                                   ctypes.py_object(_Timeout))
+
+
+_watchdog = _Watchdog()
+
+
+def render(host, template: jinja2.Template, context: dict, label: str) -> str:
+    """Render within the output and time limits; TemplateFailure (with the line) on error."""
+    max_output, seconds = limits(host)
+    out, size = [], 0
+    tid = _watchdog.arm(seconds)
+    try:
+        try:
+            for chunk in template.generate(context):
+                size += len(chunk)
+                if size > max_output:
+                    raise TemplateFailure(f"template {label}: output larger than {max_output} characters "
+                                          f"(template_max_output)")
+                out.append(chunk)
+        finally:
+            fired = _watchdog.disarm(tid)
+    except _Timeout:
+        fired = True
+    except TemplateFailure:
+        raise
+    except RecursionError:
+        raise TemplateFailure(f"template {label}: recursion too deep") from None
+    except (jinja2.TemplateError, SecurityError, ArithmeticError, TypeError, ValueError,
+            LookupError, OverflowError, MemoryError) as exc:
+        raise _failure(label, exc, template.name or label) from None
+    if fired:
+        raise TemplateFailure(f"template {label}: rendering took longer than {seconds:g} s "
+                              f"(template_render_seconds)")
+    return "".join(out)
+
+
+def parse_vars(pairs) -> dict:
+    """`key=value` pairs from the command line (`--var`) as template values."""
+    values = {}
+    for pair in pairs or ():
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip().isidentifier():
+            raise InvalidInput(f"--var takes key=value with a name for key, not {pair!r}")
+        values[key.strip()] = value
+    return values
+
+
+def render_source(host, source: str, context: dict, label: str, html: bool = True) -> str:
+    """Compile (against the context's names) and render, in one call."""
+    return render(host, compile_template(host, source, label, known=set(context), html=html), context, label)
