@@ -86,8 +86,11 @@ class _Handler:
         return "250 2.1.0 OK"
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
-        reply = self.sink.rcpt_replies.get(address.lower())
+        reply = (self.sink.rcpt_replies.get(address.lower())
+                 or self.sink.domain_replies.get(address.rpartition("@")[2].lower()))
         if reply:
+            with self.sink.lock:
+                self.sink.refused.append(address)
             return reply
         envelope.rcpt_tos.append(address)
         return "250 2.1.5 OK"
@@ -117,6 +120,7 @@ class SMTPSink:
     SMTPSink(data_reply="451 4.3.0 try later")    # every DATA answered 4xx
     SMTPSink(data_reply="550 5.7.1 no")           # every DATA answered 5xx
     SMTPSink(rcpt_replies={"bad@x.org": "550 5.1.1 no such user"})   # chosen recipients
+    SMTPSink(domain_replies={"x.org": "421 4.7.0 slow down"})        # every recipient of a domain
     SMTPSink(mail_reply="550 5.7.1 sender refused")                   # MAIL FROM refused
     SMTPSink(drop_after=2)                        # accepts 2 messages, then drops the connection at DATA
     SMTPSink(stall_seconds=5)                     # never answers DATA in time
@@ -133,9 +137,13 @@ class SMTPSink:
                  mail_reply: str | None = None, drop_after: int | None = None,
                  stall_seconds: float = 0, stall_after: int | None = None,
                  fail_first: int | None = None, port: int | None = None, pipelining: bool = False,
-                 smtputf8: bool = True):
+                 smtputf8: bool = True, domain_replies: dict | None = None):
         self.data_reply = data_reply
         self.rcpt_replies = {k.lower(): v for k, v in (rcpt_replies or {}).items()}
+        # May be changed while the sink runs (a receiver that stops throttling); `refused`
+        # lists the recipients answered by rcpt_replies or domain_replies, in order.
+        self.domain_replies = {k.lower(): v for k, v in (domain_replies or {}).items()}
+        self.refused: list[str] = []
         self.mail_reply = mail_reply
         self.drop_after = drop_after
         self.stall_seconds = stall_seconds

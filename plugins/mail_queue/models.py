@@ -116,4 +116,18 @@ class OutcomeCount(BaseModel):
         primary_key = pw.CompositeKey("outcome", "failure_type", "reply_class")
 
 
-MODELS = [OutgoingMail, MailServer, DailyCount, DkimKey, OutcomeCount]
+class DomainPace(BaseModel):
+    """Pacing and back-off of one recipient domain, shared by every worker: mails counted in
+    the current pacing window, and the back-off a "slow down" reply (421, 4.7.x) began."""
+    domain = pw.CharField(max_length=253, primary_key=True)
+    window_start = UTCDateTimeField(null=True)
+    window_count = pw.IntegerField(default=0)
+    backoff_until = UTCDateTimeField(null=True)
+    backoff_seconds = pw.FloatField(default=0)
+    reason = pw.TextField(null=True)
+
+    class Meta:
+        table_name = "mail_queue_domain_pace"
+
+
+MODELS = [OutgoingMail, MailServer, DailyCount, DkimKey, OutcomeCount, DomainPace]

@@ -24,9 +24,15 @@ class Outcome:
         self.sent = []          # (row, server name)
         self.failed = []        # (row, failure_type, reason, permanent)
         self.released = []      # rows not attempted (connection lost before their turn)
+        # (row, until, reason, attempted): held back by pacing or a domain's back-off;
+        # attempted when the server answered this very mail with "slow down"
+        self.deferred = []
 
     def fail(self, row, ftype, reason, permanent):
         self.failed.append((row, ftype, reason, permanent))
+
+    def defer(self, row, until, reason, attempted=False):
+        self.deferred.append((row, until, reason, attempted))
 
 
 def smtp_reason(server_name, exc, code=None, text=None) -> str:
@@ -88,6 +94,19 @@ def record(host, outcome: Outcome, token: str) -> None:
         for chunk in chunks(outcome.released):
             (M.update(lease_owner=None, lease_until=None)
              .where(M.id.in_([r.id for r in chunk]) & (M.lease_owner == token)).execute())
+        # Deferred mails wait, still outgoing and not failed, the reason saying why (queue
+        # list shows it); only the one the server answered counts an attempt.
+        waiting = collections.defaultdict(list)
+        for row, until, reason, attempted in outcome.deferred:
+            waiting[(until, reason, attempted)].append(row)
+        for (until, reason, attempted), rows in waiting.items():
+            retry_at.append(until)
+            values = {"next_attempt_at": until, "failure_reason": reason, "updated_at": now,
+                      "lease_owner": None, "lease_until": None}
+            if attempted:
+                values["attempts"] = M.attempts + 1
+            for chunk in chunks(rows):
+                M.update(**values).where(M.id.in_([r.id for r in chunk]) & (M.lease_owner == token)).execute()
         if outcome.sent:
             mine = M.lease_owner == token
             (N.update(status="sent", failure_type=None, failure_reason=None, updated_at=now)

@@ -14,14 +14,14 @@ from postroom.core import emails, scheduler
 from postroom.core.clock import aware
 from postroom.core.errors import PostroomError
 
-from . import addressing, compose, daily_limit, servers, signing, smtp_client
+from . import addressing, compose, daily_limit, pacing, servers, signing, smtp_client
 from .claims import claim, due_condition, free
 from .models import OutgoingMail
 from .outcomes import Outcome, record, smtp_reason
 from .settings import ACTION_CODE, batch_size, chunks
 
 
-def _send_group(host, server, rows, pool, outcome, date, prepare, signer):
+def _send_group(host, server, rows, pool, outcome, date, prepare, signer, pacer):
     granted = daily_limit.reserve(host, server, len(rows))
     if granted < len(rows):
         reason = daily_limit.limit_reason(host, server)
@@ -48,6 +48,16 @@ def _send_group(host, server, rows, pool, outcome, date, prepare, signer):
         daily_limit.release(host, server, granted)
         return
     for i, row in enumerate(rows):
+        domain = pacing.domain_of(row.email_to)
+        if domain in pacer.waits:  # it asked us to slow down earlier in this batch
+            outcome.defer(row, *pacer.waits[domain])
+            continue
+        if conn.sock is None:  # closed after a 421 ("closing connection"): a new one for the rest
+            try:
+                conn = pool[server.name] = smtp_client.connect(server)
+            except (smtplib.SMTPException, OSError) as exc:
+                _lost(host, server, pool, outcome, row, rows[i + 1:], exc)
+                break
         envelope_from = addressing.envelope_from(host, row)
         utf8 = emails.needs_smtputf8(row.email_to)
         if utf8 and not smtp_client.offers_smtputf8(conn):
@@ -58,19 +68,20 @@ def _send_group(host, server, rows, pool, outcome, date, prepare, signer):
             reply = smtp_client.send_one(conn, envelope_from, emails.wire_address(row.email_to), data,
                                          smtputf8=utf8)
             outcome.sent.append((row, server.name))
+            pacer.accepted(domain)
             used += 1
             host.log.info("mail %s sent to %s via %s msgid=%s notification=%s ref=%s reply=%s", row.id,
                           row.email_to, server.name, row.message_id, row.notification_id, row.ref,
                           reply)
         except smtplib.SMTPRecipientsRefused as exc:
             code, text = next(iter(exc.recipients.values()))
-            outcome.fail(row, "mail_smtp", smtp_reason(server.name, exc, code, text), code >= 500)
+            _refused(pacer, outcome, row, domain, smtp_reason(server.name, exc, code, text), code, text)
         except smtplib.SMTPServerDisconnected as exc:
             _lost(host, server, pool, outcome, row, rows[i + 1:], exc)
             break
         except smtplib.SMTPResponseException as exc:  # SMTPDataError, SMTPSenderRefused, ...
-            outcome.fail(row, "mail_smtp", smtp_reason(server.name, exc, exc.smtp_code, exc.smtp_error),
-                         exc.smtp_code >= 500)
+            _refused(pacer, outcome, row, domain, smtp_reason(server.name, exc, exc.smtp_code, exc.smtp_error),
+                     exc.smtp_code, exc.smtp_error)
         except (smtplib.SMTPException, OSError) as exc:  # timeouts, resets
             _lost(host, server, pool, outcome, row, rows[i + 1:], exc)
             break
@@ -80,6 +91,20 @@ def _send_group(host, server, rows, pool, outcome, date, prepare, signer):
             host.log.exception("mail %s: unexpected error while sending", row.id)
             outcome.fail(row, "unknown", f"{type(exc).__name__}: {exc}", True)
     daily_limit.release(host, server, granted - used)
+
+
+def _refused(pacer, outcome, row, domain, reason, code, text):
+    """A refusal in the server's words: a "slow down" (421, 4.7.x) backs the domain off and
+    defers the mail to the end of the back-off (an attempt; past its lifetime it fails like
+    any temporary failure); any other refusal fails it (for good when 5xx)."""
+    if not pacing.is_throttle(code, text):
+        outcome.fail(row, "mail_smtp", reason, code >= 500)
+        return
+    until, why = pacer.throttled(domain, reason)
+    if row.expires_at is not None and pacer.now >= aware(row.expires_at):
+        outcome.fail(row, "mail_smtp", reason, False)  # recorded as exception: its lifetime ran out
+    else:
+        outcome.defer(row, until, why, attempted=True)
 
 
 def _lost(host, server, pool, outcome, row, rest, exc):
@@ -112,18 +137,25 @@ def deliver(host, token, pool) -> Outcome:
     outcome = Outcome()
     chooser = servers.Chooser(host)
     groups = collections.OrderedDict()
+    sendable = []
     for row in rows:
         problem = addressing.recipient_problem(row.email_to) or addressing.sender_problem(row.email_from)
         if problem:
             outcome.fail(row, problem[0], problem[1], True)
             continue
+        sendable.append(row)
+    pacer, sendable, waiting = pacing.split(host, sendable)
+    for row, until, reason in waiting:
+        outcome.defer(row, until, reason)
+    for row in sendable:
         server = chooser.for_sender(compose.parse_address(row.email_from)[1])
         groups.setdefault(server, []).append(row)
     date = compose.format_date(host.clock.now())
     prepare = bool(host.hook.postroom_mail_prepare.get_hookimpls())
     signer = signing.Signer(host)
     for server, group in groups.items():
-        _send_group(host, server, group, pool, outcome, date, prepare, signer)
+        _send_group(host, server, group, pool, outcome, date, prepare, signer, pacer)
+    pacer.save()
     try:
         record(host, outcome, token)
     except (pw.OperationalError, pw.InterfaceError) as exc:
@@ -145,6 +177,7 @@ def _close(pool):
 
 
 def _run(host, claim_kwargs, limit=None, run=None) -> dict:
+    pacing.parse_rates(host.config.get("mail_domain_rate"))  # a bad setting fails before any claim
     owner = scheduler.worker_name("mail")
     pool, totals = {}, collections.Counter()
     try:
