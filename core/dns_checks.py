@@ -74,10 +74,6 @@ class Lookup:
         """The IPv4 and IPv6 addresses of `name`; [] when it has none."""
         return [r.address for rdtype in ("A", "AAAA") for r in self._answer(name, rdtype)]
 
-    def mx(self, name: str) -> list[str]:
-        """The mail exchangers of `name`, host names without the final dot."""
-        return [r.exchange.to_text().rstrip(".") for r in self._answer(name, "MX")]
-
 
 def _tagged(records: list[str], prefix: str) -> list[str]:
     prefix = prefix.lower()

@@ -1,102 +1,53 @@
-"""Does a domain's SPF record allow an IP address? A bounded RFC 7208 evaluation for doctor.
+"""SPF (RFC 7208) through pyspf, the field's evaluator, asked of the configured resolver.
 
-Covers the mechanisms that decide a sender's fate in practice: `ip4`, `ip6`, `a`, `mx`,
-`include`, `redirect` and `all`, at most 10 DNS-querying terms (RFC 7208 4.6.4). Macros
-and `exists`/`ptr` answer "unknown" rather than a guess. pyspf is not used because it asks
-dnspython's process-wide resolver, and doctor must ask the configured `dns_resolver`.
+pyspf looks names up through its module-level `DNSLookup` hook (it picks dnspython or
+pydns there); this module sets that hook once, to a function that asks the resolver of
+the check in progress (`dns_resolver`, `dns_timeout`, the `core.dns_checks.Lookup` one)
+and the system's when none is set. The inbound gateway checks senders with it, doctor
+checks that the deployment's own relay is covered.
 """
-import ipaddress
+import contextvars
 
-from .dns_checks import Lookup, tags  # noqa: F401 - Lookup is the type of `lookup`
+import dns.exception
+import dns.resolver
+import spf
 
-MAX_LOOKUPS = 10
-
-
-class Unknown(Exception):
-    """The record cannot be evaluated here (a macro, exists/ptr, a loop, too many lookups)."""
+_resolver = contextvars.ContextVar("postroom_spf_resolver", default=None)
 
 
-def _spf_record(lookup, domain):
-    found = [r.strip() for r in lookup.txt(domain) if r.strip().lower().split(" ")[0] == "v=spf1"]
-    return found[0] if len(found) == 1 else None
+def _spf_lookup(name, qtype, strict=True, timeout=30):
+    """pyspf's DNS backend, asking the resolver of the check in progress."""
+    resolver = _resolver.get()
+    if resolver is None:
+        return spf.DNSLookup_dnspython(name, qtype, strict, timeout)
+    out = []
+    try:
+        for rdata in resolver.resolve(name, qtype, search=False, lifetime=min(timeout, resolver.lifetime)):
+            if qtype in ("A", "AAAA"):
+                out.append(((name, qtype), rdata.address))
+            elif qtype == "MX":
+                out.append(((name, qtype), (rdata.preference, rdata.exchange)))
+            elif qtype == "PTR":
+                out.append(((name, qtype), rdata.target.to_text(True)))
+            elif qtype in ("TXT", "SPF"):
+                out.append(((name, qtype), rdata.strings))
+    except (dns.resolver.NoAnswer, dns.resolver.NXDOMAIN):
+        pass
+    except dns.exception.DNSException as exc:
+        raise spf.TempError(f"DNS {type(exc).__name__}") from None
+    return out
 
 
-def _in(ip, addresses, prefix):
-    for address in addresses:
-        try:
-            network = ipaddress.ip_network(f"{address}/{prefix}" if prefix else address, strict=False)
-        except ValueError:
-            continue
-        if ip.version == network.version and ip in network:
-            return True
-    return False
+spf.DNSLookup = _spf_lookup
 
 
-def _split_cidr(spec, ip):
-    """`name/24//64` → (name, prefix for the ip's family)."""
-    name, _, cidr = spec.partition("/")
-    v4, _, v6 = cidr.partition("/")
-    return name, (v6.lstrip("/") if ip.version == 6 else v4) or None
-
-
-def allows(lookup, domain: str, address: str) -> bool | None:
-    """True when `domain`'s SPF passes `address`, False when it does not, None when the
-    domain has no (single) SPF record. Raises Unknown when it cannot tell."""
-    ip = ipaddress.ip_address(address)
-    budget = [MAX_LOOKUPS]
-
-    def spend():
-        budget[0] -= 1
-        if budget[0] < 0:
-            raise Unknown("more than 10 DNS lookups")
-
-    def evaluate(name, depth):
-        if depth > MAX_LOOKUPS:
-            raise Unknown("include loop")
-        record = _spf_record(lookup, name)
-        if record is None:
-            return None
-        redirect = None
-        for term in record.split()[1:]:
-            term = term.lower()
-            if "%" in term:
-                raise Unknown(f"macro in {term}")
-            qualifier = term[0] if term[0] in "+-~?" else "+"
-            mech = term.lstrip("+-~?")
-            if mech.startswith("redirect="):
-                redirect = mech.split("=", 1)[1]
-                continue
-            if "=" in mech.split(":")[0]:
-                continue  # another modifier (exp=)
-            kind, _, arg = mech.partition(":")
-            if "/" in kind:
-                kind, _, rest = kind.partition("/")
-                arg = f"{name}/{rest}"
-            if kind == "all":
-                matched = True
-            elif kind in ("ip4", "ip6"):
-                matched = _in(ip, [arg.split("/")[0]], arg.partition("/")[2] or None)
-            elif kind == "a":
-                spend()
-                target, prefix = _split_cidr(arg or name, ip)
-                matched = _in(ip, lookup.addresses(target or name), prefix)
-            elif kind == "mx":
-                spend()
-                target, prefix = _split_cidr(arg or name, ip)
-                matched = any(_in(ip, lookup.addresses(mx), prefix) for mx in lookup.mx(target or name)[:10])
-            elif kind == "include":
-                spend()
-                inner = evaluate(arg, depth + 1)
-                if inner is None:
-                    raise Unknown(f"include:{arg} has no SPF record")
-                matched = inner
-            else:
-                raise Unknown(f"{kind} is not evaluated here")
-            if matched:
-                return qualifier == "+"
-        if redirect:
-            spend()
-            return evaluate(redirect, depth + 1)
-        return False
-
-    return evaluate(domain.rstrip(".").lower(), 0)
+def check(resolver, ip: str, sender: str, helo: str) -> str:
+    """The SPF result for mail from `sender` sent by `ip`: pass, fail, softfail, neutral,
+    none, permerror or temperror (also for a pyspf failure: it cannot tell)."""
+    token = _resolver.set(resolver)
+    try:
+        return spf.check2(i=ip, s=sender, h=helo or "unknown", timeout=resolver.lifetime)[0] or "none"
+    except Exception:  # noqa: BLE001 - a library bug reads as "could not tell"
+        return "temperror"
+    finally:
+        _resolver.reset(token)

@@ -11,50 +11,19 @@ Names under reserved test domains (RFC 2606/6761: .test, .example, .invalid, .lo
 example.com/net/org) are not looked up unless `dns_resolver` names a resolver explicitly:
 nobody publishes records for them on the Internet.
 """
-import contextvars
 import dataclasses
 
 import dkim
 import dns.exception
 import dns.resolver
-import spf
 
+from postroom.core import spf
 from postroom.core.dns_checks import Lookup, tags
 
 _RESERVED = (".test", ".example", ".invalid", ".localhost", ".local")
 _RESERVED_NAMES = ("example.com", "example.net", "example.org")
-_resolver = contextvars.ContextVar("postroom_spf_resolver", default=None)
-
-
 class TempError(Exception):
     """No DNS answer in time."""
-
-
-def _spf_lookup(name, qtype, strict=True, timeout=30):
-    """pyspf's DNS backend (its `DNSLookup` hook, as it picks dnspython or pydns), asking the
-    resolver of the check in progress instead of the system's."""
-    resolver = _resolver.get()
-    if resolver is None:
-        return spf.DNSLookup_dnspython(name, qtype, strict, timeout)
-    out = []
-    try:
-        for rdata in resolver.resolve(name, qtype, search=False, lifetime=min(timeout, resolver.lifetime)):
-            if qtype in ("A", "AAAA"):
-                out.append(((name, qtype), rdata.address))
-            elif qtype == "MX":
-                out.append(((name, qtype), (rdata.preference, rdata.exchange)))
-            elif qtype == "PTR":
-                out.append(((name, qtype), rdata.target.to_text(True)))
-            elif qtype in ("TXT", "SPF"):
-                out.append(((name, qtype), rdata.strings))
-    except (dns.resolver.NoAnswer, dns.resolver.NXDOMAIN):
-        pass
-    except dns.exception.DNSException as exc:
-        raise spf.TempError(f"DNS {type(exc).__name__}") from None
-    return out
-
-
-spf.DNSLookup = _spf_lookup
 
 
 @dataclasses.dataclass
@@ -103,18 +72,10 @@ def check(host, mail, mail_from: str, client_ip: str, helo: str = "") -> AuthRes
         return result
     lookup = Lookup(host)
     resolver = lookup.resolver
-    token = _resolver.set(resolver)
-    try:
-        if client_ip and (mail_from or helo):
-            try:
-                result.spf = spf.check2(i=client_ip, s=mail_from or f"postmaster@{helo}", h=helo or "unknown",
-                                        timeout=resolver.lifetime)[0] or "none"
-            except Exception:  # noqa: BLE001 - a library bug reads as "could not tell"
-                result.spf = "temperror"
-        result.dkim, result.dkim_domain = _dkim(mail.raw, resolver)
-        result.policy, published = _dmarc_policy(lookup, from_domain)
-    finally:
-        _resolver.reset(token)
+    if client_ip and (mail_from or helo):
+        result.spf = spf.check(resolver, client_ip, mail_from or f"postmaster@{helo}", helo)
+    result.dkim, result.dkim_domain = _dkim(mail.raw, resolver)
+    result.policy, published = _dmarc_policy(lookup, from_domain)
     spf_domain = (mail_from or "").rpartition("@")[2] or helo
     if published is None:
         result.dmarc = "temperror"

@@ -104,28 +104,39 @@ def _relay_addresses(host, lookup) -> tuple[str, list[str]]:
 
 
 def _spf_check(host, lookup) -> Check:
+    """Does the SPF record of the primary domain (the envelope sender's) pass the relay, or
+    this host when the relay is a local MTA? pyspf evaluates it, as a receiver would."""
     domain = host.config.primary_domain
     if not dns_checks.is_public(domain):
         return Check("spf.relay", "warn", f"could not check SPF: {domain} is not a public domain",
                      "set domains in the config to the domain you send from")
+    unreachable = Check("spf.relay", "warn", f"could not check the SPF of {domain}: no DNS answer",
+                        "check the server's DNS (or the dns_resolver setting) and run doctor again")
     try:
         who, addresses = _relay_addresses(host, lookup)
-        if not addresses:
-            return Check("spf.relay", "warn", f"could not tell the public address of {who}",
-                         "set mail_public_ip in the config to the address your mail leaves from")
-        verdicts = {a: spf.allows(lookup, domain, a) for a in addresses}
-    except dns_checks.Unreachable as exc:
-        return Check("spf.relay", "warn", f"could not check the SPF of {domain}: no DNS answer ({exc})",
-                     "check the server's DNS (or the dns_resolver setting) and run doctor again")
-    except (spf.Unknown, ValueError) as exc:
-        return Check("spf.relay", "warn", f"could not evaluate the SPF of {domain}: {exc}", "")
-    if any(v is None for v in verdicts.values()):
-        return Check("spf.relay", "fail", f"{domain} has no single SPF record to cover {who}",
+    except dns_checks.Unreachable:
+        return unreachable
+    if not addresses:
+        return Check("spf.relay", "warn", f"could not tell the public address of {who}",
+                     "set mail_public_ip in the config to the address your mail leaves from")
+    if lookup.unreachable:
+        return unreachable
+    verdicts = {a: spf.check(lookup.resolver, a, f"{host.config.get('bounce')}@{domain}", domain)
+                for a in addresses}
+    results = set(verdicts.values())
+    if "temperror" in results:
+        return unreachable
+    if "none" in results:
+        return Check("spf.relay", "fail", f"{domain} has no SPF record to cover {who}",
                      f'publish "v=spf1 ip4:{addresses[0]} -all" at {domain} (see dns.spf)')
-    refused = [a for a, ok in verdicts.items() if not ok]
+    if "permerror" in results:
+        return Check("spf.relay", "fail", f"the SPF record of {domain} is broken (permerror): receivers "
+                     f"treat it as failing", "fix its syntax (see dns.spf); at most 10 DNS lookups")
+    refused = [a for a, r in verdicts.items() if r != "pass"]
     if refused:
         return Check("spf.relay", "fail" if who == "this host" else "warn",
-                     f"the SPF record of {domain} does not cover {who} ({', '.join(refused)})",
+                     f"the SPF record of {domain} does not cover {who} ({', '.join(refused)}: "
+                     f"{verdicts[refused[0]]})",
                      f"add ip4:{refused[0]} (or your provider's include:) to the SPF record of {domain}")
     return Check("spf.relay", "ok", f"the SPF record of {domain} covers {who} ({', '.join(addresses)})")
 

@@ -24,9 +24,8 @@ from postroom.core.db import is_postgres
 from postroom.core.errors import ConfigError
 
 from .models import DomainPace
+from .settings import domain_rates
 
-_RATE = re.compile(r"^\s*([a-z0-9.*-]+)\s*=\s*(\d+(?:\.\d+)?)\s*/\s*(s|m|h)\s*$", re.IGNORECASE)
-_UNIT = {"s": 1, "m": 60, "h": 3600}
 _THROTTLE = re.compile(r"^\s*4\.7\.\d{1,3}\b")
 
 
@@ -38,15 +37,10 @@ class Rate:
 
 def parse_rates(text: str | None) -> dict[str, Rate]:
     """`{domain: Rate}` from `mail_domain_rate`; ConfigError naming a malformed entry."""
-    rates = {}
-    for item in [i for i in (text or "").split(",") if i.strip()]:
-        match = _RATE.match(item)
-        if not match or float(match.group(2)) <= 0:
-            raise ConfigError(f"config key 'mail_domain_rate': {item.strip()!r} is not DOMAIN=N/s, N/m "
-                              f"or N/h (e.g. gmail.com=20/s, *=50/s)")
-        domain = match.group(1).lower().rstrip(".")
-        rates[domain] = Rate(float(match.group(2)) / _UNIT[match.group(3).lower()], item.strip())
-    return rates
+    try:
+        return {d: Rate(per_second, written) for d, (per_second, written) in domain_rates(text).items()}
+    except ValueError as exc:
+        raise ConfigError(f"config key 'mail_domain_rate': {exc}") from None
 
 
 def is_throttle(code: int | None, text) -> bool:
@@ -63,7 +57,7 @@ def domain_of(address: str | None) -> str:
 
 
 def _window(host) -> int:
-    return max(1, host.config.getint("mail_domain_window_seconds", 10))
+    return host.config.value("mail_domain_window_seconds")
 
 
 class Pacer:
@@ -72,10 +66,10 @@ class Pacer:
 
     def __init__(self, host, domains):
         self.host = host
-        self.rates = parse_rates(host.config.get("mail_domain_rate"))
+        self.rates = parse_rates(host.config.value("mail_domain_rate"))
         self.now = host.clock.now()
-        self.first = dt.timedelta(seconds=host.config.getfloat("mail_domain_backoff_seconds", 60.0))
-        self.most = dt.timedelta(seconds=host.config.getfloat("mail_domain_backoff_max_seconds", 3600.0))
+        self.first = dt.timedelta(seconds=host.config.value("mail_domain_backoff_seconds"))
+        self.most = dt.timedelta(seconds=host.config.value("mail_domain_backoff_max_seconds"))
         wanted = sorted(set(domains))
         self.state = {p.domain: p for p in DomainPace.select().where(DomainPace.domain.in_(wanted or [""]))}
         self.waits: dict[str, tuple[dt.datetime, str]] = {}  # domain: (until, reason)

@@ -177,7 +177,6 @@ def _close(pool):
 
 
 def _run(host, claim_kwargs, limit=None, run=None) -> dict:
-    pacing.parse_rates(host.config.get("mail_domain_rate"))  # a bad setting fails before any claim
     owner = scheduler.worker_name("mail")
     pool, totals = {}, collections.Counter()
     try:

@@ -2,6 +2,7 @@
 reads, and its config keys (declared in its PluginInfo; see core/config.py). It imports
 nothing from the plugin, so any module may import it."""
 import datetime as dt
+import re
 
 from postroom.core.config import Key, domain_name
 from postroom.core.emails import address_setting
@@ -33,6 +34,23 @@ ATTACHMENT_HOLDER = "mail_queue.mail"
 
 
 ENCRYPTIONS = ("none", "starttls", "ssl")
+_RATE = re.compile(r"^\s*([a-z0-9.*-]+)\s*=\s*(\d+(?:\.\d+)?)\s*/\s*(s|m|h)\s*$", re.IGNORECASE)
+_UNIT = {"s": 1, "m": 60, "h": 3600}
+
+
+def domain_rates(text: str | None) -> dict:
+    """`{domain: (mails per second, the entry as written)}` from `mail_domain_rate`
+    (`gmail.com=20/s, yahoo.com=600/m, *=50/s`); ValueError naming a malformed entry."""
+    rates = {}
+    for item in [i for i in (text or "").split(",") if i.strip()]:
+        match = _RATE.match(item)
+        if not match or float(match.group(2)) <= 0:
+            raise ValueError(f"not DOMAIN=N/s, N/m or N/h entries (bad entry {item.strip()!r}; e.g. "
+                             f"gmail.com=20/s, *=50/s)")
+        rates[match.group(1).lower().rstrip(".")] = (float(match.group(2)) / _UNIT[match.group(3).lower()],
+                                                     item.strip())
+    return rates
+
 
 KEYS = (
     Key("smtp_host", str, "127.0.0.1", empty=False, help="the default outgoing server"),
@@ -62,6 +80,14 @@ KEYS = (
     Key("mail_batch_size", int, 200, min=1, max=10_000, help="mails claimed and recorded together"),
     Key("mail_lease_seconds", float, 300.0, min=1, max=86400,
         help="a worker's claim on its batch; a dead worker's mails are taken over after it"),
+    Key("mail_domain_rate", str, None, check=domain_rates, what="DOMAIN=N/s, N/m or N/h, comma-separated",
+        help="pacing per recipient domain, e.g. gmail.com=20/s, *=50/s (`*`: every other domain)"),
+    Key("mail_domain_window_seconds", int, 10, min=1, max=3600,
+        help="the window a domain's rate is counted over (20/s allows 200 per 10 s)"),
+    Key("mail_domain_backoff_seconds", float, 60.0, min=1, max=86400,
+        help="how long a domain that answered 421 / 4.7.x waits first (doubling after each refusal)"),
+    Key("mail_domain_backoff_max_seconds", float, 3600.0, min=1, max=604800,
+        help="the longest back-off of a domain"),
     Key("mail_keep_sent_days", float, 30.0, min=0, max=36500, help="the auto-vacuum keeps sent mails this long"),
     Key("mail_keep_canceled_days", float, 30.0, min=0, max=36500,
         help="the auto-vacuum keeps canceled mails this long"),

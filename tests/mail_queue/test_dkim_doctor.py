@@ -102,7 +102,7 @@ def test_an_spf_record_that_does_not_cover_this_host_fails(host, dns_server, doc
     check = doctor(host())["spf.relay"]
 
     assert check["status"] == "fail"
-    assert "does not cover this host (192.0.2.10)" in check["finding"]
+    assert "does not cover this host (192.0.2.10: fail)" in check["finding"]
     assert "ip4:192.0.2.10" in check["remedy"]
 
 

@@ -131,13 +131,15 @@ def test_the_window_count_is_shared_by_every_worker_of_the_deployment(mail_host,
 
 
 @pytest.mark.parametrize("setting", ["gmail.com=fast", "gmail.com 20/s", "=5/s", "gmail.com=0/s"])
-def test_a_malformed_rate_is_one_line_before_anything_is_claimed(mail_host, smtp_sink, cli_run, setting):
-    sink = smtp_sink()
-    host = mail_host(smtp_port=sink.port, mail_domain_rate=setting)
-    enqueue(host, ["a@example.org"])
+def test_a_malformed_rate_is_one_line_and_exit_78(tmp_path, setting):
+    from click.testing import CliRunner
+    from postroom.cli import cli
+    path = tmp_path / "postroom.cfg"
+    path.write_text(f"[postroom]\ndatabase = sqlite:///{tmp_path / 'p.db'}\nlog_dir = {tmp_path / 'logs'}\n"
+                    f"mail_domain_rate = {setting}\n")
 
-    result = cli_run(host, "queue", "process")
+    result = CliRunner().invoke(cli, ["--config", str(path), "queue", "process"], catch_exceptions=False)
 
-    assert result.exit_code != 0
-    assert "mail_domain_rate" in result.output and "Traceback" not in result.output
-    assert waiting(cli_run, host)[0]["lease_owner"] is None
+    assert result.exit_code == 78 and "Traceback" not in result.output
+    [line] = result.stderr.strip().splitlines()
+    assert "config key mail_domain_rate" in line and "not DOMAIN=N/s, N/m or N/h entries" in line
