@@ -26,11 +26,10 @@ import tempfile
 
 import peewee as pw
 
-from .db import is_postgres
+from .db import delete_chunk, is_postgres
 from .errors import InvalidInput, NotFound
 from .models import Attachment, AttachmentContent
 from .records import parse_id
-from .vacuum import delete_chunk
 
 DEFAULT_MAX_SIZE = 25 * 1024 * 1024
 MAX_NAME = 255

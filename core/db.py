@@ -23,6 +23,23 @@ def chunks(values, size: int = CHUNK):
         yield values[start:start + size]
 
 
+def delete_chunk(model, condition, batch_size: int, after: int = 0) -> tuple[int, int, int]:
+    """Delete at most `batch_size` rows of `model` matching `condition`, with ids above
+    `after`, lowest ids first.
+
+    Returns (removed, remaining, last id removed) where remaining is 1 when at least one
+    more row matches (a lower bound, not a count: counting a million rows on every chunk
+    would cost more than deleting them) and 0 when the sweep is done. Two statements
+    whatever the size.
+    """
+    ids = [row[0] for row in model.select(model.id).where(condition & (model.id > after))
+           .order_by(model.id).limit(batch_size + 1).tuples()]
+    chunk = ids[:batch_size]
+    if chunk:
+        model.delete().where(model.id.in_(chunk)).execute()
+    return len(chunk), 1 if len(ids) > batch_size else 0, chunk[-1] if chunk else after
+
+
 class _Counting:
     """Counts executed statements (per database object) so tests and benches can assert
     that an operation's statement count does not grow with the rows it touches."""

@@ -24,6 +24,7 @@ import weakref
 
 import peewee as pw
 
+from .db import delete_chunk
 from .models import CronAction, CronTrigger, Notification
 
 DEFAULT_NOTIFICATION_DAYS = 180
@@ -69,23 +70,6 @@ KINDS = {"notifications": _old_notifications, "cron_triggers": _spent_triggers}
 # process simply starts a sweep from the first id.
 _marks = weakref.WeakKeyDictionary()
 DONE = -1
-
-
-def delete_chunk(model, condition, batch_size: int, after: int = 0) -> tuple[int, int, int]:
-    """Delete at most `batch_size` rows of `model` matching `condition`, with ids above
-    `after`, lowest ids first.
-
-    Returns (removed, remaining, last id removed) where remaining is 1 when at least one
-    more row matches (a lower bound, not a count: counting a million rows on every chunk
-    would cost more than deleting them) and 0 when the sweep is done. Two statements
-    whatever the size.
-    """
-    ids = [row[0] for row in model.select(model.id).where(condition & (model.id > after))
-           .order_by(model.id).limit(batch_size + 1).tuples()]
-    chunk = ids[:batch_size]
-    if chunk:
-        model.delete().where(model.id.in_(chunk)).execute()
-    return len(chunk), 1 if len(ids) > batch_size else 0, chunk[-1] if chunk else after
 
 
 def count(model, condition) -> int:
