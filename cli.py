@@ -369,6 +369,20 @@ def record_follow(ctx, model, res_id, email):
     click.echo(f"{p.email} {'now follows' if added else 'already follows'} {model},{rec.id}")
 
 
+@record.command("unfollow")
+@click.argument("model")
+@click.argument("res_id")
+@click.argument("email")
+@click.pass_context
+def record_unfollow(ctx, model, res_id, email):
+    """Stop the partner with EMAIL following the record."""
+    host = get_host(ctx)
+    rec = records.get_record(host, model, res_id)
+    p = records.find_partner(host, email)
+    removed = records.unfollow(host, rec, p)
+    click.echo(f"{p.email} {'no longer follows' if removed else 'did not follow'} {model},{rec.id}")
+
+
 # --- messages ----------------------------------------------------------------------
 
 @cli.group()
@@ -658,6 +672,11 @@ def http_serve(ctx, bind_host, port):
     host = get_host(ctx)
     service = HttpService(host, bind_host=bind_host, port=port, announce=True)
     serving.serve(host, role="http", announce=True, http_service=service)
+
+
+from postroom.core.console.commands import operator  # noqa: E402 - a core group of its own module
+
+cli.add_command(operator)
 
 
 def main():

@@ -196,6 +196,10 @@ CORE_KEYS = (
     Key("public_url", str, None, check=_http_url, what="an http(s) URL",
         help="what the world sees of the HTTP service (behind a TLS proxy); links in mail start here"),
     Key("attachment_max_size", int, 25 * 1024 * 1024, min=1, max=2**31, help="bytes of one attachment"),
+    Key("console_session_hours", int, 8, min=1, max=24 * 30, help="an operator console session's lifetime"),
+    Key("console_login_max_failures", int, 5, min=1, max=1000,
+        help="failed console logins for one account (four times that for one client) before logins wait"),
+    Key("console_login_window_minutes", int, 15, min=1, max=24 * 60, help="the window those failures are counted over"),
 )
 
 

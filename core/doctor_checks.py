@@ -133,8 +133,26 @@ def check_config(host) -> list[Check]:
     return found  # nothing to say when every key is known
 
 
+def check_http_exposure(host) -> Check:
+    """The console carries operator logins: beyond loopback it needs TLS in front."""
+    from .http_service import is_loopback
+    from .web import settings
+    conf = settings(host)
+    where = f"{conf['host']}:{conf['port']}"
+    if is_loopback(conf["host"]):
+        return Check("http.exposure", "ok", f"the HTTP service and console listen on {where} (loopback only)")
+    if conf["public_url"].startswith("https://") and host.config.get("public_url"):
+        return Check("http.exposure", "ok", f"the HTTP service listens on {where} behind {conf['public_url']}")
+    return Check("http.exposure", "warn",
+                 f"the HTTP service (and the console's logins) listens on {where}, beyond loopback, "
+                 f"and public_url {conf['public_url']!r} is not https: passwords and sessions may cross "
+                 f"the network in clear",
+                 "put a TLS-terminating proxy in front and set public_url = https://..., or set "
+                 "http_host = 127.0.0.1")
+
+
 def core_checks(host) -> list[Check]:
     """The core's `postroom_doctor_checks`, in troubleshooting order."""
     from .dns_checks import check_dns
     return ([check_admin_email(host)] + check_config(host) + check_dns(host) + [check_failures(host), check_bounce_rate(host)]
-            + check_actions(host) + [check_logs(host)])
+            + check_actions(host) + [check_logs(host), check_http_exposure(host)])

@@ -116,7 +116,7 @@ def postroom_http_routes(host, register):
 
     Called once per implementation when the HTTP app is built (at service start), only
     for enabled plugins. Call `register(prefix, routes, public=False, nav=None,
-    templates=None)` for each group of routes:
+    templates=None, links=None)` for each group of routes:
 
     - `prefix` is the path the routes are mounted under, one lower-case segment such as
       `"/queue"` (letters, digits, `-`, `_`). Every prefix belongs to one plugin: a prefix
@@ -132,13 +132,19 @@ def postroom_http_routes(host, register):
       every POST and refuses POSTs from a read-only operator.
     - `nav` (console screens) is the label of the screen's entry in the console's
       navigation, linking to `prefix + "/"`; `templates` a folder of Jinja2 templates,
-      reachable as `"<plugin name>/<file>"` (they may extend the host's `"base.html"`).
+      reachable as `"<plugin name>/<file>"` (they may extend the host's `"base.html"` and
+      import its `"macros.html"`); `links` names the pages of shared objects this group
+      serves, e.g. `{"message": "/queue/message/{id}"}`: the core's record page links each
+      chatter message's envelope there. Render with `postroom.render_screen`, answer a POST
+      with `postroom.screen_done` and record every action with `postroom.audit_action`
+      (the log, and the record's chatter when it concerns one); read the form with
+      `postroom.form_value` (the guard has already read and checked it).
 
     A handler receives the `starlette.requests.Request`; `request.app.state.host` is this
     host, and on a console screen `request.state.operator` is the logged-in operator. It
     returns a Starlette `Response`. Database work must not block the event loop: write the
     handler as a plain `def` (Starlette runs it on a worker thread, each with its own
-    database connection), or `async def` and `await postroom.core.web.db(fn, *args)`,
+    database connection), or `async def` and `await postroom.run_db(request, fn, *args)`,
     which runs `fn` on the same pool. Open write transactions with `host.transaction()`
     as everywhere else, and never hold one across network work. Return value ignored.
     """

@@ -16,15 +16,18 @@ from .clock import SystemClock
 from .config import Config
 from .db import is_postgres, open_database, translate_errors
 from .errors import Conflict, InvalidInput, NotFound
+from .console.models import CONSOLE_MODELS
 from .models import CORE_MODELS, PluginState
 from .records import RecordType
 
 CORE_MIGRATIONS = os.path.join(os.path.dirname(__file__), "migrations")
+# The console's tables keep a migration history of their own (component "console").
+CONSOLE_MIGRATIONS = os.path.join(os.path.dirname(__file__), "console", "migrations")
 
 
 class _CoreHooks:
     """The host's own hook implementations: the generic record type, the vacuum of core
-    tables and the core's doctor checks."""
+    tables, the core's console screens and the core's doctor checks."""
 
     @plugin_loader.hookimpl
     def postroom_record_types(self, register):
@@ -34,6 +37,11 @@ class _CoreHooks:
     def postroom_vacuum(self, host, batch_size, dry_run):
         from . import vacuum
         return vacuum.vacuum(host, batch_size, dry_run)
+
+    @plugin_loader.hookimpl
+    def postroom_http_routes(self, host, register):
+        from .console import core_screens
+        core_screens.register_all(register)
 
     @plugin_loader.hookimpl
     def postroom_doctor_checks(self, host):
@@ -100,8 +108,8 @@ class Host:
     def open(self) -> "Host":
         with translate_errors(self.config.database_url):
             self.db.connect(reuse_if_open=True)
-            self.db.bind(CORE_MODELS)
-            self._migrate([("core", CORE_MIGRATIONS)])
+            self.db.bind(CORE_MODELS + CONSOLE_MODELS)
+            self._migrate([("core", CORE_MIGRATIONS), ("console", CONSOLE_MIGRATIONS)])
             self.enabled = [s.name for s in PluginState.select().where(PluginState.enabled)
                             .order_by(PluginState.changed_at, PluginState.name)
                             if s.name in self.available]

@@ -5,6 +5,7 @@ thread), then uvicorn serves it on its own event loop in a background thread. Bi
 loopback is the default; `start()` says where it listens and whether the world can reach it.
 """
 import ipaddress
+import logging
 import socket
 import sys
 import threading
@@ -12,7 +13,7 @@ import threading
 import uvicorn
 
 from .errors import ConfigError, PostroomError
-from .web import build_app, settings
+from .web import settings
 
 
 def is_loopback(bind_host: str) -> bool:
@@ -86,6 +87,13 @@ class HttpService:
                                 timeout_keep_alive=5, limit_concurrency=200,
                                 timeout_graceful_shutdown=5)
         self.server = uvicorn.Server(config)
+        # uvicorn's own lines (a malformed request, an app error) go to postroom.log too,
+        # not to the terminal's stderr.
+        uvicorn_log = logging.getLogger("uvicorn")
+        uvicorn_log.propagate = False
+        for handler in self.host.log.handlers:
+            if handler not in uvicorn_log.handlers:
+                uvicorn_log.addHandler(handler)
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]},
                                        name="postroom-http", daemon=True)
         self.thread.start()
@@ -120,4 +128,5 @@ class HttpService:
 
 
 def _default_app(host):
-    return build_app(host)
+    from .console import build_app as with_console
+    return with_console(host)

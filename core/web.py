@@ -22,7 +22,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route
 
 from . import metrics
-from .errors import ConfigError, Conflict, first_line
+from .errors import Conflict, first_line
 
 PREFIX = re.compile(r"^/[a-z0-9][a-z0-9_-]{0,39}$")
 RESERVED = {"/healthz", "/metrics", "/static", "/login", "/logout", "/console"}
@@ -38,24 +38,16 @@ class RouteGroup:
     public: bool = False
     nav: str | None = None
     templates: str | None = None
+    links: dict | None = None
 
 
 def settings(host) -> dict:
-    """The HTTP settings, checked: a bad value is one ConfigError line."""
+    """The HTTP settings (declared, typed and checked in `core.config`)."""
     cfg = host.config
-    port = cfg.getint("http_port", 8025)
-    if not 0 <= port <= 65535:
-        raise ConfigError(f"config key 'http_port' must be a port number (0-65535), not {port}")
-    max_body = cfg.getint("http_max_body", 65536)
-    workers = cfg.getint("http_workers", 8)
-    if max_body < 1024 or workers < 1:
-        raise ConfigError("config keys 'http_max_body' (>= 1024) and 'http_workers' (>= 1) are too small")
-    public_url = (cfg.get("public_url") or "").strip().rstrip("/")
-    if public_url and not re.match(r"^https?://[^/\s]+(/\S*)?$", public_url):
-        raise ConfigError(f"config key 'public_url' must be an http(s) URL, not {public_url!r}")
-    host_name = (cfg.get("http_host") or "127.0.0.1").strip()
-    return {"host": host_name, "port": port, "max_body": max_body, "workers": workers,
-            "public_url": public_url or f"http://{host_name}:{port}"}
+    host_name, port = cfg.value("http_host").strip(), cfg.value("http_port")
+    public = (cfg.value("public_url") or "").strip().rstrip("/")
+    return {"host": host_name, "port": port, "max_body": cfg.value("http_max_body"),
+            "workers": cfg.value("http_workers"), "public_url": public or f"http://{host_name}:{port}"}
 
 
 def public_url(host) -> str:
@@ -71,7 +63,7 @@ async def db(request: Request, fn, *args, **kwargs):
 
 
 def host_of(request: Request):
-    """The host serving this request."""
+    """The `Host` serving this request (the deployment whose database a handler works on)."""
     return request.app.state.host
 
 
@@ -103,14 +95,16 @@ def collect_groups(host) -> list[RouteGroup]:
     or taken twice."""
     groups: list[RouteGroup] = []
     for impl in host.hook.postroom_http_routes.get_hookimpls():
-        def register(prefix, routes, public=False, nav=None, templates=None, _plugin=impl.plugin_name):
+        def register(prefix, routes, public=False, nav=None, templates=None, links=None,
+                     _plugin=impl.plugin_name):
             if not isinstance(prefix, str) or not PREFIX.match(prefix) or prefix in RESERVED:
                 raise Conflict(f"plugin {_plugin}: HTTP prefix {prefix!r} is not allowed (one lower-case "
                                f"segment like '/queue', none of {', '.join(sorted(RESERVED))})")
             taken = next((g for g in groups if g.prefix == prefix), None)
             if taken is not None:
                 raise Conflict(f"HTTP prefix {prefix} is registered by {taken.plugin} and {_plugin}")
-            groups.append(RouteGroup(_plugin, prefix, list(routes), bool(public), nav, templates))
+            groups.append(RouteGroup(_plugin, prefix, list(routes), bool(public), nav, templates,
+                                     dict(links or {})))
         kwargs = {"host": host, "register": register}
         impl.function(*[kwargs[name] for name in impl.argnames])
     return groups

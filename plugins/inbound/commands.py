@@ -75,12 +75,14 @@ inbound_deliver.mta_pipe = True
 
 @inbound.command("log")
 @click.option("--sender", help="Only mail from this address (From header or envelope).")
+@click.option("--recipient", help="Only mail to an address containing this.")
+@click.option("--verdict", type=click.Choice(["accepted", "refused", "tempfail"]))
 @click.option("--limit", type=int, default=100, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
-def inbound_log(ctx, sender, limit, as_json):
+def inbound_log(ctx, sender, recipient, verdict, limit, as_json):
     """Why was this mail (not) received? Every gateway decision, newest first."""
-    rows = decisions.rows(get_host(ctx), sender=sender, limit=limit)
+    rows = decisions.rows(get_host(ctx), sender=sender, limit=limit, recipient=recipient, verdict=verdict)
     show(rows, ["id", "time", "peer", "sender", "recipients", "message_id", "verdict", "code", "reason"],
          as_json)
 

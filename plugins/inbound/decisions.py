@@ -85,17 +85,34 @@ def recent_counts(host, minutes: int, envelope="", sender="", client="") -> dict
     return {name: int(row.get(name) or 0) for name in ("envelope", "from", "peer")}
 
 
-def rows(host, sender=None, limit=100) -> list[dict]:
-    query = InboundDecision.select().order_by(InboundDecision.id.desc()).limit(limit)
+def search(host, sender=None, recipient=None, verdict=None, since=None, until=None):
+    """The decision log, newest first, narrowed by sender (exact, From or envelope), a
+    recipient (part of an address), verdict and a time range (`inbound log`, the console)."""
+    query = InboundDecision.select().order_by(InboundDecision.id.desc())
     if sender:
         s = sender.strip().lower()
         query = query.where((InboundDecision.sender == s) | (pw.fn.LOWER(InboundDecision.mail_from) == s))
-    return [{"id": d.id, "time": d.created_at, "peer": d.peer, "sender": d.sender or d.mail_from,
-             "mail_from": d.mail_from, "recipients": d.recipients, "message_id": d.message_id,
-             "client": d.client, "verdict": label(d.verdict, d.mail_from), "route": d.route, "code": d.code,
-             "reason": d.reason, "repeat": d.repeat, "auth": d.auth,
-             "record": f"{d.model},{d.res_id}" if d.model else None, "original_id": d.original_id}
-            for d in query]
+    if recipient:
+        query = query.where(pw.fn.LOWER(InboundDecision.recipients).contains(recipient.strip().lower()))
+    if verdict:
+        query = query.where(InboundDecision.verdict == verdict)
+    if since is not None:
+        query = query.where(InboundDecision.created_at >= since)
+    if until is not None:
+        query = query.where(InboundDecision.created_at < until)
+    return query
+
+
+def as_row(d) -> dict:
+    return {"id": d.id, "time": d.created_at, "peer": d.peer, "sender": d.sender or d.mail_from,
+            "mail_from": d.mail_from, "recipients": d.recipients, "message_id": d.message_id,
+            "client": d.client, "verdict": label(d.verdict, d.mail_from), "route": d.route, "code": d.code,
+            "reason": d.reason, "repeat": d.repeat, "auth": d.auth,
+            "record": f"{d.model},{d.res_id}" if d.model else None, "original_id": d.original_id}
+
+
+def rows(host, sender=None, limit=100, **filters) -> list[dict]:
+    return [as_row(d) for d in search(host, sender=sender, **filters).limit(limit)]
 
 
 def original_of(host, decision_id) -> InboundOriginal:

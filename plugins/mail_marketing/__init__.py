@@ -47,8 +47,10 @@ def postroom_cli_commands(cli):
 
 @hookimpl
 def postroom_http_routes(host, register):
+    from . import console
     from .web import register_routes
-    register_routes(register)
+    register_routes(register)   # public: one-click unsubscribe
+    console.register(register)  # console screens: the marketing queue, campaigns
 
 
 # The hooks below are declared by other plugins (mail_queue's outcomes, inbound's bounces,

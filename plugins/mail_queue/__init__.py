@@ -78,3 +78,9 @@ def postroom_doctor_checks(host):
 def postroom_metrics(host):
     from .metrics import families
     return families(host)
+
+
+@hookimpl
+def postroom_http_routes(register):
+    from . import console
+    console.register(register)

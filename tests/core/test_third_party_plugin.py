@@ -70,9 +70,15 @@ def postroom(helpdesk_site, tmp_path, db_url):
                                                         os.environ.get("PYTHONPATH")])))
     env.pop("POSTROOM_DEBUG", None)
 
-    def run(*args):
+    def run(*args, input=None):
         return subprocess.run(command + [str(a) for a in args], capture_output=True, text=True,
-                              env=env, cwd=tmp_path, timeout=120)
+                              env=env, cwd=tmp_path, timeout=120, input=input)
+
+    def start(*args):
+        """A long-running command (e.g. `http serve`), its output piped."""
+        return subprocess.Popen(command + [str(a) for a in args], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
+    run.start = start
     return run
 
 
@@ -157,6 +163,29 @@ def test_the_helpdesk_examples_own_tests_pass_with_postroom_testing(helpdesk_sit
 
 def _numbers():
     return sorted(r.values["number"] for r in Record.select().where(Record.model == "helpdesk.ticket"))
+
+
+def test_the_installed_helpdesk_adds_a_console_screen_behind_the_login(postroom):
+    import re
+    import signal
+
+    from tests.support.http import ConsoleClient, request
+    _ok(postroom("plugins", "enable", "helpdesk"))
+    _ok(postroom("record", "create", "helpdesk.ticket", "Printer on fire"))
+    _ok(postroom("operator", "add", "ops@example.com", input="a long password\na long password\n"))
+    server = postroom.start("http", "serve", "--port", "0")
+    try:
+        url = re.search(r"listening on (http://\S+) ", server.stderr.readline()).group(1)
+        assert request(url, "GET", "/helpdesk/").status == 303  # to the login page
+        client = ConsoleClient(url)
+        assert client.login("ops@example.com", "a long password").status == 303
+        assert 'href="/helpdesk/">Helpdesk</a>' in client.get("/").text
+        page = client.get("/helpdesk/").text
+        assert "HD-00001" in page and "Printer on fire" in page
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.communicate(timeout=30)
+    assert server.returncode == 0
 
 
 @pytest.fixture

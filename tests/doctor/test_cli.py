@@ -25,7 +25,7 @@ def test_the_report_gives_status_finding_and_remedy_per_check(doctor_host, cli_r
     assert lines[i + 1].strip().startswith("the admin partner still has the temporary address")
     assert lines[i + 2].strip() == "-> set a real one: postroom admin set-email ADDRESS"
     assert "[OK  ] dns.spf" in lines
-    assert lines[-1] == "1 failed, 0 warning(s), 6 ok"
+    assert lines[-1] == "1 failed, 0 warning(s), 7 ok"
     assert result.exit_code == 1
 
 
@@ -38,7 +38,7 @@ def test_exit_code_is_zero_when_nothing_fails_even_with_warnings(doctor_host, cl
 
     assert result.exit_code == 0
     assert "[WARN] dns.dmarc" in result.output
-    assert result.output.splitlines()[-1] == "0 failed, 1 warning(s), 6 ok"
+    assert result.output.splitlines()[-1] == "0 failed, 1 warning(s), 7 ok"
 
 
 def test_json_lists_every_check_with_its_source_and_a_summary(doctor_host, cli_run):
@@ -48,10 +48,10 @@ def test_json_lists_every_check_with_its_source_and_a_summary(doctor_host, cli_r
     result = cli_run(host, "doctor", "--json")
 
     data = json.loads(result.output)
-    assert data["summary"] == {"ok": 7, "warn": 0, "fail": 0}
+    assert data["summary"] == {"ok": 8, "warn": 0, "fail": 0}
     assert [c["name"] for c in data["checks"]] == [
         "admin_email", "dns.spf", "dns.dmarc", "failures_24h", "bounce_rate_7d", "cron",
-        "logs"]
+        "logs", "http.exposure"]
     assert all(set(c) == {"name", "status", "finding", "remedy", "source"} for c in data["checks"])
     assert {c["source"] for c in data["checks"]} == {"core"}
 

@@ -32,3 +32,10 @@ def postroom_cli_commands(cli):
     """`postroom helpdesk ...` exists only while the plugin is enabled."""
     from .commands import helpdesk  # imported late: the CLI is not needed to serve mail
     cli.add_command(helpdesk)
+
+
+@hookimpl
+def postroom_http_routes(register):
+    """A console screen, `/helpdesk/`, with a "Helpdesk" entry in the navigation."""
+    from . import screens
+    screens.register(register)

@@ -1,0 +1,31 @@
+"""Pages of a query: LIMIT/OFFSET with one row more to know whether a next page exists."""
+import dataclasses
+
+PAGE_SIZE = 50
+MAX_PAGE = 10_000
+
+
+@dataclasses.dataclass
+class Page:
+    rows: list
+    number: int
+    size: int
+    has_next: bool
+    total: int | None = None
+
+    @property
+    def pages(self) -> int | None:
+        return None if self.total is None else max(1, -(-self.total // self.size))
+
+
+def page_number(request) -> int:
+    """The `page` query parameter, bounded; anything else is page 1."""
+    raw = request.query_params.get("page", "1")
+    return min(int(raw), MAX_PAGE) if raw.isdigit() and int(raw) >= 1 else 1
+
+
+def paginate(query, number: int, size: int = PAGE_SIZE, count: bool = True) -> Page:
+    """One page of a peewee query (already ordered); `count` adds the total (one COUNT)."""
+    rows = list(query.limit(size + 1).offset((number - 1) * size))
+    total = query.order_by().count() if count else None
+    return Page(rows[:size], number, size, len(rows) > size, total)
