@@ -181,3 +181,21 @@ def test_lines_starting_with_a_dot_arrive_intact(mail_host, sink):
     host.service("mail").process_queue()
     [got] = sink.wait_for(1)
     assert got.message.get_body(("html",)).get_content().replace("\r\n", "\n").strip() == body
+
+
+def test_the_published_service_keeps_the_core_contract(mail_host):
+    """What mail_marketing and third parties code against is core.services.MailService:
+    the service mail_queue publishes has every method with the contract's arguments, and
+    names its deployment-side failure types with a remedy each."""
+    import inspect
+
+    from postroom.core import services
+    host = mail_host()
+    service = services.mail(host)
+    assert isinstance(service, services.MailService)
+    for name in ("enqueue", "trigger_queue", "process_queue", "send_now"):
+        contract = inspect.signature(getattr(services.MailService, name))
+        provided = inspect.signature(getattr(type(service), name))
+        assert list(provided.parameters) == list(contract.parameters), name
+    assert {"mail_smtp", "mail_limit"} <= set(service.deployment_failures)
+    assert all(remedy.strip() for remedy in service.deployment_failures.values())
