@@ -22,6 +22,9 @@ from postroom.core.dns_checks import Lookup, tags
 
 _RESERVED = (".test", ".example", ".invalid", ".localhost", ".local")
 _RESERVED_NAMES = ("example.com", "example.net", "example.org")
+DKIM_VERIFY_MAX = 10 * 1024 * 1024  # bytes; larger signed mail: dkim=neutral (DMARC then rests on SPF)
+
+
 class TempError(Exception):
     """No DNS answer in time."""
 
@@ -74,7 +77,7 @@ def check(host, mail, mail_from: str, client_ip: str, helo: str = "") -> AuthRes
     resolver = lookup.resolver
     if client_ip and (mail_from or helo):
         result.spf = spf.check(resolver, client_ip, mail_from or f"postmaster@{helo}", helo)
-    result.dkim, result.dkim_domain = _dkim(mail.raw, resolver)
+    result.dkim, result.dkim_domain = _dkim(mail, resolver)
     result.policy, published = _dmarc_policy(lookup, from_domain)
     spf_domain = (mail_from or "").rpartition("@")[2] or helo
     if published is None:
@@ -91,9 +94,12 @@ def check(host, mail, mail_from: str, client_ip: str, helo: str = "") -> AuthRes
     return result
 
 
-def _dkim(raw: bytes, resolver) -> tuple[str, str]:
-    if b"dkim-signature:" not in raw[:65536].lower():
+def _dkim(mail, resolver) -> tuple[str, str]:
+    if mail.msg.get("DKIM-Signature") is None:
         return "none", ""
+    if mail.size > DKIM_VERIFY_MAX:
+        return "neutral", ""  # dkimpy needs the whole message in memory, several times over
+    raw = mail.raw_bytes()
 
     def txt(name, timeout=5):
         try:

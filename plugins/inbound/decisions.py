@@ -58,10 +58,20 @@ def _ip(peer: str) -> str:
 
 def keep_original(host, mail, mail_from, trace: bytes = b"") -> InboundOriginal:
     """Keep the raw message, with `trace` (our Authentication-Results line) on top as an MTA
-    adds it."""
-    content = trace + mail.raw if trace else mail.raw
-    return InboundOriginal.create(message_id=mail.message_id, mail_from=(mail_from or "")[:512],
-                                  size=len(content), content=content, created_at=host.clock.now())
+    adds it. A spooled message goes from its file into SQLite through incremental blob I/O,
+    never whole in memory (PostgreSQL takes the bytes)."""
+    size = len(trace) + mail.size
+    streamed = mail.raw is None and getattr(host.db, "engine", "") == "sqlite"
+    content = pw.fn.zeroblob(size) if streamed else trace + mail.raw_bytes()
+    row = InboundOriginal.create(message_id=mail.message_id, mail_from=(mail_from or "")[:512],
+                                 size=size, content=content, created_at=host.clock.now())
+    if streamed:
+        with host.db.connection().blobopen(InboundOriginal._meta.table_name, "content", row.id) as blob:
+            blob.write(trace)
+            mail.source.seek(0)
+            for chunk in iter(lambda: mail.source.read(1 << 16), b""):
+                blob.write(chunk)
+    return row
 
 
 def recent_counts(host, minutes: int, envelope="", sender="", client="") -> dict:

@@ -8,10 +8,12 @@ from in-memory counters, without touching the database.
 """
 import asyncio
 import collections
+import contextlib
+import ctypes
+import ctypes.util
 import concurrent.futures
 import ipaddress
 import os
-import re
 import threading
 
 import peewee as pw
@@ -26,23 +28,45 @@ from .settings import (BARE_LF, LOCAL_PROBLEM, SESSION_TOO_LONG, TARPIT, TEMPFAI
                        TOO_MANY_CONNECTIONS, TOO_MANY_FROM_PEER, TOO_MANY_RCPT, settings)
 
 DB_ERRORS = (pw.OperationalError, pw.InterfaceError, DatabaseUnavailable)
-_BARE = re.compile(rb"(?<!\r)\n|\r(?!\n)")
 IDENT = "Postroom inbound gateway"
 # Set by `postroom serve --role inbound --workers K` for its children (core.serve).
 REUSE_PORT_ENV = "POSTROOM_REUSE_PORT"
 
 
+def _malloc_trim():
+    """glibc's malloc_trim, or None elsewhere."""
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
+_TRIM = _malloc_trim()
+
+
+def give_back_memory():
+    """Return the memory a large message needed to the system. glibc keeps freed blocks of
+    a thread's arena for reuse (and raises its mmap threshold after a large free), so
+    without this every large message would leave its size behind in the gateway's RSS."""
+    if _TRIM is not None:
+        _TRIM(0)
+
+
 class GatewayHandler:
     """aiosmtpd handler: recipient checks at RCPT, routing after DATA."""
 
-    def __init__(self, host, lmtp=False, executor=None):
+    def __init__(self, host, lmtp=False, executor=None, large_executor=None):
         self.host = host
         self.lmtp = lmtp
         self.settings = s = settings(host)
         self.executor = executor
+        # Large messages are processed one at a time on their own thread: the memory one of
+        # them needs is then reused by the next instead of held by every pool thread.
+        self.large_executor = large_executor
         self.open_sessions = 0
         self.per_peer = collections.Counter()
         self.refusals = RefusalLog(s.refusal_burst, s.tarpit_refusals, s.tarpit_minutes)
+        self.large_lane = asyncio.Semaphore(1)  # see handle_DATA
 
     # --- limits on strangers, decided on the loop thread --------------------------------
 
@@ -152,7 +176,7 @@ class GatewayHandler:
         except Exception:  # noqa: BLE001 - the aggregate is best effort; the refusals stood
             self.host.log.warning("inbound: %s aggregated refusal rows not written", len(due))
 
-    async def _db(self, fn, *args):
+    async def _db(self, fn, *args, executor=None):
         """Run blocking database work on the pool; a database failure closes that thread's
         connection (so the next call reconnects) and is re-raised."""
         def call():
@@ -164,7 +188,7 @@ class GatewayHandler:
                 except Exception:  # noqa: BLE001 - already broken; reconnect next time
                     pass
                 raise
-        return await asyncio.get_running_loop().run_in_executor(self.executor, call)
+        return await asyncio.get_running_loop().run_in_executor(executor or self.executor, call)
 
     def _peer(self, session):
         peer = session.peer
@@ -231,19 +255,32 @@ class GatewayHandler:
                                    helo=self._helo(session))
 
     async def handle_DATA(self, server, session, envelope):
-        data = envelope.original_content or b""
         rcpts = list(envelope.rcpt_tos)
+        spool = envelope.spool
         try:
-            return await self._data(session, envelope, data, rcpts)
+            if envelope.bare_line_ending:
+                await self.note_refusal(session, envelope, BARE_LF)
+                return self._answer([(r, BARE_LF) for r in rcpts])
+            # One large message at a time is read back into memory: eight of them arriving
+            # together wait on disk, not in RAM.
+            large = spool.tell() > self.settings.spool_threshold
+            async with self.large_lane if large else contextlib.nullcontext():
+                return await self._data(session, envelope, spool, rcpts, large)
         finally:
             session.xforward = {}  # XFORWARD names the client of one transaction
 
-    async def _data(self, session, envelope, data, rcpts):
-        if _BARE.search(data):
-            await self.note_refusal(session, envelope, BARE_LF)
-            return self._answer([(r, BARE_LF) for r in rcpts])
+    async def _data(self, session, envelope, spool, rcpts, large=False):
+        def work():
+            # A small message is read into memory; a large one stays in its file.
+            if not large:
+                spool.seek(0)
+                return self._deliver(session, envelope, rcpts, spool.read())
+            try:
+                return self._deliver(session, envelope, rcpts, spool)
+            finally:
+                give_back_memory()
         try:
-            results = await self._db(lambda: self._deliver(session, envelope, rcpts, data))
+            results = await self._db(work, executor=self.large_executor if large else None)
         except DB_ERRORS as exc:
             self.host.log.warning("inbound DATA from <%s> deferred: database unavailable: %s",
                                   envelope.mail_from, exc)
@@ -296,12 +333,14 @@ class GatewayService:
         self.name = f"inbound {'LMTP' if self.lmtp else 'SMTP'} gateway on {self.bind_host}:{self.port}"
         self.workers = s.workers
         self.executor = None
+        self.large_executor = None
         self.controller = None
         self.settings = s
 
     def start(self):
         self.executor = concurrent.futures.ThreadPoolExecutor(self.workers, thread_name_prefix="inbound-db")
-        handler = GatewayHandler(self.host, self.lmtp, self.executor)
+        self.large_executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="inbound-large")
+        handler = GatewayHandler(self.host, self.lmtp, self.executor, self.large_executor)
         limits = {"data_size_limit": self.settings.max_size, "timeout": self.settings.timeout,
                   "enable_SMTPUTF8": True, "decode_data": False, "ident": IDENT,
                   "hostname": self.host.config.primary_domain}
@@ -318,6 +357,10 @@ class GatewayService:
             self.controller = None
             if self.executor is not None:
                 self.executor.submit(handler.flush_refusals, True).result(timeout=30)
+        if self.large_executor is not None:
+            self.large_executor.submit(lambda: self.host.db.is_closed() or self.host.db.close()).result(timeout=10)
+            self.large_executor.shutdown(wait=True)
+            self.large_executor = None
         if self.executor is not None:
             self._close_thread_connections()
             self.executor.shutdown(wait=True)

@@ -4,9 +4,12 @@ The stdlib parser with the compat32 policy never raises on broken MIME; each hea
 decoded on its own and falls back to a replaced-characters reading, so an unknown charset
 or a mangled encoded-word costs a few odd characters, never the message.
 """
+import base64
+import binascii
 import dataclasses
 import email
 import email.header
+import email.parser
 import email.utils
 import re
 
@@ -20,8 +23,9 @@ DAEMONS = ("mailer-daemon", "postmaster")
 
 @dataclasses.dataclass
 class Mail:
-    """What routing needs from one message."""
-    raw: bytes
+    """What routing needs from one message. `raw` is the message's bytes, or None when it
+    stays in `source` (a spooled file, for large messages): use `raw_bytes()` or `size`."""
+    raw: bytes | None
     msg: email.message.Message
     message_id: str | None
     references: list          # In-Reply-To first, then References newest first
@@ -33,6 +37,14 @@ class Mail:
     body_is_html: bool
     # (name, bytes, mimetype, content_id) of every attached or inline non-body part
     attachments: list = dataclasses.field(default_factory=list)
+    source: object = None     # the binary file the message was parsed from, or None
+    size: int = 0
+
+    def raw_bytes(self) -> bytes:
+        if self.raw is not None:
+            return self.raw
+        self.source.seek(0)
+        return self.source.read()
 
     @property
     def is_report(self) -> bool:
@@ -118,6 +130,21 @@ def _filename(part, n: int) -> str:
     return name
 
 
+def _decoded(part) -> bytes:
+    """A part's decoded bytes. Base64 is decoded straight from the payload text: the email
+    package splits it into one object per line first, five times the part's size in memory."""
+    payload = part.get_payload()
+    if isinstance(payload, str) and (part.get("Content-Transfer-Encoding") or "").strip().lower() == "base64":
+        try:
+            data = base64.b64decode(payload.encode("ascii", "surrogateescape"), validate=False)
+        except (binascii.Error, ValueError):  # bad padding and the like: the package's lenient decoder
+            data = None
+        if data is not None:
+            part.set_payload("")  # the decoded bytes are what is kept; free the text now
+            return data
+    return part.get_payload(decode=True) or b""
+
+
 def attachments_of(msg) -> list:
     """(name, bytes, mimetype, content_id) of each part that is not the message's text:
     attachments, inline images (with their Content-ID), attached messages (as .eml)."""
@@ -137,7 +164,7 @@ def attachments_of(msg) -> list:
             inner = part.get_payload()
             data = inner[0].as_bytes() if isinstance(inner, list) and inner else b""
         else:
-            data = part.get_payload(decode=True) or b""
+            data = _decoded(part)
         cid = message_ids(header_text(part, "Content-ID"))
         found.append((_filename(part, len(found) + 1), data, ctype,
                       cid[0].strip("<>") if cid else None))
@@ -166,9 +193,19 @@ def auto_reason(msg, our_domains=(), bounce_local="bounce") -> str | None:
     return None
 
 
-def parse(data: bytes, our_domains=(), bounce_local="bounce") -> Mail:
-    """Parse raw bytes into a `Mail`; never raises."""
-    msg = email.message_from_bytes(data)
+def parse(data, our_domains=(), bounce_local="bounce") -> Mail:
+    """Parse a message into a `Mail`: `data` is bytes, or a binary file (a spool), which is
+    fed to the parser in chunks so that its bytes are never held in memory whole."""
+    source, size = None, 0
+    if hasattr(data, "read"):
+        source, parser = data, email.parser.BytesFeedParser()
+        data.seek(0)
+        for chunk in iter(lambda: data.read(1 << 16), b""):
+            size += len(chunk)
+            parser.feed(chunk)
+        msg, data = parser.close(), None
+    else:
+        msg, size = email.message_from_bytes(data), len(data)
     ids = message_ids(header_text(msg, "Message-Id"))
     refs = message_ids(header_text(msg, "In-Reply-To"))
     refs += [r for r in reversed(message_ids(header_text(msg, "References"))) if r not in refs]
@@ -194,7 +231,7 @@ def parse(data: bytes, our_domains=(), bounce_local="bounce") -> Mail:
     return Mail(raw=data, msg=msg, message_id=ids[0] if ids else None, references=refs,
                 subject=subject, from_address=from_address, from_display=from_display,
                 auto_reason=auto_reason(msg, our_domains, bounce_local), body=body, body_is_html=is_html,
-                attachments=files)
+                attachments=files, source=source, size=size)
 
 
 def is_daemon(address: str | None) -> bool:

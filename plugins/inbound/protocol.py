@@ -8,9 +8,14 @@ Internet needs.
   is closed.
 - `XFORWARD` (Postfix's way for an MTA in front of us to name the original client) is
   taken from trusted peers only.
+- Message data is read into a spool that moves to a temporary file past
+  `inbound_spool_threshold`, with the size and line-length limits enforced while reading
+  (what is over a limit is never kept), and bare CR/LF noted on the way (SMTP smuggling).
 - aiosmtpd's own size refusals are rewritten into enhanced status codes (552 5.3.4).
 """
+import asyncio
 import re
+import tempfile
 
 from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import SMTP
@@ -80,6 +85,70 @@ class _Guarded:
             attrs[name.upper()] = xtext_decode(value)[:255]
         self.session.xforward = {**getattr(self.session, "xforward", {}), **attrs}
         await self.push("250 2.0.0 Ok")
+
+    async def smtp_DATA(self, arg):
+        """aiosmtpd's DATA, reading into a spool instead of a list of lines in memory."""
+        if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
+            return
+        if not self.envelope.rcpt_tos:
+            await self.push("503 Error: need RCPT command")
+            return
+        if arg:
+            await self.push("501 Syntax: DATA")
+            return
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        spool = tempfile.SpooledTemporaryFile(max_size=self.event_handler.settings.spool_threshold,
+                                              prefix="postroom-inbound-")
+        try:
+            state = await self._read_data(spool)
+            if state == "too long":
+                await self.push("500 Line too long (see RFC5321 4.5.3.1.6)")
+            elif state == "too big":
+                await self.push("552 Error: Too much mail data")
+            if state in ("too long", "too big"):
+                self._set_post_data_state()
+                return
+            self.envelope.spool = spool
+            self.envelope.bare_line_ending = state == "bare"
+            status = await self._call_handler_hook("DATA")
+            self._set_post_data_state()
+            await self.push(status)
+        finally:
+            spool.close()
+
+    async def _read_data(self, spool) -> str:
+        """Read up to the lone dot; returns ok | bare | too long | too big."""
+        limit, size, state, continued = self.data_size_limit, 0, "ok", False
+        while self.transport is not None:
+            try:
+                line = await self._reader.readuntil(b"\r\n")
+            except asyncio.CancelledError:
+                self._writer.close()
+                raise
+            except asyncio.LimitOverrunError as exc:
+                # Longer than a line may be: drain it; the rest of it arrives as `continued`.
+                size += len(await self._reader.read(exc.consumed))
+                state = "too long" if state != "too big" else state
+                continued = True
+                continue
+            if continued:
+                continued = False
+                size += len(line)
+                continue
+            if line == b".\r\n":
+                break
+            size += len(line)
+            if limit and size > limit:
+                state = "too big"
+            if state in ("too long", "too big"):
+                continue  # keep reading to the end, keep nothing
+            if len(line) > self.line_length_limit:
+                state = "too long"
+                continue
+            if b"\n" in line[:-2] or b"\r" in line[:-2]:
+                state = "bare"
+            spool.write(line[1:] if line.startswith(b".") else line)
+        return state
 
     async def push(self, status):
         text = status.decode() if isinstance(status, bytes) else status
