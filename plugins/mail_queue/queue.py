@@ -6,14 +6,14 @@ import email.utils
 import peewee as pw
 
 from postroom.core import attachments, chatter, emails, scheduler, template_store
-from postroom.core.db import is_postgres
+from postroom.core.db import insert_rows as db_insert_rows
 from postroom.core.errors import InvalidInput
 from postroom.core.models import Message, Notification, Partner
 
 from . import compose, sending
 from .addressing import catchall, default_from, reply_to_for
 from .models import OutgoingMail
-from .settings import ACTION_CODE, ATTACHMENT_HOLDER, chunks, lifetime
+from .settings import ACTION_CODE, ATTACHMENT_HOLDER, lifetime
 
 def _row(host, mail: dict, now, from_default, expires_default) -> dict:
     if not isinstance(mail, dict):
@@ -27,10 +27,14 @@ def _row(host, mail: dict, now, from_default, expires_default) -> dict:
     name, address = None, None
     if to_text:
         emails.check_header_text("recipient", to_text)
-        if len(email.utils.getaddresses([to_text])) > 1:
-            raise InvalidInput(f"one recipient per mail, not {to_text!r} (enqueue one mail each)")
-        name, address = compose.parse_address(to_text)
-        address = address or to_text
+        if emails.BARE.match(to_text):  # the common case, without the cost of a parse
+            address = to_text
+        else:
+            pairs = email.utils.getaddresses([to_text])
+            if len(pairs) > 1:
+                raise InvalidInput(f"one recipient per mail, not {to_text!r} (enqueue one mail each)")
+            name, address = pairs[0] if pairs else (None, None)
+            address = address or to_text
     subject = mail.get("subject") or ""
     emails.check_header_text("subject", subject)
     email_from = mail.get("email_from") or from_default
@@ -78,16 +82,14 @@ def _check_attachments(rows) -> None:
 
 
 def insert_rows(host, rows: list[dict]) -> list[int]:
-    """Multi-row INSERTs in chunks; returns the new ids in order (inside a transaction)."""
-    ids = []
-    for chunk in chunks(rows):
-        if is_postgres(host.db):
-            ids.extend(r[0] for r in OutgoingMail.insert_many(chunk).returning(OutgoingMail.id).tuples().execute())
-        else:
-            # SQLite gives one statement's rows consecutive rowids, and the write lock is ours.
-            last = OutgoingMail.insert_many(chunk).execute()
-            ids.extend(range(last - len(chunk) + 1, last + 1))
-    return ids
+    """Multi-row INSERTs in chunks; returns the new ids in order (inside a transaction).
+    Every row of one call has the same keys (`_row` makes them)."""
+    if not rows:
+        return []
+    fields = [OutgoingMail._meta.fields[name] for name in rows[0]]
+    names = list(rows[0])
+    return db_insert_rows(host.db, OutgoingMail, fields, [tuple(r[n] for n in names) for r in rows],
+                          returning_ids=True)
 
 
 def enqueue(host, mails: list[dict]) -> list[int]:
