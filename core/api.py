@@ -102,8 +102,13 @@ def resolve_author(host, author) -> tuple[Partner | None, str | None]:
 
 
 def post_message(host, record: Record, body: str, subject: str | None = None, author=None,
-                 partners: Iterable = (), note: bool = False) -> Message:
+                 partners: Iterable = (), note: bool = False, attachments: Iterable = ()) -> Message:
     """Post `body` (plain text) on `record`'s chatter and notify, in one transaction.
+
+    `attachments`: file paths, or `(name, bytes, mimetype)` tuples (mimetype None: guessed
+    from the name); every mail of the post carries them, stored once per content. A
+    missing or unreadable file, a directory, or content over `attachment_max_size`
+    raises InvalidInput and nothing is posted.
 
     A comment notifies the record's followers plus `partners` (Partners or addresses);
     `note=True` makes an internal note that notifies only `partners`. Never the author
@@ -113,7 +118,8 @@ def post_message(host, record: Record, body: str, subject: str | None = None, au
     author_partner, email_from = resolve_author(host, author)
     ids = [_partner(host, p).id for p in partners]
     return chatter.post_message(host, record, body, subject=subject, author=author_partner,
-                                email_from=email_from, partner_ids=ids, note=note)
+                                email_from=email_from, partner_ids=ids, note=note,
+                                attachments=list(attachments))
 
 
 def send_mail(host, to, subject: str, body: str, *, sender: str | None = None, bulk: bool = False,
