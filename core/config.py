@@ -200,6 +200,9 @@ CORE_KEYS = (
     Key("console_login_max_failures", int, 5, min=1, max=1000,
         help="failed console logins for one account (four times that for one client) before logins wait"),
     Key("console_login_window_minutes", int, 15, min=1, max=24 * 60, help="the window those failures are counted over"),
+    Key("template_max_output", int, 1_000_000, min=1000, max=100_000_000,
+        help="characters one template render may produce; more is refused"),
+    Key("template_render_seconds", float, 2.0, min=0.05, max=60, help="seconds one template render may take"),
 )
 
 

@@ -1,5 +1,6 @@
 """Campaigns: creating, queueing (send / schedule), cancelling, test copies, statistics."""
 import datetime as dt
+import types
 
 import peewee as pw
 
@@ -7,7 +8,7 @@ from postroom.core import attachments, emails, records, scheduler, services
 from postroom.core.clock import parse_when
 from postroom.core.errors import Conflict, InvalidInput, NotFound
 
-from . import mails, tracking
+from . import mails, rendering, tracking
 from .lists import get_list
 from .models import Campaign, CampaignList, Contact, MailingList, Trace
 
@@ -58,6 +59,9 @@ def create_campaign(host, subject: str, body_html: str, list_names, email_from: 
     email_from = (email_from or default_from(host)).strip()
     emails.split_address(email_from)
     lists = [get_list(host, n) for n in names]
+    # Templates are checked against a real contact before anything is written.
+    draft = types.SimpleNamespace(id=0, subject=subject, body_html=body_html, track=None)
+    rendering.check(host, draft, subject, body_html, [m.id for m in lists])
     ready = attachments.prepare(host, files)
     now = host.clock.now()
     with host.transaction():
@@ -149,7 +153,13 @@ def send_test(host, campaign_id, address: str) -> str:
     Message-Id of the copy."""
     campaign = get_campaign(host, campaign_id)
     _, addr = emails.split_address(address)
-    mail = mails.build(host, campaign, addr, name=None, trace_id=None, test=True)
+    # The copy is rendered for the contact with that address, else the lists' first one.
+    contact = rendering.sample_contact(list_ids(campaign), addr)
+    compiled = rendering.compile_campaign(host, campaign)
+    subject, body = rendering.render(host, compiled, campaign, contact["name"], contact["email"],
+                                     mails.unsubscribe_url(host, None, campaign.id))
+    mail = mails.build(host, campaign, addr, name=None, trace_id=None, test=True,
+                       rendered=(subject, body))
     with host.transaction():
         services.mail(host).enqueue([mail])
     host.log.info("campaign %s: test copy to %s msgid=%s", campaign.id, addr, mail["message_id"])

@@ -21,3 +21,17 @@ def postroom_campaign_batch(host, campaign, mails):
     which then holds the head of the marketing queue until it is fixed or canceled.
     Return value ignored.
     """
+
+
+@hookspec
+def postroom_campaign_template_context(host, campaign):
+    """Called by mail_marketing once per campaign batch (inside its transaction), and when
+    a campaign is created or tested, to learn what else its templates may use.
+
+    `host` is the running `core.host.Host`; `campaign` the `Campaign` row (read-only).
+
+    Return a dict of extra top-level names for the campaign's subject and body templates
+    (plain values, dicts and lists: templates read mappings, never Python attributes), or
+    None. The names `contact`, `campaign` and `unsubscribe_url` are Postroom's and cannot
+    be replaced. No network work. Results of all implementations are merged.
+    """

@@ -1,8 +1,9 @@
 """The mail of one campaign recipient: headers, signed unsubscribe address and link, enqueueing."""
-from postroom.core import attachments, chatter, emails, services, tokens
+from postroom.core import attachments, chatter, emails, services, templates, tokens
 from postroom.core.db import CHUNK, chunks
 from postroom.core.models import Record
 
+from . import rendering
 from .models import Trace
 
 UNSUBSCRIBE_PURPOSE = "mail_marketing.unsubscribe"
@@ -50,14 +51,25 @@ def list_unsubscribe_headers(host, trace_id: int | None, campaign_id: int) -> di
             "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}
 
 
-def body_for(host, campaign, trace_id: int | None) -> str:
-    """The campaign's body, with tracking links and pixel for a real recipient of a tracked
-    campaign (never for a test copy)."""
+def unsubscribe_url(host, trace_id: int | None, campaign_id: int) -> str:
+    """What a template's `unsubscribe_url` is: the signed web link when `public_url` is
+    set, else the signed mailto address."""
+    token = unsubscribe_token(host, trace_id, campaign_id)
+    base = public_url(host)
+    if base is not None:
+        return f"{base}/u/{token}"
+    return f"mailto:{unsubscribe_local(host)}+{token}@{host.config.primary_domain}?subject=unsubscribe"
+
+
+def body_for(host, campaign, trace_id: int | None, body: str | None = None) -> str:
+    """The recipient's body (`body`, rendered; default the campaign's), with tracking links
+    and pixel for a real recipient of a tracked campaign (never for a test copy)."""
+    body = campaign.body_html if body is None else body
     base = public_url(host)
     if not campaign.track or trace_id is None or base is None:
-        return campaign.body_html
+        return body
     from .tracking import personalise
-    return personalise(host, campaign, trace_id, base)
+    return personalise(host, campaign, trace_id, base, body)
 
 
 def campaign_record(campaign):
@@ -73,16 +85,18 @@ def attachment_ids(campaign) -> list[int]:
 
 
 def build(host, campaign, address: str, name: str | None, trace_id: int | None, test: bool = False,
-          record=None, message_id: str | None = None, files: list[int] | None = None) -> dict:
+          record=None, message_id: str | None = None, files: list[int] | None = None,
+          rendered: tuple[str, str] | None = None) -> dict:
     """The dict `mail.enqueue` takes for one recipient. The Message-Id names the campaign's
     record, so replies thread onto the campaign's chatter. `files`: the campaign's
-    attachment ids (looked up when not given; a batch passes them once)."""
+    attachment ids (looked up when not given; a batch passes them once). `rendered`: the
+    recipient's (subject, body) from `rendering.render`."""
     record = record if record is not None else campaign_record(campaign)
     files = attachment_ids(campaign) if files is None else files
     return {
         "email_to": emails.display_address(name, address),  # To: "Ann Smith" <ann@…>
-        "subject": campaign.subject,
-        "body_html": body_for(host, campaign, trace_id),
+        "subject": rendered[0] if rendered else campaign.subject,
+        "body_html": body_for(host, campaign, trace_id, rendered[1] if rendered else None),
         "email_from": campaign.email_from,
         "headers": list_unsubscribe_headers(host, trace_id, campaign.id)
         | {"Precedence": "bulk", "Auto-Submitted": "auto-generated"},
@@ -103,12 +117,42 @@ def enqueue_traces(host, campaign, traces: list[dict], record=None) -> None:
         return
     record = record if record is not None else campaign_record(campaign)
     files = attachment_ids(campaign)
-    batch = [build(host, campaign, t["email"], t.get("name"), t["id"], record=record,
-                   message_id=t.get("message_id"), files=files) for t in traces]
+    batch, failed = [], []
+    try:
+        compiled = rendering.compile_campaign(host, campaign)
+    except templates.TemplateFailure as exc:  # it compiled when created: a plugin's names changed
+        compiled, failed = None, [(t["id"], str(exc)) for t in traces]
+    for t in traces if compiled is not None else ():
+        try:
+            rendered = rendering.render(host, compiled, campaign, t.get("name"), t["email"],
+                                        unsubscribe_url(host, t["id"], campaign.id))
+        except templates.TemplateFailure as exc:
+            failed.append((t["id"], str(exc)))
+            continue
+        batch.append(build(host, campaign, t["email"], t.get("name"), t["id"], record=record,
+                           message_id=t.get("message_id"), files=files, rendered=rendered))
+    _render_failed(host, campaign, failed)
+    traces = [t for t in traces if t["id"] not in {i for i, _ in failed}]
+    if not batch:
+        return
     host.hook.postroom_campaign_batch(host=host, campaign=campaign, mails=batch)
     services.mail(host).enqueue(batch)
     fresh = [m for m, t in zip(batch, traces) if m["message_id"] != t.get("message_id")]
     _store_message_ids(fresh)
+
+
+def _render_failed(host, campaign, failed: list[tuple[int, str]]) -> None:
+    """Traces whose template would not render become `error` with the reason (one UPDATE
+    per chunk); the rest of the batch goes on."""
+    import peewee as pw
+    for part in chunks(failed):
+        reasons = pw.Case(Trace.id, [(i, reason[:1000]) for i, reason in part])
+        (Trace.update(status="error", failure_type="template", failure_reason=reasons,
+                      updated_at=host.clock.now())
+         .where(Trace.id.in_([i for i, _ in part])).execute())
+    if failed:
+        host.log.warning("campaign %s: %s recipient(s) not rendered, e.g. trace %s: %s", campaign.id,
+                         len(failed), failed[0][0], failed[0][1])
 
 
 def _store_message_ids(batch: list[dict]) -> None:

@@ -43,9 +43,10 @@ def links(body_html: str) -> list[str]:
     return seen
 
 
-def personalise(host, campaign, trace_id: int, base: str) -> str:
-    """The body for one recipient: links through the click endpoint, plus the open pixel."""
-    body = campaign.body_html
+def personalise(host, campaign, trace_id: int, base: str, body: str | None = None) -> str:
+    """The body for one recipient (`body`, rendered; default the campaign's): links through
+    the click endpoint, plus the open pixel."""
+    body = campaign.body_html if body is None else body
     track = set((campaign.track or "").split(","))
     if "clicks" in track:
         index = {url: i for i, url in enumerate(links(body))}

@@ -1,0 +1,71 @@
+"""Campaign subject and body rendered per recipient with the sandboxed templates of core.
+
+What a campaign template sees: `contact.name`, `contact.email`, `campaign.subject`,
+`campaign.id`, `unsubscribe_url` (the signed web link when `public_url` is set, else the
+signed mailto address) and whatever plugins add through `postroom_campaign_template_context`.
+Templates are compiled once per batch; a recipient whose render fails gets an `error` trace
+with the reason while the others go on.
+"""
+import dataclasses
+
+from postroom.core import templates
+
+from .models import Contact
+
+OWN_NAMES = ("contact", "campaign", "unsubscribe_url")
+SAMPLE = {"name": "Sample Contact", "email": "contact@example.com"}
+
+
+def extras(host, campaign) -> dict:
+    merged = {}
+    for result in host.hook.postroom_campaign_template_context(host=host, campaign=campaign) or ():
+        merged.update({k: v for k, v in (result or {}).items() if k not in OWN_NAMES})
+    return merged
+
+
+@dataclasses.dataclass
+class Compiled:
+    subject: object
+    body: object
+    extras: dict
+
+
+def compile_campaign(host, campaign, subject: str | None = None, body: str | None = None) -> Compiled:
+    """Both templates compiled against the names a campaign offers (TemplateFailure, with
+    the line, for a syntax error or an unknown name)."""
+    extra = extras(host, campaign)
+    known = set(OWN_NAMES) | set(extra)
+    subject = campaign.subject if subject is None else subject
+    body = campaign.body_html if body is None else body
+    return Compiled(templates.compile_template(host, subject, "subject", known, html=False),
+                    templates.compile_template(host, body, "body", known), extra)
+
+
+def render(host, compiled: Compiled, campaign, name, email, unsubscribe_url: str) -> tuple[str, str]:
+    """(subject, body HTML) for one recipient; TemplateFailure when it cannot render."""
+    context = dict(compiled.extras)
+    context.update(contact={"name": name or "", "email": email or ""},
+                   campaign={"subject": campaign.subject, "id": campaign.id},
+                   unsubscribe_url=unsubscribe_url)
+    subject = templates.render(host, compiled.subject, context, "subject")
+    body = templates.render(host, compiled.body, context, "body")
+    return " ".join(subject.split()), body
+
+
+def sample_contact(list_ids, address: str | None = None) -> dict:
+    """A real contact to check a template against: the one with `address` in the lists,
+    else the first of the lists, else a sample."""
+    query = Contact.select(Contact.name, Contact.email).where(Contact.mailing_list.in_(list_ids or [0]))
+    row = None
+    if address:
+        row = query.where(Contact.email == address).first()
+    row = row or query.order_by(Contact.id).first()
+    return {"name": row.name, "email": row.email} if row is not None else dict(SAMPLE)
+
+
+def check(host, campaign, subject: str, body: str, list_ids, address: str | None = None) -> None:
+    """Refuse (TemplateFailure) templates that do not compile, name an unknown variable,
+    or fail to render for a real contact of the campaign's lists."""
+    compiled = compile_campaign(host, campaign, subject, body)
+    contact = sample_contact(list_ids, address)
+    render(host, compiled, campaign, contact["name"], contact["email"], "mailto:unsubscribe@example.com")

@@ -1,0 +1,81 @@
+"""Campaigns rendered per recipient (sandboxed Jinja2): names, unsubscribe link, plugin
+names; refused at create/test when they cannot render; one failing recipient is an error
+trace and the others go on."""
+from postroom.core.plugins import hookimpl
+from postroom.plugins.mail_marketing.models import Campaign, Trace
+
+from .conftest import drain, last_word, make_list, show
+
+
+class ShopContext:
+    @hookimpl(optionalhook=True)
+    def postroom_campaign_template_context(self, host, campaign):
+        return {"shop": {"name": "ACME Tools"}}
+
+
+def create(run, host, tmp_path, body, subject="News for {{ contact.name }}", expect_fail=False):
+    path = tmp_path / "body.html"
+    path.write_text(body, encoding="utf-8")
+    result = run(host, "campaign", "create", "--subject", subject, "--body-file", path, "--list", "news",
+                 expect_fail=expect_fail)
+    return result if expect_fail else last_word(result)
+
+
+def test_each_recipient_gets_a_subject_and_body_of_their_own(mk, run, sink, tmp_path, db_url):
+    host = mk(db_url=db_url, extra=[ShopContext()])
+    make_list(run, host, tmp_path, "news", ["ann@example.org,Ann <Smith>", "bob@example.org,Bob"])
+    cid = create(run, host, tmp_path, "<p>Dear {{ contact.name }} ({{ contact.email }}), {{ shop.name }} "
+                                      "says: {{ campaign.subject }}.</p>"
+                                      '<p><a href="{{ unsubscribe_url }}">Unsubscribe</a></p>')
+    run(host, "campaign", "send", cid)
+    drain(host)
+    got = {r.rcpt_tos[0]: r.message for r in sink.wait_for(2)}
+    ann, bob = got["ann@example.org"], got["bob@example.org"]
+    assert ann["Subject"] == "News for Ann <Smith>" and bob["Subject"] == "News for Bob"
+    html = ann.get_body(("html",)).get_content()
+    assert "Dear Ann &lt;Smith&gt; (ann@example.org), ACME Tools says: News for {{ contact.name }}." in html
+    assert 'href="mailto:unsubscribe+t' in html
+    # The link is that recipient's own signed address, the one List-Unsubscribe carries.
+    token = ann["List-Unsubscribe"].split("unsubscribe+")[1].split("@")[0]
+    assert f"unsubscribe+{token}@" in html
+    assert "Dear Bob (bob@example.org)" in bob.get_body(("plain",)).get_content()
+
+
+def test_create_refuses_an_unknown_variable_or_a_broken_template_with_its_line(mk, run, tmp_path):
+    host = mk()
+    make_list(run, host, tmp_path, "news", ["ann@example.org,Ann"])
+    result = create(run, host, tmp_path, "<p>Hi</p>\n<p>{{ contact.first_name }}</p>", expect_fail=True)
+    assert "line 2" in result.stderr and "first_name" in result.stderr
+    result = create(run, host, tmp_path, "<p>{{ customer.name }}</p>", expect_fail=True)
+    assert "unknown variable 'customer'" in result.stderr
+    result = create(run, host, tmp_path, "ok", subject="{% if %}", expect_fail=True)
+    assert "template subject, line 1" in result.stderr
+    result = create(run, host, tmp_path, "{{ ''.__class__.__mro__ }}", expect_fail=True)
+    assert "unsafe" in result.stderr
+    assert Campaign.select().count() == 0
+
+
+def test_campaign_test_renders_for_the_contact_with_that_address(mk, run, sink, tmp_path):
+    host = mk()
+    make_list(run, host, tmp_path, "news", ["ann@example.org,Ann", "bob@example.org,Bob"])
+    cid = create(run, host, tmp_path, "<p>Dear {{ contact.name }}</p>")
+    run(host, "campaign", "test", cid, "--to", "bob@example.org")
+    [r] = sink.wait_for(1)
+    assert r.message["Subject"] == "News for Bob"
+    assert "Dear Bob" in r.message.get_body(("plain",)).get_content()
+
+
+def test_a_recipient_whose_render_fails_is_an_error_trace_and_the_others_go_on(mk, run, sink, tmp_path):
+    host = mk()
+    # 100 // (len(name) - 3): fine for "Bob Smith" (checked at create), fails for "Ann".
+    make_list(run, host, tmp_path, "news", ["bob@example.org,Bob Smith", "ann@example.org,Ann",
+                                            "cid@example.org,Cid Jones"])
+    cid = create(run, host, tmp_path, "<p>{{ 100 // (contact.name|length - 3) }}</p>")
+    run(host, "campaign", "send", cid)
+    drain(host)
+    assert sorted(r.rcpt_tos[0] for r in sink.wait_for(2)) == ["bob@example.org", "cid@example.org"]
+    failed = Trace.get(Trace.email == "ann@example.org")
+    assert (failed.status, failed.failure_type) == ("error", "template")
+    assert "template body, line 1" in failed.failure_reason and "division" in failed.failure_reason
+    data = show(run, host, cid)
+    assert data["state"] == "done" and data["error"] == 1
