@@ -10,8 +10,12 @@ the interpreter lock. Each phase runs in a fresh child process on a fresh databa
 peak memory is its own; the campaign's peak must stay flat as the list grows (the import
 streams, processing works in bounded batches: compare --contacts 10000 and 100000).
 
-Prints one JSON line: campaign mails/s, drain mails/s, their ratio (target >= 0.8), import
-seconds and peak memory of each phase.
+A third phase sends the same campaign with a personalised subject and body (the contact's
+name and address, their unsubscribe link: rendered per recipient in the template sandbox).
+
+Prints one JSON line: campaign mails/s, drain mails/s, their ratio (target >= 0.8), the
+personalised campaign's mails/s and what personalisation costs against the plain campaign
+(target < 0.2), import seconds and peak memory of each phase.
 
     python bench/campaign.py [--contacts N] [--db URL] [--smtp HOST:PORT]
 """
@@ -31,6 +35,10 @@ sys.path.insert(0, HERE)
 from smtp_sink import external_sink  # noqa: E402
 
 BODY = "<h1>News</h1><p>Hello from the bench.</p><p>" + "This month's news from the shop. " * 20 + "</p>"
+# The same campaign personalised per recipient (sandboxed Jinja2, rendered per recipient).
+PERSONAL_BODY = ("<h1>News for {{ contact.name }}</h1><p>Hello {{ contact.name }} ({{ contact.email }}).</p><p>"
+                 + "This month's news from the shop. " * 20
+                 + '</p><p><a href="{{ unsubscribe_url }}">Unsubscribe</a></p>')
 
 
 def peak_mb() -> float:
@@ -72,7 +80,7 @@ def write_csv(path, n):
             fh.write(f"contact{i}@example.org,Contact {i}\n")
 
 
-def phase_campaign(work, db_url, smtp, n):
+def phase_campaign(work, db_url, smtp, n, body=BODY, subject="Benchmark news"):
     """Import n contacts, then time the campaign from `send` until every trace is sent."""
     from postroom.core import scheduler
     host = open_host(work, db_url, smtp, n)
@@ -86,7 +94,7 @@ def phase_campaign(work, db_url, smtp, n):
         imported = lists.import_contacts(host, "bench", fh)["imported"]
     import_seconds = time.perf_counter() - t0
     peak_after_import = peak_mb()
-    campaign = campaigns.create_campaign(host, "Benchmark news", BODY, ["bench"])
+    campaign = campaigns.create_campaign(host, subject, body, ["bench"])
     t0 = time.perf_counter()
     campaigns.send(host, campaign.id)
     by_action = {}
@@ -136,24 +144,34 @@ def main():
     parser.add_argument("--contacts", type=int, default=20_000)
     parser.add_argument("--db", help="database URL (default: a SQLite file in a temp folder per phase)")
     parser.add_argument("--smtp", help="HOST:PORT of a sink already running")
-    parser.add_argument("--phase", choices=("drain", "campaign"), help=argparse.SUPPRESS)
+    parser.add_argument("--phase", choices=("drain", "campaign", "personal"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.phase:
         with tempfile.TemporaryDirectory(prefix="postroom-bench-campaign-") as work:
-            fn = phase_drain if args.phase == "drain" else phase_campaign
-            print(json.dumps(fn(work, args.db, args.smtp, args.contacts)))
+            if args.phase == "personal":
+                result = phase_campaign(work, args.db, args.smtp, args.contacts, PERSONAL_BODY,
+                                        "News for {{ contact.name }}")
+            else:
+                fn = phase_drain if args.phase == "drain" else phase_campaign
+                result = fn(work, args.db, args.smtp, args.contacts)
+            print(json.dumps(result))
         return
     with external_sink(args.smtp) as (smtp, kind):
         drain = run_phase("drain", args, smtp)
         campaign = run_phase("campaign", args, smtp)
+        personal = run_phase("personal", args, smtp)
     drain_rate = drain["mails"] / drain["seconds"]
     campaign_rate = campaign["mails"] / campaign["seconds"]
+    personal_rate = personal["mails"] / personal["seconds"]
     print(json.dumps({
         "bench": "campaign", "contacts": args.contacts, "sink": kind,
         "engine": "postgresql" if (args.db or "").startswith("postgresql") else "sqlite",
         "campaign_mails_per_second": round(campaign_rate, 1),
         "drain_mails_per_second": round(drain_rate, 1),
         "ratio": round(campaign_rate / drain_rate, 3), "target_ratio": 0.8,
+        "personalised_mails_per_second": round(personal_rate, 1),
+        "personalisation_cost": round(1 - personal_rate / campaign_rate, 3), "target_personalisation_cost": 0.2,
+        "personalised_mails": personal["mails"],
         "campaign_seconds": round(campaign["seconds"], 2), "drain_seconds": round(drain["seconds"], 2),
         "campaign_mails": campaign["mails"], "drain_mails": drain["mails"],
         "import_seconds": round(campaign["import_seconds"], 2),

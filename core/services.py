@@ -35,7 +35,11 @@ class MailService(Protocol):
             invalid address is not refused here: the mail fails at send time with
             `mail_email_missing` / `mail_email_invalid`, so the enqueuer hears of it
             through `postroom_mail_failed`.
+          - `recipient_name`: the recipient's name when `email_to` is a bare address (what
+            a bulk enqueuer passes to spare parsing `Name <addr>` per mail).
           - `subject`, `body_html` (the plain-text part is derived from the HTML).
+          - `body_text`: the plain-text part, when the enqueuer has it already (default:
+            derived from `body_html`).
           - `email_from`: default config `mail_from`, else the admin partner's real
             address, else `notifications@<primary domain>`.
           - `headers`: {name: value} of extra headers (List-Unsubscribe, Precedence, ...);

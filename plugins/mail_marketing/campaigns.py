@@ -156,10 +156,9 @@ def send_test(host, campaign_id, address: str) -> str:
     # The copy is rendered for the contact with that address, else the lists' first one.
     contact = rendering.sample_contact(list_ids(campaign), addr)
     compiled = rendering.compile_campaign(host, campaign)
-    subject, body = rendering.render(host, compiled, campaign, contact["name"], contact["email"],
-                                     mails.unsubscribe_url(host, None, campaign.id))
-    mail = mails.build(host, campaign, addr, name=None, trace_id=None, test=True,
-                       rendered=(subject, body))
+    rendered = rendering.render(host, compiled, campaign, contact["name"], contact["email"],
+                                mails.unsubscribe_url(host, None, campaign.id))
+    mail = mails.build(host, campaign, addr, name=None, trace_id=None, test=True, rendered=rendered)
     with host.transaction():
         services.mail(host).enqueue([mail])
     host.log.info("campaign %s: test copy to %s msgid=%s", campaign.id, addr, mail["message_id"])

@@ -1,5 +1,5 @@
 """The mail of one campaign recipient: headers, signed unsubscribe address and link, enqueueing."""
-from postroom.core import attachments, chatter, emails, services, templates, tokens
+from postroom.core import attachments, chatter, services, templates, tokens
 from postroom.core.db import CHUNK, chunks
 from postroom.core.models import Record
 
@@ -86,17 +86,19 @@ def attachment_ids(campaign) -> list[int]:
 
 def build(host, campaign, address: str, name: str | None, trace_id: int | None, test: bool = False,
           record=None, message_id: str | None = None, files: list[int] | None = None,
-          rendered: tuple[str, str] | None = None) -> dict:
+          rendered: tuple | None = None) -> dict:
     """The dict `mail.enqueue` takes for one recipient. The Message-Id names the campaign's
     record, so replies thread onto the campaign's chatter. `files`: the campaign's
     attachment ids (looked up when not given; a batch passes them once). `rendered`: the
-    recipient's (subject, body) from `rendering.render`."""
+    recipient's (subject, body, text) from `rendering.render`."""
     record = record if record is not None else campaign_record(campaign)
     files = attachment_ids(campaign) if files is None else files
     return {
-        "email_to": emails.display_address(name, address),  # To: "Ann Smith" <ann@…>
+        "email_to": address,
+        "recipient_name": name or None,  # To: "Ann Smith" <ann@…>
         "subject": rendered[0] if rendered else campaign.subject,
         "body_html": body_for(host, campaign, trace_id, rendered[1] if rendered else None),
+        "body_text": rendered[2] if rendered else None,
         "email_from": campaign.email_from,
         "headers": list_unsubscribe_headers(host, trace_id, campaign.id)
         | {"Precedence": "bulk", "Auto-Submitted": "auto-generated"},

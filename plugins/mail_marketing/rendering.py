@@ -9,6 +9,7 @@ with the reason while the others go on.
 import dataclasses
 
 from postroom.core import templates
+from postroom.core.html import to_text
 
 from .models import Contact
 
@@ -28,6 +29,16 @@ class Compiled:
     subject: object
     body: object
     extras: dict
+    # The source itself when it has no template syntax: nothing to render per recipient.
+    static_subject: str | None = None
+    static_body: str | None = None
+    # The text part as a template of its own (the HTML template turned into text once), so
+    # no recipient's HTML has to be converted; None when that does not compile.
+    text: object = None
+
+
+def _static(source: str) -> str | None:
+    return None if any(mark in source for mark in ("{{", "{%", "{#")) else source
 
 
 def compile_campaign(host, campaign, subject: str | None = None, body: str | None = None) -> Compiled:
@@ -37,19 +48,34 @@ def compile_campaign(host, campaign, subject: str | None = None, body: str | Non
     known = set(OWN_NAMES) | set(extra)
     subject = campaign.subject if subject is None else subject
     body = campaign.body_html if body is None else body
-    return Compiled(templates.compile_template(host, subject, "subject", known, html=False),
-                    templates.compile_template(host, body, "body", known), extra)
+    compiled = Compiled(templates.compile_template(host, subject, "subject", known, html=False),
+                        templates.compile_template(host, body, "body", known), extra,
+                        _static(subject), _static(body))
+    if compiled.static_body is None:
+        try:
+            compiled.text = templates.compile_template(host, to_text(body), "text", known, html=False)
+        except templates.TemplateFailure:
+            compiled.text = None  # tags split by markup: each recipient's HTML is converted instead
+    return compiled
 
 
-def render(host, compiled: Compiled, campaign, name, email, unsubscribe_url: str) -> tuple[str, str]:
-    """(subject, body HTML) for one recipient; TemplateFailure when it cannot render."""
+def render(host, compiled: Compiled, campaign, name, email, unsubscribe_url: str) -> tuple[str, str, str | None]:
+    """(subject, body HTML, text or None) for one recipient; TemplateFailure when it
+    cannot render. The text is None when it is to be derived from the HTML."""
     context = dict(compiled.extras)
     context.update(contact={"name": name or "", "email": email or ""},
                    campaign={"subject": campaign.subject, "id": campaign.id},
                    unsubscribe_url=unsubscribe_url)
-    subject = templates.render(host, compiled.subject, context, "subject")
-    body = templates.render(host, compiled.body, context, "body")
-    return " ".join(subject.split()), body
+    subject = compiled.static_subject
+    if subject is None:
+        subject = templates.render(host, compiled.subject, context, "subject")
+    body = compiled.static_body
+    text = None
+    if body is None:
+        body = templates.render(host, compiled.body, context, "body")
+        if compiled.text is not None:
+            text = templates.render(host, compiled.text, context, "body")
+    return " ".join(subject.split()), body, text
 
 
 def sample_contact(list_ids, address: str | None = None) -> dict:

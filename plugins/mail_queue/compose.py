@@ -7,6 +7,7 @@ with the `email` package and kept as bytes; each recipient only gets its own hea
 encoded with the `email` package's own RFC 2047 / address helpers (cached per value). The
 result parses back with `email` into the same message (a test checks it).
 """
+import binascii
 import collections
 import email
 import email.header
@@ -44,17 +45,34 @@ def check_headers(headers: dict | None) -> dict:
     return clean
 
 
+def _qp(text: str) -> bytes:
+    """Quoted-printable UTF-8 with CRLF line ends (binascii: the C encoder `email` uses)."""
+    data = text.replace("\r\n", "\n").replace("\r", "\n").encode("utf-8")
+    return binascii.b2a_qp(data, quotetabs=False, istext=True, header=False).replace(b"\n", b"\r\n")
+
+
+_PART_HEAD = b'Content-Type: text/%s; charset="utf-8"\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n'
+
+
 @functools.lru_cache(maxsize=256)
-def body_part(body_html: str) -> bytes:
-    """MIME-Version, Content-Type and the encoded multipart body, built once per body."""
-    part = EmailMessage(policy=policy.SMTP)
-    part.set_content(to_text(body_html) or " ", cte="quoted-printable")
-    part.add_alternative(body_html or "<p></p>", subtype="html", cte="quoted-printable")
+def body_part(body_html: str, body_text: str | None = None) -> bytes:
+    """MIME-Version, Content-Type and the encoded multipart/alternative body (text derived
+    from the HTML, both quoted-printable), built once per body.
+
+    Written out directly: a personalised campaign has a body per recipient, and building
+    it through `EmailMessage` cost ten times more. The result parses back with `email`
+    into the same parts (tests check it)."""
     # A stable boundary (derived from the body) keeps exports byte-identical to what was
     # sent; QP-encoded content can never contain "==" runs, so it cannot collide.
-    boundary = "==postroom-" + hashlib.sha1(body_html.encode()).hexdigest()[:24] + "=="
-    part.set_boundary(boundary)
-    return part.as_bytes(policy=policy.SMTP)
+    boundary = ("==postroom-" + hashlib.sha1(body_html.encode()).hexdigest()[:24] + "==").encode()
+    # Each part's content ends with a line break, as `email` writes it.
+    text = _qp(((to_text(body_html) if body_text is None else body_text) or " ").rstrip("\n") + "\n")
+    html = _qp((body_html or "<p></p>").rstrip("\n") + "\n")
+    return b"".join((
+        b'MIME-Version: 1.0\r\nContent-Type: multipart/alternative; boundary="', boundary, b'"\r\n\r\n',
+        b"--", boundary, b"\r\n", _PART_HEAD % b"plain", text,
+        b"--", boundary, b"\r\n", _PART_HEAD % b"html", html,
+        b"--", boundary, b"--\r\n"))
 
 
 # Bodies with attachments: few distinct ones per batch (one per chatter message or
@@ -80,17 +98,17 @@ def file_specs(host, ids) -> tuple:
     return cache[key]
 
 
-def body_with_files(host, body_html: str, specs: tuple) -> bytes:
+def body_with_files(host, body_html: str, specs: tuple, body_text: str | None = None) -> bytes:
     """The MIME body with its attachments: multipart/mixed around the text/HTML
     alternative, inline images (with a Content-ID) in a multipart/related beside the HTML.
     Built once per (body, attachments) and reused for every recipient; file names are
     RFC 2231-encoded by the `email` package when they are not ASCII."""
-    key = (body_html, specs)
+    key = (body_html, specs, body_text)
     if key in _WITH_FILES:
         _WITH_FILES.move_to_end(key)
         return _WITH_FILES[key]
     part = EmailMessage(policy=policy.SMTP)
-    part.set_content(to_text(body_html) or " ", cte="quoted-printable")
+    part.set_content((to_text(body_html) if body_text is None else body_text) or " ", cte="quoted-printable")
     part.add_alternative(body_html or "<p></p>", subtype="html", cte="quoted-printable")
     html_part = part.get_payload()[1]
     for name, mimetype, checksum, content_id in specs:
@@ -170,7 +188,9 @@ def build(mail, envelope_from: str, date: str, reply_to: str | None, body: bytes
     ]
     for name, value in (mail.headers or {}).items():
         fields.append((name, encode_text(value, name)))
-    return headers_block(fields, utf8) + (body if body is not None else body_part(mail.body_html or ""))
+    if body is None:
+        body = body_part(mail.body_html or "", getattr(mail, "body_text", None))
+    return headers_block(fields, utf8) + body
 
 
 def format_date(when) -> str:
@@ -189,7 +209,7 @@ def final_bytes(host, mail, envelope_from: str, date: str, prepare: bool | None 
     once per batch; None looks them up). Raises InvalidInput for a value that would inject
     headers, `signing.SigningFailed` when a key exists but cannot sign."""
     specs = file_specs(host, getattr(mail, "attachment_ids", None))
-    body = body_with_files(host, mail.body_html or "", specs) if specs else None
+    body = body_with_files(host, mail.body_html or "", specs, getattr(mail, "body_text", None)) if specs else None
     data = build(mail, envelope_from, date, mail.reply_to, body)
     if prepare is None:
         prepare = bool(host.hook.postroom_mail_prepare.get_hookimpls())

@@ -24,6 +24,7 @@ class OutgoingMail(BaseModel):
     recipient_name = pw.CharField(max_length=256, null=True)
     subject = pw.CharField(max_length=998, null=True)
     body_html = pw.TextField(default="")
+    body_text = pw.TextField(null=True)  # the text/plain part; None: derived from body_html
     headers = JSONField(null=True)
     attachment_ids = JSONField(null=True)  # [core Attachment id, ...], held by the enqueuer
     message_id = pw.CharField(max_length=512)

@@ -20,12 +20,18 @@ def _row(host, mail: dict, now, from_default, expires_default) -> dict:
         raise InvalidInput("each mail must be a dict")
     unknown = set(mail) - {"email_to", "subject", "body_html", "email_from", "headers", "ref",
                            "scheduled_at", "message_id", "notification_id", "auto_delete", "bulk",
-                           "reply_to", "message", "attachment_ids"}
+                           "reply_to", "message", "attachment_ids", "body_text", "recipient_name"}
     if unknown:
         raise InvalidInput(f"unknown mail keys: {', '.join(sorted(unknown))}")
     to_text = mail.get("email_to")
     name, address = None, None
-    if to_text:
+    if to_text and "recipient_name" in mail:
+        # A bare address and its name apart (a campaign batch): no header parsing per mail.
+        name, address = mail["recipient_name"] or None, to_text
+        emails.check_header_text("recipient", to_text + (name or ""))
+        if not emails.is_valid_bare(to_text) and ("<" in to_text or "," in to_text):
+            raise InvalidInput(f"email_to must be a bare address when recipient_name is given, not {to_text!r}")
+    elif to_text:
         emails.check_header_text("recipient", to_text)
         if emails.BARE.match(to_text):  # the common case, without the cost of a parse
             address = to_text
@@ -53,7 +59,8 @@ def _row(host, mail: dict, now, from_default, expires_default) -> dict:
     emails.check_header_text("Reply-To", reply_to)
     start = max(now, scheduled) if scheduled else now
     return {"email_to": address, "recipient_name": name or None, "subject": subject,
-            "body_html": mail.get("body_html") or "", "email_from": email_from,
+            "body_html": mail.get("body_html") or "", "body_text": mail.get("body_text") or None,
+            "email_from": email_from,
             "headers": compose.check_headers(mail.get("headers")) or None, "ref": ref,
             "scheduled_at": scheduled, "message_id": message_id,
             "notification_id": mail.get("notification_id"), "message": mail.get("message"),

@@ -123,7 +123,7 @@ def _lost(host, server, pool, outcome, row, rest, exc):
 M_ = OutgoingMail
 # What sending reads (converting every column of every row was a tenth of a drain).
 SEND_FIELDS = (M_.id, M_.chatter_message_id, M_.notification_id, M_.ref, M_.email_from,
-               M_.email_to, M_.recipient_name, M_.subject, M_.body_html, M_.headers,
+               M_.email_to, M_.recipient_name, M_.subject, M_.body_html, M_.body_text, M_.headers,
                M_.message_id, M_.in_reply_to, M_.references, M_.reply_to, M_.attempts,
                M_.expires_at, M_.bulk, M_.auto_delete, M_.attachment_ids)
 
