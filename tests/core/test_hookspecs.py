@@ -14,7 +14,7 @@ PLUGIN_HOOKS = {
                    "postroom_mail_failed"},
     "inbound": {"postroom_inbound_recipient", "postroom_inbound_reply", "postroom_inbound_routed",
                 "postroom_bounce_received"},
-    "mail_marketing": {"postroom_campaign_batch"},
+    "mail_marketing": {"postroom_campaign_batch", "postroom_campaign_template_context"},
 }
 
 
