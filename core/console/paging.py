@@ -3,6 +3,9 @@ import dataclasses
 
 PAGE_SIZE = 50
 MAX_PAGE = 10_000
+# Totals are counted up to this, then shown as "more than": counting a million-row queue
+# exactly on every page view would cost more than the page itself.
+COUNT_CAP = 10_000
 
 
 @dataclasses.dataclass
@@ -12,6 +15,7 @@ class Page:
     size: int
     has_next: bool
     total: int | None = None
+    capped: bool = False  # the total is at least `total`
 
     @property
     def pages(self) -> int | None:
@@ -25,7 +29,9 @@ def page_number(request) -> int:
 
 
 def paginate(query, number: int, size: int = PAGE_SIZE, count: bool = True) -> Page:
-    """One page of a peewee query (already ordered); `count` adds the total (one COUNT)."""
+    """One page of a peewee query (already ordered); `count` adds the total (one COUNT of
+    at most COUNT_CAP + 1 rows)."""
     rows = list(query.limit(size + 1).offset((number - 1) * size))
-    total = query.order_by().count() if count else None
-    return Page(rows[:size], number, size, len(rows) > size, total)
+    total = query.order_by().limit(COUNT_CAP + 1).count() if count else None
+    capped = total is not None and total > COUNT_CAP
+    return Page(rows[:size], number, size, len(rows) > size, COUNT_CAP if capped else total, capped)

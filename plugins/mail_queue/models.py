@@ -51,7 +51,10 @@ class OutgoingMail(BaseModel):
         table_name = "mail_queue_mail"
         # (state) keeps rowid order, so a claim reads the oldest due mails without sorting
         # the queue; (lease_owner) finds a claim's rows without scanning the table.
-        indexes = ((("state",), False), (("lease_owner",), False))
+        # (state, updated_at) and (created_at) keep the console's 24-hour chart and its age
+        # filters to the rows they show, not the whole queue.
+        indexes = ((("state",), False), (("lease_owner",), False), (("state", "updated_at"), False),
+                   (("created_at",), False))
 
 
 class MailServer(BaseModel):
