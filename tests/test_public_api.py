@@ -187,3 +187,33 @@ def test_send_mail_without_a_mail_plugin_says_which_to_enable(app_config, clock)
     with postroom.open_host(app_config, clock=clock) as host:
         with pytest.raises(postroom.NotFound, match="service 'mail' is not available"):
             postroom.send_mail(host, "ann@example.org", "S", "b")
+
+
+def test_several_threads_may_post_at_once_as_a_web_servers_workers_do(postroom_make_host, postroom_db_url,
+                                                                      sink):
+    import threading
+    host = postroom_make_host(plugins=["mail_queue"], db_url=postroom_db_url, smtp=sink)
+    ticket = postroom.create_record(host, "generic", "Busy ticket")
+    postroom.create_partner(host, "Ann", "ann@example.org")
+    postroom.follow(host, ticket, "ann@example.org")
+    barrier, errors = threading.Barrier(4), []
+
+    def worker(n):
+        try:
+            barrier.wait(timeout=30)
+            for i in range(5):
+                with host.offloading():  # the answer does not wait for SMTP
+                    postroom.post_message(host, ticket, f"worker {n} update {i}")
+        except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+        finally:
+            host.db.close()  # each thread had its own connection
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert errors == []
+    assert Message.select().where(Message.record == ticket).count() == 20
+    assert len(sink.wait_for(20, timeout=60)) == 20
