@@ -79,6 +79,8 @@ class _Handler:
         return responses
 
     async def handle_MAIL(self, server, session, envelope, address, mail_options):
+        if self.sink.mail_reply_delay:
+            await asyncio.sleep(self.sink.mail_reply_delay)
         if self.sink.mail_reply:
             return self.sink.mail_reply
         envelope.mail_from = address
@@ -109,6 +111,8 @@ class _Handler:
             return sink.data_reply
         sink._record(Received(envelope.mail_from, envelope.rcpt_tos, envelope.original_content
                               or envelope.content, envelope.mail_options))
+        if sink.data_delay:  # kept already, like a relay that queues first and answers late
+            await asyncio.sleep(sink.data_delay)
         return "250 2.0.0 OK queued"
 
 
@@ -128,6 +132,8 @@ class SMTPSink:
     SMTPSink(fail_first=2, data_reply="451 ...")  # 4xx for the first 2 messages, then accepts
     SMTPSink(pipelining=True)                     # advertises PIPELINING (RFC 2920)
     SMTPSink(smtputf8=False)                      # does not offer SMTPUTF8 (RFC 6531)
+    SMTPSink(mail_reply_delay=3)                  # answers MAIL FROM after 3 s
+    SMTPSink(data_delay=0.5)                      # a slow relay: keeps each message, answers 0.5 s later
     closed_port()                                 # a port where nothing listens (refused)
 
     `host`/`port` say where it listens; `messages` is the list of `Received` (copy under lock
@@ -137,8 +143,11 @@ class SMTPSink:
                  mail_reply: str | None = None, drop_after: int | None = None,
                  stall_seconds: float = 0, stall_after: int | None = None,
                  fail_first: int | None = None, port: int | None = None, pipelining: bool = False,
-                 smtputf8: bool = True, domain_replies: dict | None = None):
+                 smtputf8: bool = True, domain_replies: dict | None = None,
+                 mail_reply_delay: float = 0, data_delay: float = 0):
         self.data_reply = data_reply
+        self.mail_reply_delay = mail_reply_delay
+        self.data_delay = data_delay
         self.rcpt_replies = {k.lower(): v for k, v in (rcpt_replies or {}).items()}
         # May be changed while the sink runs (a receiver that stops throttling); `refused`
         # lists the recipients answered by rcpt_replies or domain_replies, in order.

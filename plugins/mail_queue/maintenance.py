@@ -100,7 +100,7 @@ def _server_checks(host):
     candidates = added or [servers.default_server(host)]
     checks = []
     for server in candidates:
-        probe = dataclasses.replace(server, timeout=3.0)
+        probe = dataclasses.replace(server, connect_timeout=3.0, timeout=3.0)
         try:
             smtp_client.test_server(probe)
             checks.append(Check("mail.server", "ok", f"outgoing server {server.label} answers EHLO", ""))

@@ -13,7 +13,8 @@ class OutgoingMail(BaseModel):
     `notification_id` and `message` tie it to the chatter; `ref` is the enqueuer's own key
     (e.g. a campaign trace `mt12`), also the value of the signed bounce address. A claimed
     mail carries a lease (`lease_owner`, `lease_until`): a worker that dies mid-send loses
-    its claim when the lease runs out and another worker takes the mail over."""
+    its claim when the lease runs out and another worker takes the mail over (a working
+    worker renews its lease and re-checks it before each conversation)."""
     # The chatter message (its RFC 5322 id is `message_id`, hence the explicit column name).
     message = pw.ForeignKeyField(Message, null=True, on_delete="SET NULL",
                                  column_name="chatter_message_id", object_id_name="chatter_message_id")
@@ -43,6 +44,12 @@ class OutgoingMail(BaseModel):
     server = pw.CharField(max_length=128, null=True)
     lease_owner = pw.CharField(max_length=128, null=True)
     lease_until = UTCDateTimeField(null=True)
+    # Set (with the previous mail's outcome, in one commit) just before a worker hands the
+    # mail to SMTP; cleared with its outcome. A taken-over mail that still carries it was
+    # in the middle of a conversation: it may have been delivered.
+    sending_since = UTCDateTimeField(null=True)
+    # DEFAULT in the schema too: INSERT ... SELECT (chatter notifications) names no value for it.
+    doubtful = pw.IntegerField(default=0, constraints=[pw.SQL("DEFAULT 0")])  # attempts that may have delivered it (retried once)
     created_at = UTCDateTimeField()
     sent_at = UTCDateTimeField(null=True)
     updated_at = UTCDateTimeField(null=True)

@@ -23,9 +23,11 @@ class Server:
     password_env: str | None = None
     from_filter: str | None = None
     daily_limit: int | None = None
-    timeout: float = 30.0
+    timeout: float = 300.0          # each command's reply (RFC 5321 4.5.3.2: MAIL, RCPT 5 min)
     ca_file: str | None = None  # extra CA bundle to trust (config `smtp_ca_file`), like Postfix's smtp_tls_CAfile
     allow_plaintext_auth: bool = False  # config `smtp_allow_plaintext_auth`
+    connect_timeout: float = 60.0   # TCP connect, greeting, EHLO, STARTTLS and AUTH, all together
+    data_timeout: float = 600.0     # the reply to the final "." (RFC 5321 4.5.3.2.6: 10 min)
 
     def tls_context(self) -> ssl.SSLContext:
         """Certificates are always verified, against the system's CAs plus `ca_file`."""
@@ -44,11 +46,21 @@ def default_server(host) -> Server:
     v = host.config.value
     return Server(DEFAULT_NAME, v("smtp_host"), v("smtp_port"), v("smtp_encryption"), v("smtp_user"),
                   v("smtp_password_env"), None, v("daily_limit"), timeout(host), ca_file(host),
-                  plaintext_auth(host))
+                  plaintext_auth(host), **phase_timeouts(host))
 
 
 def timeout(host) -> float:
     return host.config.value("smtp_timeout")
+
+
+def phase_timeouts(host) -> dict:
+    """The other two SMTP timeouts, each bounding a whole phase (not one read):
+    `smtp_connect_timeout` (connect, greeting, EHLO, STARTTLS, AUTH) and `smtp_data_timeout`
+    (the reply to the end of the data, RFC 5321's 10 minutes). `smtp_timeout` bounds each
+    command's reply. A timeout after the data was sent leaves the mail "may have been
+    delivered"."""
+    return {"connect_timeout": host.config.value("smtp_connect_timeout"),
+            "data_timeout": host.config.value("smtp_data_timeout")}
 
 
 def plaintext_auth(host) -> bool:
@@ -61,7 +73,7 @@ def ca_file(host) -> str | None:
 
 def added_servers(host) -> list[Server]:
     return [Server(s.name, s.host, s.port, s.encryption, s.user, s.password_env, s.from_filter,
-                   s.daily_limit, timeout(host), ca_file(host), plaintext_auth(host))
+                   s.daily_limit, timeout(host), ca_file(host), plaintext_auth(host), **phase_timeouts(host))
             for s in MailServer.select().order_by(MailServer.id)]
 
 

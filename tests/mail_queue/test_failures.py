@@ -114,14 +114,43 @@ def test_a_refused_connection_is_temporary(mail_host):
     assert mail.failure_reason.startswith("Mail delivery failed via SMTP server 'default'. ConnectionRefusedError")
 
 
-def test_a_stalled_server_times_out_and_is_retried(mail_host, smtp_sink):
-    slow = smtp_sink(stall_seconds=3)
+def test_a_server_stalling_before_the_data_times_out_and_the_mail_is_retried(mail_host, smtp_sink):
+    slow = smtp_sink(mail_reply_delay=3)
     host = mail_host(smtp_port=slow.port, smtp_timeout=0.5)
     _bulk(host)
     sending.process_queue(host)
     [mail] = mails()
-    assert mail.state == "outgoing" and mail.attempts == 1
-    assert "timed out" in mail.failure_reason
+    assert mail.state == "outgoing" and mail.attempts == 1 and mail.doubtful == 0
+    assert "timed out" in mail.failure_reason and slow.received() == []
+
+
+def test_no_answer_to_the_end_of_data_means_may_have_been_delivered_retried_once_with_the_same_id(
+        mail_host, smtp_sink, clock):
+    slow = smtp_sink(data_delay=2)  # keeps the message, answers the final "." after 2 s
+    host = mail_host(smtp_port=slow.port, smtp_timeout=0.5, smtp_data_timeout=0.5)
+    _bulk(host)
+    [wanted] = [m.message_id for m in mails()]
+    sending.process_queue(host)
+    [mail] = mails()
+    assert mail.state == "outgoing" and mail.doubtful == 1 and mail.next_attempt_at is not None
+    assert "may have succeeded" in mail.failure_reason and "0.5 s" in mail.failure_reason
+    assert "retried once, later, with the same Message-Id" in mail.failure_reason
+    slow.wait_for(1)  # the server did keep it
+    clock.advance(hours=2)
+    sending.process_queue(host)  # the retry: times out again, so it is not sent a third time
+    [mail] = mails()
+    assert mail.state == "exception" and mail.doubtful == 2
+    assert "not sent again" in mail.failure_reason
+    got = slow.wait_for(2)
+    assert [r.message_id for r in got] == [wanted, wanted]
+
+
+def test_a_relay_answering_the_end_of_data_slowly_within_the_data_timeout_delivers_once(mail_host, smtp_sink):
+    slow = smtp_sink(data_delay=1.5)  # slower than the command timeout, within the data one
+    host = mail_host(smtp_port=slow.port, smtp_timeout=0.5, smtp_data_timeout=10)
+    _bulk(host, 2)
+    assert sending.process_queue(host)["sent"] == 2
+    assert mails() == [] and len(slow.received()) == 2
 
 
 def test_a_dropped_connection_mid_batch_loses_and_doubles_nothing(mail_host, clock, db_url, smtp_mode):

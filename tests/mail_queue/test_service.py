@@ -52,7 +52,10 @@ def test_enqueue_is_set_based(mail_host):
     assert counts[0] == counts[1]
 
 
-def test_a_drain_is_set_based(mail_host, sink):
+def test_a_drain_writes_each_outcome_with_a_fixed_number_of_statements(mail_host, sink):
+    # Each mail's outcome is durable right after the server's answer (so a crash repeats
+    # at most the mail in flight): a few statements per mail, never more per mail in a
+    # bigger batch, and the claim and the batch's own work stay one set each.
     host = mail_host(mail_batch_size=500, daily_limit=100000)
     counts = []
     for n in (1, 1, 20, 400):  # the first runs warm caches (the signing secret)
@@ -60,7 +63,9 @@ def test_a_drain_is_set_based(mail_host, sink):
         before = host.statements()
         sending.process_queue(host)
         counts.append(host.statements() - before)
-    assert counts[2] == counts[3]
+    per_mail = (counts[3] - counts[2]) / 380
+    assert per_mail == int(per_mail) and per_mail <= 2, counts
+    assert counts[3] - 400 * per_mail == counts[2] - 20 * per_mail <= 20, counts  # the batch's own
 
 
 def test_ref_signs_the_bounce_address_and_comes_back_in_the_hooks(mail_host, smtp_sink):
