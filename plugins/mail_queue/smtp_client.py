@@ -3,8 +3,8 @@ and a hand-written mail transaction that pipelines MAIL, RCPT and DATA (RFC 2920
 
 Every wait has a deadline for the whole phase, not per read: a server that trickles its
 greeting one byte a second is cut off when `connect_timeout` is spent, however regularly
-the bytes come. Reads wake up twice a second to ask `stop()` (SIGTERM), so a worker
-never sits in a conversation after it was told to stop."""
+the bytes come. Reads wake up twice a second to ask `stop()` (SIGTERM): a reply on its way
+gets two more seconds, then the worker leaves the conversation."""
 import ipaddress
 import os
 import re
