@@ -170,3 +170,25 @@ def test_the_chatter_is_paginated_newest_first(console, logged_in):
     assert "page 1 of 2 (60 in all)" in first
     second = client.get(f"/records/generic/{rec.id}?page=2").text
     assert "entry number 009" in second and "entry number 059" not in second
+
+
+def test_a_messages_attachments_are_listed_and_downloaded(console, logged_in):
+    host, url = console()
+    rec = records.create_record(host, "generic", "Invoices")
+    msg = chatter.post_message(host, rec, "Invoice attached", attachments=[("invoice-42.pdf", b"%PDF-1.4 fake", "application/pdf")])
+    client = logged_in(url)
+    page = client.get(f"/records/generic/{rec.id}").text
+    link = re.search(r'href="(/records/attachment/\d+)">invoice-42.pdf</a>', page)
+    assert link, page.split(f'id="message-{msg.id}"')[1][:600]
+    resp = client.get(link.group(1))
+    assert resp.status == 200 and resp.body == b"%PDF-1.4 fake"
+    assert 'filename="invoice-42.pdf"' in resp.headers["content-disposition"]
+    assert client.get("/records/attachment/999999").status == 404
+
+
+def test_the_queue_filters_by_sender(failed_post, logged_in):
+    host, url, rec, msg, _ = failed_post
+    failed = OutgoingMail.get(OutgoingMail.state == "exception")
+    client = logged_in(url)
+    assert f'data-mail="{failed.id}"' in client.get("/queue/?sender=admin@example.com").text
+    assert f'data-mail="{failed.id}"' not in client.get("/queue/?sender=someone-else").text

@@ -178,3 +178,36 @@ def test_doctor_warns_when_the_console_listens_beyond_loopback_without_https(mak
         if status == "warn":
             assert "not https" in check["finding"] and "TLS-terminating proxy" in check["remedy"]
         host.close()
+
+
+def test_a_campaigns_traces_filter_by_status_and_cancel_reason(console, logged_in, cli_run, tmp_path, sink):
+    host, url = console(plugins=("mail_marketing",), daily_limit=1000)
+    cli_run(host, "list", "create", "news")
+    (tmp_path / "news.csv").write_text("email,name\nann@example.org,Ann\ncarol@example.org,Carol\n")
+    cli_run(host, "list", "import", "news", tmp_path / "news.csv")
+    cli_run(host, "blacklist", "add", "carol@example.org", "--reason", "asked by phone")
+    campaign_id = _campaign(cli_run, host, tmp_path, "Autumn news")
+    scheduler.run_due(host, limit=100)
+    client = logged_in(url)
+    page = client.get(f"/campaigns/{campaign_id}").text
+    assert "blacklisted 1" in page and "1 (50.0%)" in page
+    blacklisted = client.get(f"/campaigns/{campaign_id}?status=canceled&reason=blacklisted").text
+    assert "carol@example.org" in blacklisted and "ann@example.org" not in blacklisted
+    sent = client.get(f"/campaigns/{campaign_id}?status=sent").text
+    assert "ann@example.org" in sent and "carol@example.org" not in sent
+
+
+def test_retry_failed_recipients_of_a_campaign(console, logged_in, cli_run, tmp_path):
+    from tests.support.smtp import SMTPSink
+    with SMTPSink(rcpt_replies={"bob@example.org": "550 5.1.1 <bob@example.org>: unknown"}) as refusing:
+        host, url = console(plugins=("mail_marketing",), daily_limit=1000, smtp_port=refusing.port)
+        cli_run(host, "list", "create", "news")
+        (tmp_path / "news.csv").write_text("email,name\nann@example.org,Ann\nbob@example.org,Bob\n")
+        cli_run(host, "list", "import", "news", tmp_path / "news.csv")
+        campaign_id = _campaign(cli_run, host, tmp_path, "Winter news")
+        scheduler.run_due(host, limit=100)
+        client = logged_in(url)
+        page = client.get(f"/campaigns/{campaign_id}").text
+        assert "Retry 1 failed recipient(s)" in page
+        client.post(f"/campaigns/{campaign_id}/retry-failed")
+        assert "1 failed recipient(s) of campaign %d queued again" % campaign_id in client.get(f"/campaigns/{campaign_id}").text
