@@ -50,7 +50,7 @@ class ActionSpec:
 class RunContext:
     """What a handler gets: the host, its time budget, and a way to report progress."""
 
-    def __init__(self, host, action, budget_seconds: float):
+    def __init__(self, host, action, budget_seconds: float, leased: bool = True):
         self.host = host
         self.action = action
         self.budget = budget_seconds
@@ -58,6 +58,10 @@ class RunContext:
         self._t0 = time.monotonic()
         self.done = 0
         self.remaining = 0
+        # A run under the action's lease (not a parallel action) renews it on progress and
+        # notices when another worker took it over (the lease had run out): `lost`.
+        self.leased = leased
+        self.lost = False
 
     def time_left(self) -> float:
         return self.budget - (time.monotonic() - self._t0)
@@ -66,11 +70,35 @@ class RunContext:
         """True once the budget is spent, or once `postroom serve` was asked to stop
         (SIGTERM): commit what you did and return."""
         stopping = getattr(self.host, "serve_stop", None)
-        return self.time_left() <= 0 or (stopping is not None and stopping.is_set())
+        return self.lost or self.time_left() <= 0 or (stopping is not None and stopping.is_set())
 
     def progress(self, done: int, remaining: int) -> None:
-        """Report how much was done and how much is left; remaining > 0 re-runs soon."""
+        """Report how much was done and how much is left; remaining > 0 re-runs soon.
+
+        Also renews the action's lease, if this run still owns it (one conditional
+        UPDATE, in the caller's transaction when there is one). A run whose lease another
+        worker took over is `lost`: `should_stop()` turns true and nothing it reports is
+        written over the new holder's."""
         self.done, self.remaining = int(done), int(remaining)
+        if not self.leased or self.lost:
+            return
+        renewed = (CronAction.update(lease_until=_lease_until(self.host, self.host.clock.now()))
+                   .where(_owned(self.action)).execute())
+        if renewed != 1:
+            self._lose()
+
+    def _lose(self):
+        if not self.lost:
+            self.lost = True
+            holder = CronAction.get_by_id(self.action.id).lease_owner
+            self.host.log.warning("cron %r: the lease of %s was taken over by %s (it had run out); "
+                                  "this run stops and records nothing", self.action.name,
+                                  self.action.lease_owner, holder or "nobody")
+
+
+def _owned(action):
+    """The action's row while `action.lease_owner` still holds its lease."""
+    return (CronAction.id == action.id) & (CronAction.lease_owner == action.lease_owner)
 
 
 def interval_delta(number: int, unit: str) -> dt.timedelta:
@@ -187,6 +215,7 @@ def claim_next_due(host, owner: str) -> CronAction | None:
             return None
         if host.action_specs[action.code].parallel:
             action.lease_owner = owner  # for the log only: a parallel action holds no lease
+            action.lease_until = None   # (a manual run's lease, if any, is not ours)
             return action
         taken = (CronAction.update(lease_owner=owner, lease_until=_lease_until(host, now))
                  .where((CronAction.id == action.id)
@@ -213,7 +242,8 @@ def claim(host, action: CronAction, owner: str) -> CronAction:
 def run_claimed(host, action: CronAction) -> dict:
     """Run a claimed action's handler and record the outcome; releases the lease."""
     spec = host.action_specs[action.code]
-    ctx = RunContext(host, action, budget_seconds(host))
+    leased = action.lease_until is not None  # parallel actions run without a lease
+    ctx = RunContext(host, action, budget_seconds(host), leased=leased)
     host.log.info("cron %r starting (worker %s)", action.name, action.lease_owner)
     t0 = time.monotonic()
     error = None
@@ -229,8 +259,9 @@ def run_claimed(host, action: CronAction) -> dict:
 def _finish(host, action, ctx, error, duration) -> dict:
     now = host.clock.now()
     step = interval_delta(action.interval_number, action.interval_type)
-    values = {"lease_owner": None, "lease_until": None, "last_run_at": ctx.started,
-              "last_duration": duration}
+    values = {"last_run_at": ctx.started, "last_duration": duration}
+    if ctx.leased:
+        values.update(lease_owner=None, lease_until=None)
     partial = error is None and ctx.remaining > 0
     nextcall = action.nextcall
     if not partial:
@@ -250,7 +281,12 @@ def _finish(host, action, ctx, error, duration) -> dict:
             values["active"] = False
             deactivated = True
     with host.transaction():
-        CronAction.update(**values).where(CronAction.id == action.id).execute()
+        where = _owned(action) if ctx.leased else (CronAction.id == action.id)
+        if CronAction.update(**values).where(where).execute() != 1:
+            # Overran and taken over: the new holder's lease and results stay as they are.
+            ctx._lose()
+            return {"name": action.name, "error": error, "done": ctx.done, "remaining": ctx.remaining,
+                    "partial": False, "deactivated": False, "duration": duration, "lost": True}
         CronTrigger.delete().where((CronTrigger.cron == action.id) & (CronTrigger.call_at <= ctx.started)).execute()
         if partial:
             # Continue soon: a trigger at now makes it due again on the next tick.
@@ -261,7 +297,7 @@ def _finish(host, action, ctx, error, duration) -> dict:
     host.log.info("cron %r finished in %.2fs: %s", action.name, duration,
                   values.get("last_result"))
     return {"name": action.name, "error": error, "done": ctx.done, "remaining": ctx.remaining,
-            "partial": partial, "deactivated": deactivated, "duration": duration}
+            "partial": partial, "deactivated": deactivated, "duration": duration, "lost": False}
 
 
 def run_due(host, owner: str | None = None, limit: int = 100) -> list[dict]:

@@ -156,3 +156,40 @@ def test_cron_disable_and_enable(host, cli_run):
     assert action("FX: Batch").active
     missing = cli_run(host, "cron", "run", "No such action")
     assert missing.exit_code != 0 and "no scheduled action" in missing.stderr
+
+
+def test_a_run_that_overran_and_was_taken_over_leaves_the_new_holders_lease_alone(host, clock, tmp_path):
+    target = action("FX: Flaky")
+    first = scheduler.claim(host, target, "worker:a:1")
+    clock.advance(seconds=scheduler.budget_seconds(host) + 61)  # a's lease runs out...
+    second = scheduler.claim(host, target, "worker:b:2")      # ...and b takes the action over
+    result = scheduler.run_claimed(host, first)                # a finishes late
+    assert result["lost"] is True
+    row = action("FX: Flaky")
+    assert (row.lease_owner, row.lease_until) == ("worker:b:2", second.lease_until)
+    assert row.last_run_at is None  # a's outcome is not written over b's run
+    with pytest.raises(Conflict, match="is running now"):  # so no third worker runs it too
+        scheduler.run_by_hand(host, "FX: Flaky")
+    assert scheduler.run_claimed(host, second)["lost"] is False
+    row = action("FX: Flaky")
+    assert row.lease_owner is None and row.last_run_at is not None
+    log = (tmp_path / "logs" / "postroom.log").read_text()
+    assert "the lease of worker:a:1 was taken over by worker:b:2" in log
+
+
+def test_progress_renews_the_lease_of_its_owner_only(host, clock):
+    budget = scheduler.budget_seconds(host)
+    claimed = scheduler.claim(host, action("FX: Flaky"), "worker:a:1")
+    run = scheduler.RunContext(host, claimed, budget)
+    clock.advance(seconds=budget)
+    run.progress(10, 5)  # still working: the lease moves on
+    assert action("FX: Flaky").lease_until == clock.now() + dt.timedelta(seconds=budget) + scheduler.LEASE_GRACE
+    clock.advance(seconds=budget)
+    with pytest.raises(Conflict):  # its first lease would have run out by now
+        scheduler.claim(host, action("FX: Flaky"), "worker:b:2")
+    clock.advance(seconds=61)
+    scheduler.claim(host, action("FX: Flaky"), "worker:b:2")  # a went silent: b takes over
+    assert not run.lost and not run.should_stop()
+    run.progress(20, 0)
+    assert run.lost and run.should_stop()
+    assert action("FX: Flaky").lease_owner == "worker:b:2"
