@@ -12,6 +12,7 @@ import gzip
 import logging
 import os
 import shutil
+import sys
 
 ROTATE_HOUR = 5
 FORMAT = "%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"
@@ -37,6 +38,7 @@ class DailyRotatingHandler(logging.Handler):
         os.makedirs(directory, exist_ok=True)
         self.stream = None
         self.day = None
+        self.failing = False
 
     def _read_stamp(self):
         try:
@@ -71,8 +73,19 @@ class DailyRotatingHandler(logging.Handler):
             except (OSError, ValueError):
                 pass
             target = f"{self.path}.{older_day.isoformat()}.gz"
-            with open(previous, "rb") as src, gzip.open(target, "ab") as dst:
-                shutil.copyfileobj(src, dst)
+            # Compress into a temporary file renamed when complete: a process killed here
+            # leaves the .part (overwritten next time) and postroom.log.1, never a truncated
+            # .gz. A .gz that exists is complete; its gzip members are carried over whole.
+            part = target + ".part"
+            with open(part, "wb") as raw:
+                if os.path.exists(target):
+                    with open(target, "rb") as done:
+                        shutil.copyfileobj(done, raw)
+                with open(previous, "rb") as src, gzip.GzipFile(fileobj=raw, mode="wb") as dst:
+                    shutil.copyfileobj(src, dst)
+                raw.flush()
+                os.fsync(raw.fileno())
+            os.replace(part, target)
             os.remove(previous)
         os.replace(self.path, previous)
         with open(self.stamp_path + ".1", "w") as fh:
@@ -84,8 +97,27 @@ class DailyRotatingHandler(logging.Handler):
             self._ensure_day(period_start(now).date())
             self.stream.write(self.format(record) + "\n")
             self.stream.flush()
-        except Exception:  # noqa: BLE001 - logging must never break the caller
-            self.handleError(record)
+        except Exception as exc:  # noqa: BLE001 - logging must never break the caller
+            self._unwritable(exc)
+        else:
+            if self.failing:
+                self.failing = False
+                sys.stderr.write(f"postroom: writing {self.path} works again\n")
+
+    def _unwritable(self, exc):
+        """Say once on stderr that the log cannot be written (disk full, permissions), not
+        a traceback per line; the stream is reopened on the next line."""
+        if self.stream is not None:
+            try:
+                self.stream.close()
+            except OSError:
+                pass
+            self.stream = None
+        if not self.failing:
+            self.failing = True
+            reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+            sys.stderr.write(f"postroom: cannot write the log {self.path}: {reason}; "
+                             f"log lines are lost until it can be written again\n")
 
     def close(self):
         if self.stream is not None:
