@@ -9,6 +9,7 @@ import logging
 import os
 import threading
 
+import peewee as pw
 from playhouse.migrations import Runner
 
 from . import logs, plugins as plugin_loader
@@ -59,6 +60,18 @@ def declare_plugin_keys(config: Config, available: dict) -> list[str]:
     return warnings + config.unknown_warnings()
 
 
+def _masked_by_rollback(exc: BaseException) -> BaseException | None:
+    """The real error behind SQLite's "cannot rollback - no transaction is active": a
+    failed write (disk full, I/O error) already ended the transaction, so the rollback
+    that follows fails too and would hide why."""
+    if not (isinstance(exc, pw.OperationalError) and "no transaction is active" in str(exc)):
+        return None
+    cause = exc.__context__  # (the driver's rollback error first, then what failed before it)
+    while cause is not None and "no transaction is active" in str(cause):
+        cause = cause.__context__
+    return cause
+
+
 class Host:
     """A deployment, opened: `config`, `clock` (`clock.now()`, aware UTC), `log`, the
     enabled plugins' `hook`s and `service(name)`s. `postroom.open_host(config)` (or
@@ -84,6 +97,9 @@ class Host:
         self._always = [p for p in extra if plugin_loader.info_of(p) is None]
         self.pm = plugin_loader.make_plugin_manager()
         self._tx = threading.local()
+        # Per scheduled action, the error last logged with its traceback: a run failing
+        # the same way again (an outage) logs one line (core.scheduler).
+        self.cron_errors_logged: dict[str, str] = {}
         self.enabled: list[str] = []
         self.record_types: dict[str, RecordType] = {}
         self.action_specs: dict = {}
@@ -277,10 +293,13 @@ class Host:
         try:
             with (self.db.transaction_block() if depth == 0 else self.db.atomic()):
                 yield
-        except BaseException:
+        except BaseException as exc:
             state.depth = depth
             if depth == 0:
                 state.callbacks = []
+            masked = _masked_by_rollback(exc)
+            if masked is not None:
+                raise masked from None
             raise
         state.depth = depth
         if depth == 0:

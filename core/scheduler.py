@@ -16,7 +16,7 @@ import traceback
 import peewee as pw
 
 from .db import is_postgres
-from .errors import Conflict, InvalidInput, NotFound
+from .errors import Conflict, DatabaseUnavailable, InvalidInput, NotFound
 from .models import CronAction, CronTrigger
 
 FLOOR_MINUTES = 5
@@ -247,16 +247,29 @@ def run_claimed(host, action: CronAction) -> dict:
     host.log.info("cron %r starting (worker %s)", action.name, action.lease_owner)
     t0 = time.monotonic()
     error = None
+    database_error = False
     try:
         spec.handler(host, ctx)
     except Exception as exc:  # noqa: BLE001 - a handler's failure is recorded, never fatal
         error = f"{type(exc).__name__}: {exc}"
-        host.log.error("cron %r failed: %s\n%s", action.name, error, traceback.format_exc())
+        database_error = isinstance(exc, (pw.OperationalError, pw.InterfaceError, DatabaseUnavailable))
+        # The traceback once per error, not once per retry of an outage (disk full).
+        seen = host.cron_errors_logged
+        detail = "" if seen.get(action.code) == error else "\n" + traceback.format_exc()
+        seen[action.code] = error
+        host.log.error("cron %r failed: %s%s", action.name, error, detail)
     duration = time.monotonic() - t0
-    return _finish(host, action, ctx, error, duration)
+    if error is None:
+        host.cron_errors_logged.pop(action.code, None)
+    return _finish(host, action, ctx, error, duration, retry_soon=database_error)
 
 
-def _finish(host, action, ctx, error, duration) -> dict:
+# A run that failed because the database could not be written (disk full, server away) is
+# tried again this soon, not after its interval: the work is still there.
+DATABASE_RETRY = dt.timedelta(seconds=30)
+
+
+def _finish(host, action, ctx, error, duration, retry_soon=False) -> dict:
     now = host.clock.now()
     step = interval_delta(action.interval_number, action.interval_type)
     values = {"last_run_at": ctx.started, "last_duration": duration}
@@ -291,6 +304,8 @@ def _finish(host, action, ctx, error, duration) -> dict:
         if partial:
             # Continue soon: a trigger at now makes it due again on the next tick.
             CronTrigger.insert(cron=action.id, call_at=now).execute()
+        elif retry_soon:
+            CronTrigger.insert(cron=action.id, call_at=now + DATABASE_RETRY).execute()
     if deactivated:
         host.log.warning("cron %r deactivated: it failed %s times in a row since %s; last error: %s",
                          action.name, values["failure_count"], values["first_failure_at"], error)

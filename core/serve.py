@@ -16,8 +16,12 @@ import threading
 import time
 
 from . import scheduler
+from .errors import first_line
 
 ROLES = ("all", "scheduler", "inbound", "http")
+# The longest wait between two tries of a failing scheduler loop (database away, disk
+# full): long enough not to flood the log, short enough to resume promptly.
+MAX_BACKOFF = 30.0
 
 
 class Services:
@@ -66,6 +70,7 @@ def serve(host, stop_event: threading.Event | None = None, install_signals: bool
     host.log.info("serve started (worker %s, role %s, plugins: %s)", owner, role,
                   ", ".join(host.enabled) or "none")
     services.start(host)
+    errors = 0  # loop errors in a row: the wait after each doubles, up to MAX_BACKOFF
     try:
         while not stop.is_set():
             if role in ("inbound", "http"):
@@ -73,10 +78,20 @@ def serve(host, stop_event: threading.Event | None = None, install_signals: bool
                 continue
             try:
                 ran = scheduler.run_due(host, owner)
-            except Exception:  # noqa: BLE001 - a database hiccup must not kill the worker
-                host.log.exception("scheduler loop error; retrying in %ss", poll)
-                ran = []
-                host.db.close()
+            except Exception as exc:  # noqa: BLE001 - a database hiccup must not kill the worker
+                errors += 1
+                backoff = min(MAX_BACKOFF, poll * 2 ** (errors - 1))
+                if errors == 1:
+                    host.log.exception("scheduler loop error; retrying in %.1fs", backoff)
+                else:  # the traceback was logged once for this outage
+                    host.log.error("scheduler loop error (%d in a row): %s: %s; retrying in %.1fs",
+                                   errors, type(exc).__name__, first_line(exc), backoff)
+                _close_quietly(host)
+                stop.wait(backoff)
+                continue
+            if errors:
+                host.log.info("scheduler loop works again after %d error(s)", errors)
+                errors = 0
             if ran:
                 continue
             wait = poll
@@ -84,7 +99,7 @@ def serve(host, stop_event: threading.Event | None = None, install_signals: bool
                 nxt = scheduler.next_due_at(host) if not stop.is_set() else None
             except Exception:  # noqa: BLE001 - same: reconnect on the next round
                 nxt = None
-                host.db.close()
+                _close_quietly(host)
             if nxt is not None:
                 wait = max(0.05, min(poll, (nxt - host.clock.now()).total_seconds()))
             stop.wait(wait)
@@ -92,6 +107,13 @@ def serve(host, stop_event: threading.Event | None = None, install_signals: bool
         host.serve_stop = None
         services.stop(host)
         host.log.info("serve stopped (worker %s)", owner)
+
+
+def _close_quietly(host):
+    try:
+        host.db.close()
+    except Exception:  # noqa: BLE001 - a broken connection is dropped all the same
+        pass
 
 
 def supervise(config_path: str | None, workers: int, role: str, log) -> int:
