@@ -9,7 +9,7 @@ import peewee as pw
 from postroom.core import api, attachments, chatter, records, scheduler, template_store, templates
 from postroom.core import plugins as plugin_loader
 from postroom.core.config import Config
-from postroom.core.context import get_host, warn_once
+from postroom.core.context import CREATES_DATABASE, get_host, warn_once
 from postroom.core.errors import DatabaseUnavailable, InvalidInput, NotFound, PostroomError, first_line
 from postroom.core.output import created, fields, show, table, to_json
 
@@ -147,6 +147,7 @@ def cli(config):
 @click.pass_context
 def init(ctx, admin_email):
     """Create the database and the admin partner (running it again changes nothing)."""
+    ctx.find_root().meta[CREATES_DATABASE] = True
     host = get_host(ctx)
     admin, was_created = records.ensure_admin(host, admin_email)
     click.echo(f"database ready: {host.config.database_url}")

@@ -12,6 +12,7 @@ from .config import Config
 from .host import Host
 
 HOST_KEY = "postroom.host"
+CREATES_DATABASE = "postroom.creates_database"  # set by `postroom init`, the one command that may
 
 
 def get_host(ctx: click.Context) -> Host:
@@ -25,7 +26,7 @@ def get_host(ctx: click.Context) -> Host:
         host = Host(Config.load(root.params.get("config")))
         root.call_on_close(host.close)
         warn_once(root, host.config_warnings)
-        host.open()
+        host.open(create=bool(root.meta.get(CREATES_DATABASE)))
         root.meta[HOST_KEY] = host
     return host
 

@@ -16,7 +16,7 @@ from . import logs, plugins as plugin_loader
 from .clock import SystemClock
 from .config import Config
 from .db import is_postgres, open_database, translate_errors
-from .errors import Conflict, InvalidInput, NotFound
+from .errors import ConfigError, Conflict, InvalidInput, NotFound
 from .console.models import CONSOLE_MODELS
 from .models import CORE_MODELS, PluginState
 from .records import RecordType
@@ -121,7 +121,11 @@ class Host:
 
     # --- opening -------------------------------------------------------------------
 
-    def open(self) -> "Host":
+    def open(self, create: bool = True) -> "Host":
+        """Connect, migrate and load the enabled plugins. With `create=False` (every command
+        but `postroom init`) a SQLite file that does not exist is an error instead of a new,
+        empty database next to a mistyped path."""
+        self._ensure_database_file(create)
         with translate_errors(self.config.database_url):
             self.db.connect(reuse_if_open=True)
             self.db.bind(CORE_MODELS + CONSOLE_MODELS)
@@ -140,6 +144,22 @@ class Host:
         self._opened = True
         self.pm.hook.postroom_configure(host=self)
         return self
+
+    def _ensure_database_file(self, create: bool) -> None:
+        path = getattr(self.db, "database", None)
+        if not isinstance(self.db, pw.SqliteDatabase) or not path or path == ":memory:":
+            return
+        if os.path.exists(path):
+            return
+        if not create:
+            where = f" in {self.config.path}" if self.config.path else ""
+            raise ConfigError(f"no database at {path}: run postroom init (or fix `database`{where})")
+        folder = os.path.dirname(path)
+        if folder:
+            try:
+                os.makedirs(folder, exist_ok=True)
+            except OSError as exc:
+                raise ConfigError(f"cannot create the database folder {folder}: {exc.strerror or exc}") from None
 
     def _register(self, name):
         plugin_loader.register(self.pm, self.available[name], name)

@@ -128,3 +128,17 @@ def test_the_readme_states_every_key_with_its_limits_and_default():
     missing = [name for name, key in config.keys.items()
                if f"| `{name}` | {config.owner[name]} | {key.allowed()} |" not in readme]
     assert not missing, f"README's Configuration table lacks (or has stale limits for): {missing}"
+
+
+@pytest.mark.parametrize("command", [["partner", "list"], ["doctor"], ["serve"],
+                                     ["mail", "send", "--to", "a@example.org", "--subject", "S", "--body", "B"]])
+def test_only_init_creates_the_database(tmp_path, command):
+    path = write_config(tmp_path, database=f"sqlite:///{tmp_path / 'typo' / 'postroom.db'}")
+    result = run(path, *command)
+    assert result.exit_code == 78
+    assert one_line(result) == (f"Error: no database at {tmp_path / 'typo' / 'postroom.db'}: run postroom init "
+                                f"(or fix `database` in {path})")
+    assert not (tmp_path / "typo").exists()
+    assert run(path, "init").exit_code == 0
+    assert (tmp_path / "typo" / "postroom.db").exists()
+    assert run(path, "partner", "list").exit_code == 0

@@ -40,6 +40,8 @@ def test_serve_process_exits_cleanly_on_sigterm(tmp_path):
     cfg = tmp_path / "postroom.cfg"
     cfg.write_text("[postroom]\ndatabase = sqlite:///p.db\nlog_dir = logs\nserve_poll_seconds = 0.1\n")
     env = dict(os.environ, POSTROOM_CONFIG=str(cfg), PYTHONPATH=ROOT)
+    subprocess.run([sys.executable, "-m", "postroom.cli", "init"], env=env, cwd=tmp_path, check=True,
+                   capture_output=True, timeout=60)
     proc = subprocess.Popen([sys.executable, "-m", "postroom.cli", "serve"], env=env, cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     log = tmp_path / "logs" / "postroom.log"

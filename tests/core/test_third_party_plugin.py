@@ -79,6 +79,7 @@ def postroom(helpdesk_site, tmp_path, db_url):
         return subprocess.Popen(command + [str(a) for a in args], stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
     run.start = start
+    assert run("init").returncode == 0  # a deployment starts with init (it creates the database)
     return run
 
 

@@ -72,7 +72,7 @@ def test_a_refused_sender_exits_65_with_the_reason(host):
 
 def test_database_unreachable_exits_75_so_the_mta_retries(host, tmp_path):
     cfg = tmp_path / "down.cfg"
-    cfg.write_text(f"[postroom]\ndatabase = sqlite:///{tmp_path / 'missing-dir' / 'x.db'}\n"
+    cfg.write_text("[postroom]\ndatabase = postgresql://postgres@127.0.0.1:1/nothing\n"
                    f"log_dir = {tmp_path / 'logs'}\ndomains = example.com\n")
     result = subprocess.run([POSTROOM, "--config", str(cfg), "inbound", "deliver", "--recipient",
                              "support@example.com"], input=lf(message()), capture_output=True, timeout=60)
@@ -122,17 +122,24 @@ def _config(tmp_path, database):
 def test_a_database_folder_that_does_not_exist_defers_the_mail_with_exit_75(tmp_path):
     result = _pipe_with(_config(tmp_path, f"sqlite:///{tmp_path / 'gone' / 'postroom.db'}"), tmp_path)
     assert result.returncode == 75, result.stderr
-    assert b"451 4.3.0 database" in result.stderr
+    assert b"451 4.3.0 no database at " in result.stderr and b"run postroom init" in result.stderr
+    assert not (tmp_path / "gone").exists()  # only `postroom init` creates a database
+
+
+def _initialised(tmp_path):
+    path = _config(tmp_path, f"sqlite:///{tmp_path / 'new.db'}")
+    subprocess.run([POSTROOM, "--config", str(path), "init"], check=True, capture_output=True, timeout=60)
+    return path
 
 
 def test_a_database_without_the_inbound_plugin_defers_the_mail_with_exit_75(tmp_path):
-    result = _pipe_with(_config(tmp_path, f"sqlite:///{tmp_path / 'new.db'}"), tmp_path)
+    result = _pipe_with(_initialised(tmp_path), tmp_path)
     assert result.returncode == 75, result.stderr
     assert b"plugin inbound, which is not enabled" in result.stderr
 
 
 def test_other_commands_of_a_disabled_plugin_name_the_plugin_not_a_missing_command(tmp_path):
-    result = subprocess.run([POSTROOM, "--config", str(_config(tmp_path, f"sqlite:///{tmp_path / 'new.db'}")),
+    result = subprocess.run([POSTROOM, "--config", str(_initialised(tmp_path)),
                              "inbound", "log"], capture_output=True, timeout=60, cwd=tmp_path)
     assert result.returncode == 3
     assert result.stderr.decode().strip() == ("Error: 'inbound' is a command of the plugin inbound, which "
