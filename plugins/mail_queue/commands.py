@@ -312,7 +312,7 @@ def server_add(ctx, name, smtp_host, port, encryption, user, password_env, from_
 @click.pass_context
 def server_edit(ctx, name, **changes):
     """Change an added server's settings (refused while a running queue sends through it)."""
-    s = servers.edit_server(_host(ctx), name, **changes)
+    s = servers.edit_server(get_host(ctx), name, **changes)
     click.echo(f"server {s.name} changed: {s.host}:{s.port}, {s.encryption}")
 
 
@@ -321,7 +321,7 @@ def server_edit(ctx, name, **changes):
 @click.pass_context
 def server_remove(ctx, name):
     """Remove an added server (refused while a running queue sends through it)."""
-    servers.remove_server(_host(ctx), name)
+    servers.remove_server(get_host(ctx), name)
     click.echo(f"server {name} removed")
 
 
