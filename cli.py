@@ -6,7 +6,7 @@ import sys
 import click
 import peewee as pw
 
-from postroom.core import api, attachments, chatter, records, scheduler, template_store, templates
+from postroom.core import api, attachments, chatter, records, scheduler, template_store, templates, tracking
 from postroom.core import plugins as plugin_loader
 from postroom.core.config import Config
 from postroom.core.context import CREATES_DATABASE, get_host, warn_once
@@ -360,14 +360,40 @@ def record_show(ctx, model, res_id, as_json):
 @click.argument("model")
 @click.argument("res_id")
 @click.argument("email")
+@click.option("--subtypes", help="Only these subtypes, comma separated (see `record subtypes`); "
+                                 "default: those marked default.")
 @click.pass_context
-def record_follow(ctx, model, res_id, email):
+def record_follow(ctx, model, res_id, email, subtypes):
     """Make the partner with EMAIL follow the record."""
     host = get_host(ctx)
     rec = records.get_record(host, model, res_id)
     p = records.find_partner(host, email)
-    added = records.follow(host, rec, p)
-    click.echo(f"{p.email} {'now follows' if added else 'already follows'} {model},{rec.id}")
+    added = records.follow(host, rec, p, subtypes.split(",") if subtypes is not None else None)
+    click.echo(f"{p.email} {'now follows' if added else 'already follows'} {model},{rec.id}"
+               + (f" (subtypes: {subtypes})" if subtypes is not None else ""))
+
+
+@record.command("subtypes")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def record_subtypes(ctx, as_json):
+    """Message subtypes followers can subscribe to (the core's and the plugins')."""
+    rows = [{"name": s.name, "label": s.label, "default": s.default} for s in get_host(ctx).subtypes.values()]
+    show(sorted(rows, key=lambda r: r["name"]), ["name", "label", "default"], as_json)
+
+
+@record.command("update")
+@click.argument("model")
+@click.argument("res_id")
+@click.argument("pairs", nargs=-1, required=True, metavar="KEY=VALUE...")
+@click.pass_context
+def record_update(ctx, model, res_id, pairs):
+    """Write values; changes of tracked ones are posted on the chatter (old -> new)."""
+    host = get_host(ctx)
+    rec = records.get_record(host, model, res_id)
+    message = tracking.update_record(host, rec, templates.parse_vars(pairs))
+    click.echo(f"{model},{rec.id} updated" + (f"; tracked changes posted as message {message.id}"
+                                               if message is not None else ""))
 
 
 @record.command("unfollow")
@@ -401,15 +427,17 @@ def message():
 @click.option("--note", is_flag=True, help="Internal note: notifies only --partner recipients.")
 @click.option("--attach", "attach", multiple=True, metavar="FILE",
               help="Attach this file (repeatable; at most attachment_max_size each).")
+@click.option("--subtype", help="What the post is about (see `record subtypes`); default discussion.")
 @click.pass_context
-def message_post(ctx, model, res_id, body, subject, author, partners, note, attach):
+def message_post(ctx, model, res_id, body, subject, author, partners, note, attach, subtype):
     """Post on a record's chatter; followers are notified."""
     host = get_host(ctx)
     rec = records.get_record(host, model, res_id)
     author_partner, email_from = api.resolve_author(host, author or None)
     ids = [records.find_partner(host, e).id for e in partners]
     msg = chatter.post_message(host, rec, body, subject=subject, author=author_partner,
-                               email_from=email_from, partner_ids=ids, note=note, attachments=attach)
+                               email_from=email_from, partner_ids=ids, note=note, attachments=attach,
+                               subtype=subtype)
     created("message", msg.id)
 
 

@@ -9,7 +9,7 @@ sent after the outermost commit, never inside it.
 import datetime as dt
 from collections.abc import Iterable, Mapping
 
-from . import chatter, emails, records, services
+from . import chatter, emails, records, services, tracking
 from .clock import aware
 from .config import Config
 from .errors import InvalidInput
@@ -120,6 +120,17 @@ def post_message(host, record: Record, body: str, subject: str | None = None, au
     return chatter.post_message(host, record, body, subject=subject, author=author_partner,
                                 email_from=email_from, partner_ids=ids, note=note,
                                 attachments=list(attachments))
+
+
+def update_record(host, record: Record, values: Mapping, author=None) -> Message | None:
+    """Write `values` (a mapping of names to text, numbers or booleans) into `record`, in
+    one transaction. When its record type tracks some of them (`RecordType.tracked`) and
+    they changed, one chatter entry lists each old → new value and notifies the followers
+    subscribed to the `tracking` subtype; that message is returned, else None. `author`:
+    a Partner, a partner's address, or a raw address. Raises InvalidInput for a bad name
+    or value."""
+    author_partner, _ = resolve_author(host, author)
+    return tracking.update_record(host, record, dict(values), author=author_partner)
 
 
 def send_mail(host, to, subject: str, body: str, *, sender: str | None = None, bulk: bool = False,

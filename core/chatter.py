@@ -3,12 +3,13 @@
 Fan-out is set-based: one INSERT … SELECT creates every notification, so posting on a record
 with 10,000 followers runs the same number of statements as posting on one with 10.
 """
+import re
 import secrets
 import time
 
 import peewee as pw
 
-from . import attachments as attachment_store, emails
+from . import attachments as attachment_store, emails, subtypes
 from .errors import InvalidInput, NotFound
 from .html import sanitize, text_to_html
 from .models import Follower, Message, Notification, Partner, Record
@@ -40,16 +41,19 @@ def post_message(host, record: Record, body: str, subject: str | None = None,
                  author: Partner | None = None, email_from: str | None = None,
                  partner_ids=(), note: bool = False, message_type: str = "comment",
                  parent: Message | None = None, message_id: str | None = None,
-                 body_is_html: bool = False, attachments=()) -> Message:
+                 body_is_html: bool = False, attachments=(), subtype: str | None = None) -> Message:
     """Post on `record`'s chatter and notify its recipients, in one transaction.
 
     `attachments`: paths or `(name, bytes, mimetype)` (see `core.attachments.prepare`), or
     `(name, bytes, mimetype, content_id)` for an inline part; all are checked before
     anything is written, and stored with the message (its mails carry them).
 
-    Recipients: the record's followers plus `partner_ids` (a note: only `partner_ids`),
-    never the author, never an inactive partner. Partners preferring email get a `ready`
-    email notification when an email channel exists; everyone else is notified in-app.
+    Recipients: the record's followers subscribed to the post's `subtype` (default
+    `discussion`; see `core.subtypes`) plus `partner_ids` and the partners mentioned in
+    the body (`@ann@example.com`); a note notifies only those named or mentioned. Never
+    the author, never an inactive partner. Partners preferring email get a `ready` email
+    notification when an email channel exists; everyone else is notified in-app. The
+    author (a partner) then follows the record, unless its record type says otherwise.
     """
     if message_type not in MESSAGE_TYPES:
         raise InvalidInput(f"message type must be one of {', '.join(MESSAGE_TYPES)}")
@@ -60,7 +64,8 @@ def post_message(host, record: Record, body: str, subject: str | None = None,
     if author is not None and not email_from:
         email_from = emails.display_address(author.name, author.email) if author.email else None
     body_html = sanitize(body) if body_is_html else text_to_html(body)
-    partner_ids = sorted({int(p) for p in partner_ids})
+    subtype = subtypes.get(host, subtype or (subtypes.NOTE if note else subtypes.DISCUSSION)).name
+    partner_ids = sorted({int(p) for p in partner_ids} | mentioned(body))
     files = attachment_store.prepare(host, attachments)
     email_channel = email_channel_enabled(host)
     now = host.clock.now()
@@ -69,21 +74,44 @@ def post_message(host, record: Record, body: str, subject: str | None = None,
             record=record, model=record.model if record else None, author=author,
             email_from=email_from, subject=subject, body=body_html, message_type=message_type,
             is_internal=note, parent=parent, message_id=message_id or make_message_id(host, record),
-            created_at=now)
+            created_at=now, subtype=subtype)
         if files:
             attachment_store.store(host, files, "message", message.id)
-        notified = _fan_out(message, record, author, partner_ids, note, email_channel, now)
+        notified = _fan_out(message, record, author, partner_ids, note, email_channel, now,
+                            subtype, host.subtypes[subtype].default)
+        if author is not None and record is not None and not note and _auto_follow(host, record):
+            Follower.insert(record=record, partner=author).on_conflict_ignore().execute()
         host.hook.postroom_message_posted(host=host, message=message, notified=notified)
     host.log.info("message %s posted on %s,%s (%s, %s notified) msgid=%s", message.id,
                   message.model, record.id if record else "-", message_type, notified, message.message_id)
     return message
 
 
-def _fan_out(message, record, author, partner_ids, note, email_channel, now) -> int:
+_MENTION = re.compile(r"(?<![\w.@])@([^\s@<>()\[\],;:\"']+@[A-Za-z0-9.-]+\.[A-Za-z0-9-]{2,63})")
+
+
+def mentioned(body: str) -> set[int]:
+    """Ids of the active partners a body mentions as `@ann@example.com` (one query)."""
+    addresses = {m.lower().rstrip(".") for m in _MENTION.findall(body or "")}
+    if not addresses:
+        return set()
+    return {p.id for p in Partner.select(Partner.id).where(Partner.email_normalized.in_(sorted(addresses))
+                                                           & Partner.active)}
+
+
+def _auto_follow(host, record) -> bool:
+    rtype = host.record_types.get(record.model)
+    return rtype is None or rtype.auto_follow
+
+
+def _fan_out(message, record, author, partner_ids, note, email_channel, now, subtype, default) -> int:
     """One INSERT … SELECT for every recipient; returns how many were notified."""
     wanted = pw.Value(False)
     if not note and record is not None:
-        wanted = Partner.id.in_(Follower.select(Follower.partner).where(Follower.record == record))
+        subscribed = Follower.subtypes.contains(f",{subtype},")
+        if default:
+            subscribed = Follower.subtypes.is_null() | subscribed
+        wanted = Partner.id.in_(Follower.select(Follower.partner).where((Follower.record == record) & subscribed))
     if partner_ids:
         wanted = wanted | Partner.id.in_(partner_ids)
     condition = Partner.active & wanted

@@ -111,6 +111,19 @@ def postroom_record_types(register):
 
 
 @hookspec
+def postroom_message_subtypes(register):
+    """Call `register(core.subtypes.Subtype(name, label, default=True))` for each message
+    subtype you provide (e.g. "invoice_paid" for your invoices).
+
+    Called when the host opens and whenever the enabled plugins change. Followers subscribe
+    to subtypes (`record follow ... --subtypes`); a post with a subtype notifies only the
+    followers subscribed to it; followers who chose no subset get the subtypes whose
+    `default` is true. A name registered twice is an error at host open. Return value
+    ignored.
+    """
+
+
+@hookspec
 def postroom_http_routes(host, register):
     """Add routes to the HTTP service (`postroom serve`, `postroom http serve`).
 

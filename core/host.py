@@ -35,6 +35,12 @@ class _CoreHooks:
         register(RecordType("generic", "Generic record"))
 
     @plugin_loader.hookimpl
+    def postroom_message_subtypes(self, register):
+        from . import subtypes
+        for subtype in subtypes.CORE:
+            register(subtype)
+
+    @plugin_loader.hookimpl
     def postroom_vacuum(self, host, batch_size, dry_run):
         from . import vacuum
         return vacuum.vacuum(host, batch_size, dry_run)
@@ -102,6 +108,7 @@ class Host:
         self.cron_errors_logged: dict[str, str] = {}
         self.enabled: list[str] = []
         self.record_types: dict[str, RecordType] = {}
+        self.subtypes: dict = {}
         self.action_specs: dict = {}
         self.services: dict = {}
         self._background = None
@@ -201,6 +208,16 @@ class Host:
             types[rtype.name] = rtype
         self.pm.hook.postroom_record_types(register=register)
         self.record_types = types
+        from . import subtypes
+        found = {}
+
+        def register_subtype(subtype):
+            subtypes.check_name(subtype.name)
+            if subtype.name in found:
+                raise Conflict(f"message subtype {subtype.name!r} is registered twice")
+            found[subtype.name] = subtype
+        self.pm.hook.postroom_message_subtypes(register=register_subtype)
+        self.subtypes = found
         specs = {}
         for plugin_name in ["core"] + list(self.enabled):
             plugin = self.pm.get_plugin(plugin_name)

@@ -69,6 +69,7 @@ class Message(BaseModel):
     is_internal = pw.BooleanField(default=False)
     parent = pw.ForeignKeyField("self", null=True, on_delete="SET NULL")
     message_id = pw.CharField(max_length=512, unique=True)
+    subtype = pw.CharField(max_length=64, null=True)  # core.subtypes; None: discussion
     created_at = UTCDateTimeField(index=True)
 
     class Meta:
@@ -78,6 +79,7 @@ class Message(BaseModel):
 class Follower(BaseModel):
     record = pw.ForeignKeyField(Record, on_delete="CASCADE", backref="followers")
     partner = pw.ForeignKeyField(Partner, on_delete="CASCADE")
+    subtypes = pw.CharField(max_length=1024, null=True)  # ",a,b," chosen; None: the defaults
 
     class Meta:
         table_name = "follower"
@@ -181,6 +183,7 @@ class Template(BaseModel):
 
 
 # Later tables come last: migration 0001 creates every model listed here on a fresh
-# database; 0002 (attachments) and 0003 (templates) add them to databases made before.
+# database; 0002 (attachments), 0003 (templates) and 0004 (subtypes) add them to
+# databases made before.
 CORE_MODELS = [Parameter, PluginState, Partner, Record, Message, Follower, Notification,
                CronAction, CronTrigger, AttachmentContent, Attachment, Template]

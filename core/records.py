@@ -18,6 +18,10 @@ class RecordType:
     name: str
     label: str = ""
     defaults: dict = dataclasses.field(default_factory=dict)
+    # Values whose changes `update_record` posts on the chatter (Odoo's tracking).
+    tracked: tuple = ()
+    # The author of a post, and the sender of mail that opened a record, follow it.
+    auto_follow: bool = True
 
 
 # --- partners ----------------------------------------------------------------------
@@ -168,11 +172,18 @@ def get_record(host, model: str, res_id) -> Record:
     return record
 
 
-def follow(host, record: Record, partner: Partner) -> bool:
-    """Make `partner` follow `record`; False if it already did."""
+def follow(host, record: Record, partner: Partner, subtypes=None) -> bool:
+    """Make `partner` follow `record`; False if it already did. `subtypes`: the names it
+    subscribes to (None: the defaults); given for an existing follower, they replace its
+    subset."""
+    from . import subtypes as subtype_registry
+    chosen = subtype_registry.encode(host, subtypes)
     with host.transaction():
-        inserted = (Follower.insert(record=record, partner=partner)
+        inserted = (Follower.insert(record=record, partner=partner, subtypes=chosen)
                     .on_conflict_ignore().as_rowcount().execute())
+        if not inserted and subtypes is not None:
+            (Follower.update(subtypes=chosen)
+             .where((Follower.record == record) & (Follower.partner == partner)).execute())
     return bool(inserted)
 
 
