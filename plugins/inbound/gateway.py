@@ -11,6 +11,7 @@ import collections
 import contextlib
 import ctypes
 import ctypes.util
+import gc
 import concurrent.futures
 import ipaddress
 import os
@@ -48,6 +49,7 @@ def give_back_memory():
     """Return the memory a large message needed to the system. glibc keeps freed blocks of
     a thread's arena for reuse (and raises its mmap threshold after a large free), so
     without this every large message would leave its size behind in the gateway's RSS."""
+    gc.collect()  # a message's objects may sit in reference cycles (parsed MIME trees do)
     if _TRIM is not None:
         _TRIM(0)
 

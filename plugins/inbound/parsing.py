@@ -130,14 +130,31 @@ def _filename(part, n: int) -> str:
     return name
 
 
+_NOT_BASE64 = re.compile(r"[^A-Za-z0-9+/=]+")
+
+
+def _b64decode_chunked(text: str, step: int = 1 << 20) -> bytes:
+    """Base64 text to bytes a megabyte at a time (whitespace and line breaks skipped), so
+    decoding needs about the decoded size on top of the text, not three copies of it."""
+    out, carry = bytearray(), ""
+    for start in range(0, len(text), step):
+        chunk = carry + _NOT_BASE64.sub("", text[start:start + step])
+        usable = len(chunk) - len(chunk) % 4
+        out += binascii.a2b_base64(chunk[:usable].encode("ascii"))
+        carry = chunk[usable:]
+    if carry.strip("="):
+        raise ValueError("base64 text does not end on a whole group")
+    return bytes(out)
+
+
 def _decoded(part) -> bytes:
     """A part's decoded bytes. Base64 is decoded straight from the payload text: the email
     package splits it into one object per line first, five times the part's size in memory."""
     payload = part.get_payload()
     if isinstance(payload, str) and (part.get("Content-Transfer-Encoding") or "").strip().lower() == "base64":
         try:
-            data = base64.b64decode(payload.encode("ascii", "surrogateescape"), validate=False)
-        except (binascii.Error, ValueError):  # bad padding and the like: the package's lenient decoder
+            data = _b64decode_chunked(payload)
+        except (binascii.Error, ValueError, UnicodeError):  # bad padding and the like: the package's lenient decoder
             data = None
         if data is not None:
             part.set_payload("")  # the decoded bytes are what is kept; free the text now

@@ -260,12 +260,18 @@ def _message_ids(mail, host):
 
 def _run(host, mail, outcomes):
     ids = _message_ids(mail, host)
-    for o in outcomes:
-        if o.action is None or not o.accepted:
-            continue
-        result = o.action(ids)
-        if isinstance(result, tuple):
-            o.code, o.text = result
+    try:
+        for o in outcomes:
+            if o.action is None or not o.accepted:
+                continue
+            result = o.action(ids)
+            if isinstance(result, tuple):
+                o.code, o.text = result
+    finally:
+        # The actions hold the mail (and `create` its own outcome: a reference cycle). Drop
+        # them now, or a large message's memory waits for the next cyclic collection.
+        for o in outcomes:
+            o.action = None
 
 
 def unique_recipients(rcpts) -> list:
