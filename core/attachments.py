@@ -29,7 +29,7 @@ import peewee as pw
 from .db import delete_chunk, is_postgres
 from .errors import InvalidInput, NotFound
 from .models import Attachment, AttachmentContent
-from .records import parse_id
+from .records import get_by_id
 
 DEFAULT_MAX_SIZE = 25 * 1024 * 1024
 MAX_NAME = 255
@@ -193,11 +193,7 @@ def by_ids(ids) -> list[Attachment]:
 
 
 def get(host, attachment_id) -> Attachment:
-    aid = parse_id(attachment_id, "attachment")
-    row = Attachment.get_or_none(Attachment.id == aid)
-    if row is None:
-        raise NotFound(f"no attachment with id {aid}")
-    return row
+    return get_by_id(Attachment, attachment_id, "attachment")
 
 
 def content(host, attachment: Attachment) -> bytes:

@@ -10,10 +10,10 @@ import time
 import peewee as pw
 
 from . import attachments as attachment_store, emails, subtypes
-from .errors import InvalidInput, NotFound
+from .errors import InvalidInput
 from .html import sanitize, text_to_html
 from .models import Follower, Message, Notification, Partner, Record
-from .records import parse_id
+from .records import get_by_id
 
 MESSAGE_TYPES = ("comment", "notification", "email")
 FAILED = ("exception", "bounce")
@@ -133,11 +133,7 @@ def _fan_out(message, record, author, partner_ids, note, email_channel, now, sub
 
 
 def get_message(host, message_id) -> Message:
-    mid = parse_id(message_id, "message")
-    message = Message.get_or_none(Message.id == mid)
-    if message is None:
-        raise NotFound(f"no message with id {mid}")
-    return message
+    return get_by_id(Message, message_id, "message")
 
 
 def envelopes(message_ids) -> dict:

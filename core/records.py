@@ -142,6 +142,15 @@ def parse_id(value, what: str) -> int:
         raise InvalidInput(f"{what} id must be a number, not {value!r}") from None
 
 
+def get_by_id(model, value, what: str):
+    """The `model` row whose id an operator typed, or NotFound ("no message with id 7")."""
+    row_id = parse_id(value, what)
+    row = model.get_or_none(model.id == row_id)
+    if row is None:
+        raise NotFound(f"no {what} with id {row_id}")
+    return row
+
+
 def check_model(host, model: str) -> RecordType:
     if model not in host.record_types:
         known = ", ".join(sorted(host.record_types))
