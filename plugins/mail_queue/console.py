@@ -87,7 +87,9 @@ def queue_page(request):
     filters = {"state": q.get("state", ""), "sender": q.get("sender", "").strip()[:200],
                "recipient": q.get("recipient", "").strip()[:200], "older": q.get("older", ""),
                "newer": q.get("newer", "")}
-    page = paginate(queue_query(host, **filters), page_number(request))
+    # A text filter scans the addresses: no second scan to count them (newer/older pages only).
+    page = paginate(queue_query(host, **filters), page_number(request),
+                    count=not (filters["sender"] or filters["recipient"]))
     chart = hourly_chart(host)
     peak = max([max(c["sent"], c["failed"], c["waiting"]) for c in chart] + [1])
     failed = OutgoingMail.select().where(OutgoingMail.state == "exception").count()
