@@ -135,6 +135,14 @@ def transaction(db):
     return db.transaction_block()
 
 
+def setup_lock(host) -> None:
+    """Serialise first-time setup (the admin partner, ...) across processes, inside the
+    caller's transaction: a transaction-scoped advisory lock on PostgreSQL; on SQLite the
+    write lock taken at BEGIN IMMEDIATE already does it."""
+    if is_postgres(host.db):
+        host.db.execute_sql("SELECT pg_advisory_xact_lock(7319002)")
+
+
 @contextlib.contextmanager
 def translate_errors(url: str):
     """Turn driver errors about reaching the database into one operator-readable error."""

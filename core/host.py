@@ -5,6 +5,7 @@ models of its enabled plugins to its own database when it opens; one process wor
 one open host at a time.
 """
 import contextlib
+import fcntl
 import logging
 import os
 import threading
@@ -187,17 +188,32 @@ class Host:
             runner = Runner(self.db, directory, table_name=f"migrations_{component}")
             if all(m.applied for m in runner.status() if m.path):
                 continue
-            if is_postgres(self.db):
-                self.db.execute_sql("SELECT pg_advisory_lock(7319001)")
-            try:
+            with self._migration_lock():
                 pending = [m for m in runner.status() if m.path and not m.applied]
                 if pending:
                     runner.up()
                     self.log.info("migrations applied for %s: %s", component,
                                   ", ".join(m.name for m in pending))
+
+    @contextlib.contextmanager
+    def _migration_lock(self):
+        """One migrating process at a time, on both engines: a PostgreSQL advisory lock, or
+        an exclusive flock on a file beside the SQLite database (its folder is writable
+        anyway: SQLite keeps its journal there). Whoever waited re-reads what is pending."""
+        if is_postgres(self.db):
+            self.db.execute_sql("SELECT pg_advisory_lock(7319001)")
+            try:
+                yield
             finally:
-                if is_postgres(self.db):
-                    self.db.execute_sql("SELECT pg_advisory_unlock(7319001)")
+                self.db.execute_sql("SELECT pg_advisory_unlock(7319001)")
+            return
+        path = self.db.database
+        if not path or path == ":memory:":
+            yield
+            return
+        with open(f"{path}.migrate-lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
 
     def _collect_registries(self):
         types = {}

@@ -4,7 +4,7 @@ import dataclasses
 import io
 
 from . import emails
-from .db import chunks
+from .db import chunks, setup_lock
 from .errors import Conflict, InvalidInput, NotFound
 from .models import Follower, Parameter, Partner, Record
 
@@ -106,6 +106,9 @@ def ensure_admin(host, address: str | None = None) -> tuple[Partner, bool]:
     """Create the admin partner once (with a temporary address unless given). Returns
     (partner, created); running it again changes nothing."""
     with host.transaction():
+        # Several `postroom init` at once: on PostgreSQL the second waits here and then sees
+        # the first one's admin (SQLite's write lock, taken at BEGIN, does the same).
+        setup_lock(host)
         admin = admin_partner(host)
         if admin is not None:
             return admin, False
