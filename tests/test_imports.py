@@ -141,3 +141,15 @@ def test_the_core_imports_no_plugin_and_not_the_cli(module):
     wrong = sorted(t for t in _imports(module, MODULES[module], module_level=False)
                    if t.startswith("postroom.plugins") or t == "postroom.cli")
     assert wrong == [], f"{module} imports {wrong}"
+
+
+def test_the_package_root_imports_absolutely_because_pytest_loads_it_by_its_path():
+    # The repository root is the package `postroom`, so pytest imports its __init__.py as a
+    # Package node under a name taken from the clone's folder (e.g. "tmp-ci-run"): a
+    # relative import there fails, or loads a second copy of every module.
+    import ast
+    import pathlib
+    root = pathlib.Path(__file__).resolve().parent.parent / "__init__.py"
+    relative = [node.lineno for node in ast.walk(ast.parse(root.read_text()))
+                if isinstance(node, ast.ImportFrom) and node.level]
+    assert relative == [], f"relative imports in __init__.py at lines {relative}"
