@@ -75,6 +75,13 @@ class MailService(Protocol):
         """Send these queued mails now, due or not (outside any transaction); returns the
         same counts as `process_queue`."""
 
+    def retry(self, refs: Iterable[str]) -> set[str]:
+        """Send the failed mails carrying these refs again: each the same mail (same
+        Message-Id, so receivers can de-duplicate), at the queue's next run, inside the
+        caller's transaction when one is open. Returns the refs that now have a live mail
+        (outgoing or sent); enqueue a new mail only for the others (their mail is gone),
+        so that a recipient never has two live mails for one ref."""
+
 
 def mail(host) -> MailService:
     """The host's mail service, or NotFound telling the operator to enable a mail plugin."""

@@ -167,13 +167,16 @@ def _store_message_ids(batch: list[dict]) -> None:
 
 
 def requeue_errors(host, campaign) -> int:
-    """Turn `error` traces back to `outgoing` and enqueue their mails again, chunk by chunk,
-    each chunk one transaction (a crash between chunks leaves the rest `error`, retryable)."""
+    """Turn `error` traces back to `outgoing` and send their failed mails again, chunk by
+    chunk, each chunk one transaction (a crash between chunks leaves the rest `error`,
+    retryable). The mail service re-uses each failed mail (same row, same Message-Id); only
+    a trace whose mail is gone gets a new one (with the trace's own Message-Id), so a
+    recipient never has two live mails for one campaign."""
     total, last = 0, 0
     record = campaign_record(campaign)
     while True:
         with host.transaction():
-            rows = list(Trace.select(Trace.id, Trace.email).where(
+            rows = list(Trace.select(Trace.id, Trace.email, Trace.message_id).where(
                 (Trace.campaign == campaign) & (Trace.status == "error") & (Trace.id > last))
                 .order_by(Trace.id).limit(CHUNK).dicts())
             if not rows:
@@ -182,7 +185,8 @@ def requeue_errors(host, campaign) -> int:
             (Trace.update(status="outgoing", failure_type=None, failure_reason=None,
                           updated_at=host.clock.now())
              .where(Trace.id.in_(ids) & (Trace.status == "error")).execute())
-            enqueue_traces(host, campaign, rows, record=record)
+            live = services.mail(host).retry([trace_ref(i) for i in ids])
+            enqueue_traces(host, campaign, [r for r in rows if trace_ref(r["id"]) not in live], record=record)
             last = ids[-1]
             total += len(rows)
     if total:

@@ -42,14 +42,51 @@ def _notifications(mails, values) -> None:
         Notification.update(**values).where(Notification.id.in_(chunk)).execute()
 
 
-def retry(host, ids=(), all_failed=False) -> list[int]:
-    """exception (or canceled) → outgoing, due at the next run, with a fresh lifetime."""
+_LIVE = ("outgoing", "sent")
+
+
+def _live_twins(mails) -> list:
+    """Of `mails`, those whose notification or ref already has another live mail (outgoing
+    or sent): retrying them would mail that recipient twice."""
+    M = OutgoingMail
+    nids = {m.notification_id for m in mails if m.notification_id}
+    refs = {m.ref for m in mails if m.ref}
+    live_n, live_r = set(), set()
+    for chunk in chunks(nids):
+        live_n |= {n for (n,) in M.select(M.notification_id).where(
+            M.notification_id.in_(chunk) & M.state.in_(_LIVE)).tuples()}
+    for chunk in chunks(refs):
+        live_r |= {r for (r,) in M.select(M.ref).where(M.ref.in_(chunk) & M.state.in_(_LIVE)).tuples()}
+    return [m for m in mails if m.notification_id in live_n or m.ref in live_r]
+
+
+def retry(host, ids=(), all_failed=False, refs=None) -> list[int]:
+    """exception (or canceled) → outgoing, due at the next run, with a fresh lifetime: the
+    same row, so the same Message-Id (receivers can de-duplicate). A failed mail whose
+    recipient already has a live mail for the same notification or ref is canceled instead:
+    there is never more than one live mail per notification or per ref. `refs` picks the
+    failed mails by their enqueuer's ref (the service's `retry`)."""
     now = host.clock.now()
     with host.transaction():
         if all_failed:
             mails = list(OutgoingMail.select().where(OutgoingMail.state == "exception"))
+        elif refs is not None:
+            mails = []
+            for chunk in chunks(sorted(set(refs))):
+                mails += list(OutgoingMail.select().where(OutgoingMail.ref.in_(chunk)
+                                                          & (OutgoingMail.state == "exception")))
         else:
             mails = existing(parse_ids(ids), ("exception", "cancel"))
+        twins = _live_twins(mails)
+        if twins:
+            for chunk in chunks([m.id for m in twins]):
+                OutgoingMail.update(state="cancel", updated_at=now).where(OutgoingMail.id.in_(chunk)).execute()
+            for m in twins:
+                host.log.info("mail %s msgid=%s canceled: its recipient already has a live mail for "
+                              "the same %s", m.id, m.message_id,
+                              f"notification {m.notification_id}" if m.notification_id else f"ref {m.ref}")
+        twin_ids = {m.id for m in twins}
+        mails = [m for m in mails if m.id not in twin_ids]
         ids = [m.id for m in mails]
         for chunk in chunks(ids):
             (OutgoingMail.update(state="outgoing", failure_type=None, failure_reason=None,
@@ -58,7 +95,8 @@ def retry(host, ids=(), all_failed=False) -> list[int]:
              .where(OutgoingMail.id.in_(chunk)).execute())
         _notifications(mails, {"status": "ready", "failure_type": None, "failure_reason": None,
                                "updated_at": now})
-    host.log.info("mail queue: retry asked for mails %s", ids)
+    for m in mails:
+        host.log.info("mail %s msgid=%s back to outgoing (retry asked)", m.id, m.message_id)
     return ids
 
 
@@ -141,14 +179,32 @@ def resend(host, message: Message, only=(), fixes=None) -> dict:
                 _, addr = emails.split_address(new)
                 Partner.update(email=addr, email_normalized=addr.lower()).where(Partner.id == n.partner.id).execute()
         chosen_ids = [n.id for n in chosen]
-        OutgoingMail.delete().where(OutgoingMail.notification_id.in_(chosen_ids)
-                                    & (OutgoingMail.state.in_(("exception", "cancel")))).execute()
+        M = OutgoingMail
+        # The failed mail itself goes again (same row, same Message-Id), to the partner's
+        # address as it is now; a notification without one gets a new mail.
+        reused = {}
+        for m in M.select(M.id, M.notification_id).where(
+                M.notification_id.in_(chosen_ids) & M.state.in_(("exception", "cancel"))).order_by(M.id):
+            reused.setdefault(m.notification_id, m.id)
+        for n in chosen:
+            if n.id in reused:
+                address = Partner.get_by_id(n.partner.id).email
+                (M.update(state="outgoing", email_to=address, failure_type=None, failure_reason=None,
+                          next_attempt_at=None, scheduled_at=None, lease_owner=None, lease_until=None,
+                          sending_since=None, bulk=False, updated_at=now, expires_at=now + lifetime(host))
+                 .where(M.id == reused[n.id]).execute())
         Notification.update(status="ready", failure_type=None, failure_reason=None, updated_at=now
                             ).where(Notification.id.in_(chosen_ids)).execute()
         if others:
-            Notification.update(status="canceled", updated_at=now).where(
-                Notification.id.in_([n.id for n in others])).execute()
-        from_notifications(host, message, Notification.id.in_(chosen_ids), bulk=False)
+            other_ids = [n.id for n in others]
+            Notification.update(status="canceled", updated_at=now).where(Notification.id.in_(other_ids)).execute()
+            # Their failed mails are canceled with them: no later "retry all" mails them.
+            (M.update(state="cancel", updated_at=now)
+             .where(M.notification_id.in_(other_ids) & M.state.in_(("exception", "outgoing"))
+                    & (M.lease_until.is_null() | (M.lease_until < now))).execute())
+        fresh = [i for i in chosen_ids if i not in reused]
+        if fresh:
+            from_notifications(host, message, Notification.id.in_(fresh), bulk=False)
         mid = message.id
         host.after_commit(lambda: sending.send_message_mails(host, mid), network=True)
     host.log.info("mail queue: message %s resent to %s, %s ignored", message.id,

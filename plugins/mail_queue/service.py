@@ -40,3 +40,15 @@ class QueueMailService:
 
     def send_now(self, ids) -> dict:
         return sending.send_ids(self.host, ids, force=True)
+
+    def retry(self, refs) -> set[str]:
+        from .actions import retry
+        from .models import OutgoingMail
+        refs = {str(r) for r in refs}
+        retry(self.host, refs=refs)
+        from .settings import chunks
+        live = set()
+        for chunk in chunks(sorted(refs)):
+            live |= {r for (r,) in OutgoingMail.select(OutgoingMail.ref).where(
+                OutgoingMail.ref.in_(chunk) & OutgoingMail.state.in_(("outgoing", "sent"))).tuples()}
+        return live

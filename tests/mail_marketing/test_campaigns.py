@@ -211,3 +211,27 @@ def test_show_prints_counts_with_ratios(mk, run, tmp_path):
     out = run(host, "campaign", "show", cid).output
     assert "sent                3 (75.0%)" in out
     assert "canceled_by_reason  blacklisted 1" in out
+
+
+def test_retry_failed_then_retry_all_failed_mails_each_recipient_once_with_its_own_message_id(mk, run, sink, tmp_path):
+    # The doctor's remedy for the daily limit (queue retry --all-failed) right after a
+    # campaign's retry-failed: the same failed mails go again, never a second copy.
+    sink.rcpt_replies = {f"user{i}@example.org": "550 5.1.1 no such user" for i in range(3)}
+    host = mk()
+    make_list(run, host, tmp_path, "news", contacts(4))
+    cid = make_campaign(run, host, tmp_path, "news")
+    run(host, "campaign", "send", cid)
+    drain(host)
+    failed = json.loads(run(host, "queue", "list", "--state", "exception", "--json").output)
+    assert len(failed) == 3
+    sink.rcpt_replies = {}
+    sink.clear()
+    assert "3 failed recipients re-queued" in run(host, "campaign", "retry-failed", cid).output
+    run(host, "queue", "retry", "--all-failed")
+    waiting = json.loads(run(host, "queue", "list", "--state", "outgoing", "--json").output)
+    assert sorted(m["id"] for m in waiting) == sorted(m["id"] for m in failed)  # the same rows
+    drain(host)
+    got = sink.wait_for(3)
+    assert sorted(r.rcpt_tos[0] for r in sink.received()) == [f"user{i}@example.org" for i in range(3)]
+    assert {r.message_id for r in got} == {m["message_id"] for m in failed}
+    assert (show(run, host, cid)["sent"], show(run, host, cid)["error"]) == (4, 0)

@@ -134,6 +134,25 @@ def test_message_resend_with_a_corrected_address_and_others_ignored(mail_host, s
     assert chatter.envelope(msg) == "white"
 
 
+def test_resending_to_one_recipient_cancels_the_others_mails_so_a_later_retry_all_mails_nobody_twice(
+        mail_host, smtp_sink, cli_run):
+    picky = smtp_sink(rcpt_replies={"ann@example.org": "550 5.1.1 full", "bob@example.org": "550 5.1.1 gone"})
+    host = mail_host(smtp_port=picky.port)
+    rec, _ = record_with_followers(host, "ann@example.org", "bob@example.org")
+    msg = chatter.post_message(host, rec, "Hi", subject="S")
+    before = {m.email_to: (m.id, m.message_id) for m in mails()}
+    assert {m.state for m in mails()} == {"exception"}
+    picky.rcpt_replies = {}
+    assert cli_run(host, "message", "resend", str(msg.id), "--only", "ann@example.org").exit_code == 0
+    [bob] = mails()  # ann's mail went (and, auto_delete, is gone); bob's is canceled, not left failed
+    assert (bob.email_to, bob.state, bob.id) == ("bob@example.org", "cancel", before["bob@example.org"][0])
+    assert "0 mail(s) back to outgoing" in cli_run(host, "queue", "retry", "--all-failed").output
+    sending.process_queue(host)
+    assert [(r.rcpt_tos, r.message_id) for r in picky.received()] == [
+        (["ann@example.org"], before["ann@example.org"][1])]
+    assert chatter.envelope(msg) == "white"
+
+
 def test_message_resend_refuses_a_recipient_that_did_not_fail(mail_host, sink, cli_run):
     host = mail_host()
     rec, _ = record_with_followers(host, "ann@example.org")

@@ -183,3 +183,16 @@ def test_a_mail_without_sender_fails_with_mail_from_missing(mail_host, sink, cli
     listed = cli_run(host, "queue", "list", "--state", "exception").output
     assert "mail_from_missing" in listed and sink.received() == []
     assert cli_run(host, "queue", "list", "--state", "sent").output.strip() == "(the queue is empty)"
+
+
+def test_the_last_attempt_of_a_mail_whose_lifetime_ran_out_reports_that_it_failed(mail_host, smtp_sink, clock):
+    busy = smtp_sink(data_reply="451 4.3.0 try later")
+    host = mail_host(smtp_port=busy.port)
+    _bulk(host)
+    assert sending.process_queue(host)["retry"] == 1
+    clock.advance(days=6)  # past the 5-day lifetime
+    result = sending.process_queue(host)
+    assert (result["failed"], result["retry"]) == (1, 0)  # what happened, not "retry 2"
+    [mail] = mails()
+    assert mail.state == "exception" and mail.attempts == 2
+    assert "451 4.3.0 try later" in mail.failure_reason and "last attempt" in mail.failure_reason
