@@ -42,6 +42,9 @@ class ActionSpec:
     # handler itself must split the work safely, e.g. the mail queue's row claims). No
     # action lease is taken; the interval, triggers and failure count work as usual.
     parallel: bool = False
+    # False: never deactivated however long it keeps failing (an action whose standstill
+    # stops a whole service, like the mail queue: its doctor check reports the failures).
+    deactivate_on_failures: bool = True
 
     def for_plugin(self, plugin: str) -> "ActionSpec":
         return dataclasses.replace(self, plugin=plugin)
@@ -290,7 +293,8 @@ def _finish(host, action, ctx, error, duration, retry_soon=False) -> dict:
         count = action.failure_count + 1
         values.update(failure_count=count, first_failure_at=first, last_error=error[:2000],
                       last_result="failed")
-        if count >= MAX_FAILURES and now - first >= FAILURE_SPAN:
+        spec = host.action_specs.get(action.code)
+        if count >= MAX_FAILURES and now - first >= FAILURE_SPAN and (spec is None or spec.deactivate_on_failures):
             values["active"] = False
             deactivated = True
     with host.transaction():

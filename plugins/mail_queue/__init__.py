@@ -33,7 +33,9 @@ def postroom_scheduled_actions():
     return [ActionSpec(settings.ACTION_CODE, settings.ACTION_NAME, sending.handle_action,
                        interval_number=60, interval_type="minutes", priority=5,
                        # Every worker drains at once; row claims keep each mail to one.
-                       parallel=True)]
+                       parallel=True,
+                       # Deactivating it would stop all bulk mail; doctor fails loudly instead.
+                       deactivate_on_failures=False)]
 
 
 @hookimpl

@@ -3,6 +3,7 @@ import collections
 import dataclasses
 import datetime as dt
 import smtplib
+import ssl
 
 import peewee as pw
 
@@ -107,6 +108,9 @@ def _server_checks(host):
         except (smtplib.SMTPException, OSError) as exc:
             hint = ("no outgoing server is configured and the config's default (smtp_host/smtp_port) "
                     "does not answer" if not added else f"server {server.name} does not answer")
+            if isinstance(exc, ssl.SSLCertVerificationError):
+                hint = (f"the TLS certificate of server {server.name} failed verification "
+                        f"({exc.verify_message or exc}); mail through it fails at once")
             checks.append(Check("mail.server", "fail", f"{hint}: {server.host}:{server.port}: "
                                 f"{type(exc).__name__}: {exc}",
                                 "postroom server add NAME --host HOST --port PORT, then postroom server test NAME"))
@@ -143,6 +147,12 @@ def _failure_check(host):
             .where((OutgoingMail.state == "exception") & (OutgoingMail.updated_at >= since))
             .group_by(OutgoingMail.failure_type).tuples())
     counts = collections.Counter({ftype or "unknown": n for ftype, n in rows})
+    cert = (OutgoingMail.select(OutgoingMail.failure_reason)
+            .where((OutgoingMail.state == "exception") & (OutgoingMail.updated_at >= since)
+                   & OutgoingMail.failure_reason.contains("certificate failed verification")).limit(1).scalar())
+    if cert:
+        return Check("mail.failures", "fail", f"mail fails because of a server's TLS certificate: {cert}",
+                     "fix the server's certificate (or smtp_ca_file), then postroom queue retry --all-failed")
     if not counts:
         return Check("mail.failures", "ok", "no mail failed in the last 24 hours", "")
     detail = ", ".join(f"{n} {t}" for t, n in counts.most_common())
@@ -158,6 +168,13 @@ def _interval_check(host):
     if not action.active:
         return Check("mail.queue_interval", "fail", f"{ACTION_NAME!r} is inactive: bulk mail is not sent",
                      f"postroom cron enable {ACTION_NAME!r}")
+    if action.failure_count:
+        return Check("mail.queue_interval", "fail",
+                     f"{ACTION_NAME!r} failed its last {action.failure_count} run(s) (since "
+                     f"{action.first_failure_at:%Y-%m-%d %H:%M} UTC): bulk mail is not leaving; last error: "
+                     f"{(action.last_error or '').splitlines()[0][:300] if action.last_error else 'unknown'}",
+                     "read the error in postroom.log, fix its cause, then postroom cron run "
+                     f"{ACTION_NAME!r}")
     minutes = dt.timedelta(**{action.interval_type: action.interval_number}).total_seconds() / 60
     now = host.clock.now()
     late = now - action.nextcall

@@ -85,3 +85,22 @@ def test_doctor_fails_when_the_default_sender_cannot_send(make_host, sink):
                                                      "smtp_port": sink.port})
     checks = {c.name: c for c in maintenance.doctor_checks(host)}
     assert checks["mail.sender"].status == "fail" and "notifications@localhost" in checks["mail.sender"].finding
+
+
+def test_a_failing_email_queue_manager_is_never_deactivated_and_doctor_fails_from_the_first_failure(
+        mail_host, clock, cli_run):
+    from postroom.core import scheduler
+    from postroom.core.models import CronAction
+    from postroom.plugins.mail_queue.settings import ACTION_CODE
+    host = mail_host()
+    host.service("mail").enqueue([{"email_to": "a@example.org", "subject": "S"}])
+    host.db.execute_sql('DROP TABLE "mail_queue_daily_count"')  # a broken database: every run fails
+    scheduler.run_due(host)
+    assert CronAction.get(CronAction.code == ACTION_CODE).failure_count == 1
+    result = cli_run(host, "doctor")
+    assert result.exit_code != 0 and "failed its last 1 run(s)" in result.output
+    for _ in range(6):  # failing for 12 days, far past the five-in-a-week rule
+        clock.advance(days=2)
+        scheduler.run_due(host)
+    row = CronAction.get(CronAction.code == ACTION_CODE)
+    assert row.active and row.failure_count == 7

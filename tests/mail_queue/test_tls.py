@@ -124,3 +124,20 @@ def test_a_server_requiring_starttls_refuses_plain_mail(make_host, certificate, 
     assert recorder.messages == []
     [mail] = json.loads(cli_run(host, "queue", "list", "--json").output)
     assert mail["state"] in ("outgoing", "exception") and "STARTTLS" in (mail["failure_reason"] or "")
+
+
+def test_a_certificate_failing_verification_fails_the_mail_at_once_and_doctor_says_why(
+        make_host, certificate, tls_server, cli_run):
+    controller, recorder = tls_server()
+    host = _host(make_host, certificate, trust=False)
+    cli_run(host, "server", "add", "relay", "--host", "127.0.0.1", "--port", controller.port,
+            "--encryption", "starttls")
+    cli_run(host, "mail", "send", "--to", "ann@example.org", "--subject", "x", "--body", "y")
+    [mail] = json.loads(cli_run(host, "queue", "list", "--json").output)
+    assert (mail["state"], mail["failure_type"], mail["attempts"]) == ("exception", "mail_smtp", 1)
+    assert "certificate failed verification" in mail["failure_reason"]
+    assert "not retried" in mail["failure_reason"] and recorder.messages == []
+    doctor = cli_run(host, "doctor")
+    assert doctor.exit_code != 0
+    assert "TLS certificate of server relay failed verification" in doctor.output
+    assert "mail fails because of a server's TLS certificate" in doctor.output
