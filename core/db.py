@@ -23,9 +23,9 @@ def chunks(values, size: int = CHUNK):
         yield values[start:start + size]
 
 
-def delete_chunk(model, condition, batch_size: int, after: int = 0) -> tuple[int, int, int]:
+def delete_chunk(model, condition, batch_size: int, after: int = 0, before_delete=None) -> tuple[int, int, int]:
     """Delete at most `batch_size` rows of `model` matching `condition`, with ids above
-    `after`, lowest ids first.
+    `after`, lowest ids first; `before_delete(ids)`, when given, is told which (to log them).
 
     Returns (removed, remaining, last id removed) where remaining is 1 when at least one
     more row matches (a lower bound, not a count: counting a million rows on every chunk
@@ -36,6 +36,8 @@ def delete_chunk(model, condition, batch_size: int, after: int = 0) -> tuple[int
            .order_by(model.id).limit(batch_size + 1).tuples()]
     chunk = ids[:batch_size]
     if chunk:
+        if before_delete is not None:
+            before_delete(chunk)
         model.delete().where(model.id.in_(chunk)).execute()
     return len(chunk), 1 if len(ids) > batch_size else 0, chunk[-1] if chunk else after
 

@@ -78,12 +78,13 @@ def count(model, condition) -> int:
 
 def sweep(host, owner: str, kinds: dict, batch_size: int, dry_run: bool) -> dict:
     """Remove, chunk by chunk, the rows of each kind: `kinds` maps a kind's name to
-    `(model, [condition, ...])`. Plugins use it for their own `postroom_vacuum` so that
+    `(model, [condition, ...])` or `(model, [condition, ...], before_delete)` where
+    `before_delete(ids)` hears of each chunk before it goes (to log it). Plugins use it for their own `postroom_vacuum` so that
     every chunk costs the same whatever the backlog: give each condition one indexed
     equality (one state, one status) and never OR them together."""
     removed, remaining = {}, 0
     marks = _marks.setdefault(host, {})
-    for kind, (model, conditions) in kinds.items():
+    for kind, (model, conditions, *told) in kinds.items():
         removed[kind] = 0
         for n, condition in enumerate(conditions):
             if dry_run:
@@ -96,7 +97,7 @@ def sweep(host, owner: str, kinds: dict, batch_size: int, dry_run: bool) -> dict
             if budget <= 0:  # at most batch_size rows of a kind per call
                 remaining = 1  # not asked yet in this sweep: assume there is work
                 continue
-            gone, more, last = delete_chunk(model, condition, budget, after)
+            gone, more, last = delete_chunk(model, condition, budget, after, *told)
             removed[kind] += gone
             remaining = max(remaining, more)
             marks[(owner, kind, n)] = last if more else DONE

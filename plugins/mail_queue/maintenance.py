@@ -45,7 +45,12 @@ def vacuum(host, batch_size, dry_run):
     """Remove at most `batch_size` old mails and old daily counters per call."""
     cutoff_day = daily_limit.day_of(host.clock.now() - dt.timedelta(days=31))
     counters = DailyCount.day < cutoff_day
-    result = core_vacuum.sweep(host, "mail_queue", {"mails": (OutgoingMail, vacuum_conditions(host))},
+    def log_deleted(ids):
+        M = OutgoingMail
+        for mail_id, message_id, state in M.select(M.id, M.message_id, M.state).where(M.id.in_(ids)).tuples():
+            host.log.info("mail %s msgid=%s deleted by the auto-vacuum (%s, past its retention)",
+                          mail_id, message_id, state)
+    result = core_vacuum.sweep(host, "mail_queue", {"mails": (OutgoingMail, vacuum_conditions(host), log_deleted)},
                                batch_size, dry_run)
     if dry_run:
         result["removed"]["counters"] = DailyCount.select().where(counters).count()

@@ -117,8 +117,10 @@ def enqueue(host, mails: list[dict]) -> list[int]:
                   (r["scheduled_at"] and r["scheduled_at"] > now)]
         if urgent:
             host.after_commit(lambda: sending.send_ids(host, urgent), network=True)
-    host.log.info("mail queue: %s mail(s) enqueued (%s urgent), ids %s..%s", len(ids),
-                  len(urgent), ids[0], ids[-1])
+    for mail_id, row in zip(ids, rows):
+        host.log.info("mail %s msgid=%s enqueued to %s (%s)", mail_id, row["message_id"], row["email_to"],
+                      "scheduled at " + row["scheduled_at"].isoformat() if row["scheduled_at"]
+                      else "bulk" if row["bulk"] else "urgent")
     return ids
 
 
@@ -160,13 +162,21 @@ def from_notifications(host, message: Message, where, bulk: bool) -> int:
         .where((Notification.message == message.id) & (Notification.notification_type == "email")
                & (Notification.status == "ready") & where))
     F = OutgoingMail
-    return (F.insert_from(query, [F.message, F.notification_id, F.email_from, F.email_to,
-                                  F.recipient_name, F.subject, F.body_html, F.attachment_ids,
-                                  F.message_id,
-                                  F.in_reply_to, F.references, F.reply_to, F.state, F.bulk,
-                                  F.auto_delete, F.attempts, F.created_at, F.updated_at,
-                                  F.expires_at])
-            .as_rowcount().execute())
+    created = (F.insert_from(query, [F.message, F.notification_id, F.email_from, F.email_to,
+                                     F.recipient_name, F.subject, F.body_html, F.attachment_ids,
+                                     F.message_id,
+                                     F.in_reply_to, F.references, F.reply_to, F.state, F.bulk,
+                                     F.auto_delete, F.attempts, F.created_at, F.updated_at,
+                                     F.expires_at])
+               .as_rowcount().execute())
+    if created:  # one line per mail, with its id and Message-Id (what zgrep follows)
+        mine = Notification.select(Notification.id).where((Notification.message == message.id) & where)
+        for mail_id, to, nid in (F.select(F.id, F.email_to, F.notification_id).where(
+                (F.message == message.id) & (F.state == "outgoing") & F.notification_id.in_(mine))
+                .order_by(F.id).tuples()):
+            host.log.info("mail %s msgid=%s enqueued to %s (%s, notification %s)", mail_id,
+                          message.message_id, to, "bulk" if bulk else "urgent", nid)
+    return created
 
 
 def on_message_posted(host, message: Message, notified: int) -> None:

@@ -1,5 +1,6 @@
 """postroom_vacuum and postroom_doctor_checks of mail_queue."""
 import datetime as dt
+import subprocess
 
 from postroom.core import chatter
 from postroom.plugins.mail_queue import actions, daily_limit, maintenance, sending
@@ -104,3 +105,26 @@ def test_a_failing_email_queue_manager_is_never_deactivated_and_doctor_fails_fro
         scheduler.run_due(host)
     row = CronAction.get(CronAction.code == ACTION_CODE)
     assert row.active and row.failure_count == 7
+
+
+def test_one_grep_for_a_message_id_shows_the_mails_whole_life(mail_host, smtp_sink, clock, tmp_path):
+    busy = smtp_sink(fail_first=1, data_reply="451 4.3.0 try later")
+    host = mail_host(smtp_port=busy.port)
+    [mail_id] = host.service("mail").enqueue([{"email_to": "ann@example.org", "subject": "S",
+                                                 "auto_delete": False}])
+    [mail] = mails()
+    sending.process_queue(host)   # 451: retried later
+    clock.advance(hours=2)
+    sending.process_queue(host)   # sent
+    clock.advance(days=40)
+    maintenance.vacuum(host, 100, False)  # kept sent mail past its retention: deleted
+    assert mails() == []
+    # The log rotated meanwhile (daily, older days gzip-compressed): zgrep reads them all.
+    found = subprocess.run(["zgrep", "-h", "-F", mail.message_id, *sorted(map(str, (tmp_path / "logs").iterdir()))],
+                           capture_output=True, text=True, check=True)
+    lines = found.stdout.splitlines()
+    assert all(f"mail {mail_id} " in line for line in lines)
+    story = " | ".join(lines)
+    for step in ("enqueued to ann@example.org", "failed (mail_smtp, retry 1)", "sent to ann@example.org",
+                 "deleted by the auto-vacuum"):
+        assert step in story, story

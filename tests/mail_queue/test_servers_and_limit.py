@@ -1,9 +1,11 @@
 """Outgoing servers (add/list/test, from_filter choice) and the exact daily limit."""
+import datetime as dt
 import json
 import threading
 
 import pytest
 
+from postroom.core.plugins import hookimpl
 from postroom.plugins.mail_queue import daily_limit, sending, servers
 from tests.support.smtp import SMTPSink, closed_port
 
@@ -187,3 +189,35 @@ def test_a_server_that_cannot_do_what_it_is_configured_for_fails_its_test(mail_h
     sending.process_queue(host)
     [mail] = mails()
     assert mail.state == "outgoing" and "Mail delivery failed via SMTP server 'tls'." in mail.failure_reason
+
+
+class _MidnightStrikes:
+    """Moves the clock past midnight UTC while the 3rd mail of a batch is being prepared."""
+
+    def __init__(self, clock):
+        self.clock, self.seen = clock, 0
+
+    @hookimpl(optionalhook=True)  # mail_queue's own hook
+    def postroom_mail_prepare(self, host, mail, message):
+        self.seen += 1
+        if self.seen == 3:
+            self.clock.advance(seconds=2)
+
+
+def test_the_daily_limit_stays_exact_across_midnight_and_limited_mails_go_by_themselves_next_day(
+        mail_host, smtp_sink, clock):
+    from postroom.plugins.mail_queue.models import DailyCount
+    refusing = smtp_sink(rcpt_replies={f"r{i}@example.org": "550 5.1.1 gone" for i in (5, 6, 7, 8)})
+    clock.advance(seconds=(dt.datetime(2026, 1, 5, 23, 59, 59, tzinfo=dt.timezone.utc) - clock.now()).total_seconds())
+    host = mail_host(smtp_port=refusing.port, daily_limit=10, extra=[_MidnightStrikes(clock)])
+    host.service("mail").enqueue([{"email_to": f"r{i}@example.org", "subject": "S"} for i in range(12)])
+    sending.process_queue(host)
+    counts = {d.day: d.count for d in DailyCount.select()}
+    # 10 slots taken on the 5th; 4 refused after midnight are given back to the 5th, not the 6th.
+    assert counts == {"2026-01-05": 6, "2026-01-06": 0} or counts == {"2026-01-05": 6}
+    assert len(refusing.received()) == 6
+    limited = mails(failure_type="mail_limit")
+    assert len(limited) == 2 and {m.state for m in limited} == {"exception"}
+    sending.process_queue(host)  # the next run, on the 6th: the count has reset
+    assert len(refusing.received()) == 8 and mails(failure_type="mail_limit") == []
+    assert {d.day: d.count for d in DailyCount.select()}["2026-01-06"] == 2
