@@ -5,7 +5,7 @@ BIN = $(VENV)/bin
 # Builtin plugins `make run` enables before serving.
 PLUGINS ?= mail_queue auto_vacuum mail_marketing inbound
 
-.PHONY: install run test test-fast bench clean
+.PHONY: install run test test-fast screenshots bench clean
 
 install: $(VENV)/.installed
 
@@ -25,6 +25,10 @@ test: install
 
 test-fast: install
 	$(BIN)/pytest -q -m "not heavy"
+
+# The console's pictures in docs/console/ (the README shows two), taken by its browser tests.
+screenshots: install
+	POSTROOM_SCREENSHOTS_DIR=docs/console $(BIN)/pytest -q tests/console/test_browser.py
 
 bench: install
 	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done

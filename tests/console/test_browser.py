@@ -2,11 +2,14 @@
 HTTP service, real SMTP sinks and a real inbound gateway on loopback.
 
 One browser serves the whole module (a fresh context, so fresh cookies, per test). Each
-screen's screenshot is written to docs/console/ by this run; the README shows two of them.
+screen's screenshot is taken by this run: into a temporary folder, so that `make test`
+leaves the work tree clean, or into $POSTROOM_SCREENSHOTS_DIR (`make screenshots` sets it
+to docs/console/, whose pictures the README shows).
 """
 import os
 import re
 import smtplib
+import tempfile
 
 import pytest
 
@@ -24,8 +27,7 @@ pytestmark = pytest.mark.heavy
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-SHOTS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
-                     "docs", "console")
+SHOTS = os.environ.get("POSTROOM_SCREENSHOTS_DIR") or tempfile.mkdtemp(prefix="postroom-console-shots-")
 REFUSAL = "550 5.1.1 <bob@exmaple.com>: Recipient address rejected: User unknown"
 
 
@@ -50,7 +52,10 @@ def page(browser):
 
 def shot(page, name):
     os.makedirs(SHOTS, exist_ok=True)
-    page.screenshot(path=os.path.join(SHOTS, f"{name}.png"), full_page=True)
+    path = os.path.join(SHOTS, f"{name}.png")
+    page.screenshot(path=path, full_page=True)
+    with open(path, "rb") as fh:
+        assert fh.read(8) == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
 
 
 def login(page, url, email="ops@example.com", next_path="/"):
