@@ -28,6 +28,25 @@ def vacuum(host, batch_size: int, dry_run: bool) -> dict:
 
 
 def doctor_checks(host) -> list:
+    return _queue_head_checks(host) + [_one_click_check(host)]
+
+
+def _one_click_check(host) -> Check:
+    """RFC 8058 one-click unsubscribe needs an https link the world reaches (public_url)."""
+    from .mails import public_url
+    base = public_url(host)
+    if base is None:
+        return Check("campaigns.one_click", "warn", "public_url is not set: campaign mail offers only a "
+                     "mailto unsubscribe, no RFC 8058 one-click link (Gmail and Yahoo require one for "
+                     "bulk mail)", "serve the HTTP service behind a TLS proxy and set public_url = https://...")
+    if not base.startswith("https://"):
+        return Check("campaigns.one_click", "warn", f"public_url {base} is not https: receivers ignore a "
+                     f"one-click unsubscribe link that is not (RFC 8058)",
+                     "put a TLS-terminating proxy in front and set public_url to its https:// address")
+    return Check("campaigns.one_click", "ok", f"campaign mail carries one-click unsubscribe links to {base}/u/")
+
+
+def _queue_head_checks(host) -> list:
     """Is a campaign holding the marketing queue's head for more than a day?"""
     try:
         head = head_campaign(host)

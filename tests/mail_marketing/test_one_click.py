@@ -163,3 +163,15 @@ def test_transactional_mail_carries_no_list_unsubscribe_post(mk, sink):
 
     assert mail["List-Unsubscribe-Post"] is None
     assert "Your order has shipped." in mail.get_body(preferencelist=("plain",)).get_content()
+
+
+@pytest.mark.parametrize("config, status, words", [
+    ({}, "warn", "public_url is not set"),
+    ({"public_url": "http://news.example.com"}, "warn", "is not https"),
+    ({"public_url": PUBLIC}, "ok", "one-click unsubscribe links to https://news.example.com/u/"),
+])
+def test_doctor_says_whether_campaign_mail_can_offer_one_click(mk, cli_run, config, status, words):
+    import json
+    data = json.loads(cli_run(mk(**config), "doctor", "--json").output)
+    [check] = [c for c in data["checks"] if c["name"] == "campaigns.one_click"]
+    assert check["status"] == status and words in check["finding"]
