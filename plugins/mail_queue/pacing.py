@@ -7,8 +7,8 @@ deployment: each domain's count for the current window (`mail_domain_window_seco
 rate of 20/s allows 200 mails per 10-second window across all workers. What a window
 cannot take waits for the next one.
 
-When a server answers a mail for a domain with 421 or an enhanced status 4.7.x ("too
-many connections/messages"), that domain is backed off: its mails wait
+When a server answers a mail for a domain with an enhanced status 4.7.x, or 421 for one
+recipient ("too many connections/messages"), that domain is backed off: its mails wait
 `mail_domain_backoff_seconds` (60), doubling at each new refusal up to
 `mail_domain_backoff_max_seconds` (3600), while other domains keep flowing. The first
 mail it accepts again ends the back-off. Waiting mails stay `outgoing`, not failed and
@@ -43,13 +43,16 @@ def parse_rates(text: str | None) -> dict[str, Rate]:
         raise ConfigError(f"config key 'mail_domain_rate': {exc}") from None
 
 
-def is_throttle(code: int | None, text) -> bool:
-    """421, or a 4xx whose enhanced status is 4.7.x (RFC 3463: security or policy, which
-    large receivers use for rate limits: 421 4.7.0, 450 4.7.1, 451 4.7.28 ...)."""
-    if code is None:
+def is_throttle(code: int | None, text, at_rcpt: bool = False) -> bool:
+    """A receiver's "slow down": a 4xx whose enhanced status is 4.7.x (RFC 3463, security
+    or policy, which large receivers use for rate limits: 421 4.7.0, 450 4.7.1,
+    451 4.7.28 ...), or a 421 given for one recipient. A 421 to the whole transaction
+    without 4.7.x ("4.3.2 shutting down") is the server's trouble, not the domain's: it is
+    retried per mail like any temporary failure."""
+    if code is None or not 400 <= code < 500:
         return False
     words = text.decode(errors="replace") if isinstance(text, bytes) else str(text or "")
-    return code == 421 or (400 <= code < 500 and bool(_THROTTLE.match(words)))
+    return bool(_THROTTLE.match(words)) or (code == 421 and at_rcpt)
 
 
 def domain_of(address: str | None) -> str:

@@ -159,7 +159,7 @@ def _send_group(host, server, rows, pool, ledger, date, prepare, signer, pacer, 
                 code, text = next(iter(exc.recipients.values()))
                 if ours[0]:
                     _refused(pacer, ledger.pending, row, domain, smtp_reason(server.name, exc, code, text),
-                             code, text)
+                             code, text, at_rcpt=True)
             except smtplib.SMTPServerDisconnected as exc:
                 _lost(host, server, pool, ledger, row, rows[i + 1:], exc, ours[0])
                 break
@@ -181,11 +181,11 @@ def _send_group(host, server, rows, pool, ledger, date, prepare, signer, pacer, 
     ledger.flush()
 
 
-def _refused(pacer, pending, row, domain, reason, code, text):
-    """A refusal in the server's words: a "slow down" (421, 4.7.x) backs the domain off and
+def _refused(pacer, pending, row, domain, reason, code, text, at_rcpt=False):
+    """A refusal in the server's words: a "slow down" (4.7.x, 421 at RCPT) backs the domain off and
     defers the mail to the end of the back-off (an attempt; past its lifetime it fails like
     any temporary failure); any other refusal fails it (for good when 5xx)."""
-    if not pacing.is_throttle(code, text):
+    if not pacing.is_throttle(code, text, at_rcpt):
         pending.fail(row, "mail_smtp", reason, code >= 500)
         return
     until, why = pacer.throttled(domain, reason)

@@ -79,6 +79,19 @@ def test_a_4_7_x_reply_at_data_also_backs_the_domain_off(mail_host, smtp_sink, c
     assert all("busy.example asked to slow down" in m["failure_reason"] for m in held)
 
 
+def test_a_421_to_the_whole_transaction_without_4_7_x_is_not_a_back_off(mail_host, smtp_sink, cli_run):
+    sink = smtp_sink(data_reply="421 4.3.2 Service shutting down, closing channel")
+    host = mail_host(smtp_port=sink.port)
+    enqueue(host, ["a@down.example", "b@down.example"])
+
+    sending.process_queue(host)
+
+    assert sink.attempts == 2  # both tried (a new connection after the 421), neither deferred
+    held = waiting(cli_run, host)
+    assert all(m["attempts"] == 1 and "421 4.3.2" in m["failure_reason"]
+               and "slow down" not in m["failure_reason"] for m in held)
+
+
 def test_other_temporary_failures_are_not_a_back_off(mail_host, smtp_sink, cli_run):
     sink = smtp_sink(rcpt_replies={"a@example.net": "450 4.2.0 Mailbox busy"})
     host = mail_host(smtp_port=sink.port)
