@@ -74,25 +74,27 @@ def keep_original(host, mail, mail_from, trace: bytes = b"") -> InboundOriginal:
     return row
 
 
+_LOOP_COLUMNS = (("envelope", "envelope_sender"), ("from", "sender"), ("peer", "client"))
+
+
 def recent_counts(host, minutes: int, envelope="", sender="", client="") -> dict:
     """How many records/messages the envelope sender, the From address and the client each
     made us create within the last `minutes`, in one query: {"envelope": n, "from": n,
-    "peer": n} (0 for an empty key)."""
-    keys = [("envelope", InboundDecision.envelope_sender, envelope),
-            ("from", InboundDecision.sender, sender), ("peer", InboundDecision.client, client)]
-    keys = [(name, column, value) for name, column, value in keys if value]
+    "peer": n} (0 for an empty key). Plain SQL: it runs twice per message, and building it
+    with peewee's compiler costs more than the database takes to answer."""
+    values = dict(zip(("envelope", "from", "peer"), (envelope, sender, client)))
+    keys = [(name, column) for name, column in _LOOP_COLUMNS if values[name]]
     if not keys:
         return {"envelope": 0, "from": 0, "peer": 0}
-    since = host.clock.now() - dt.timedelta(minutes=minutes)
-    any_key = None
-    sums = []
-    for name, column, value in keys:
-        any_key = (column == value) if any_key is None else (any_key | (column == value))
-        sums.append(pw.fn.SUM(pw.Case(None, [(column == value, 1)], 0)).alias(name))
-    row = (InboundDecision.select(*sums)
-           .where(any_key & InboundDecision.counts & (InboundDecision.created_at >= since))
-           .dicts().first()) or {}
-    return {name: int(row.get(name) or 0) for name in ("envelope", "from", "peer")}
+    p = host.db.param
+    sums = ", ".join(f"SUM(CASE WHEN {column} = {p} THEN 1 ELSE 0 END)" for _, column in keys)
+    ors = " OR ".join(f"{column} = {p}" for _, column in keys)
+    since = InboundDecision.created_at.db_value(host.clock.now() - dt.timedelta(minutes=minutes))
+    params = [values[n] for n, _ in keys] + [since] + [values[n] for n, _ in keys]
+    row = host.db.execute_sql(f"SELECT {sums} FROM inbound_decision "
+                              f"WHERE created_at >= {p} AND counts AND ({ors})", params).fetchone() or ()
+    found = {name: int(n or 0) for (name, _), n in zip(keys, row)}
+    return {name: found.get(name, 0) for name in ("envelope", "from", "peer")}
 
 
 def search(host, sender=None, recipient=None, verdict=None, since=None, until=None):
