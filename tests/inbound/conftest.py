@@ -3,6 +3,7 @@ free loopback port (a real aiosmtpd server), spoken to with smtplib and aiosmtpl
 import contextlib
 import pathlib
 import smtplib
+import socket
 
 import pytest
 
@@ -75,3 +76,30 @@ def fixture_bytes(name, **subs) -> bytes:
     for k, v in subs.items():
         text = text.replace("{" + k + "}", v)
     return text.replace("\r\n", "\n").replace("\n", "\r\n").encode()
+
+
+class Raw:
+    """A hand-driven SMTP session (for what smtplib will not send: bare LF, odd ends), from
+    a chosen loopback source address (127.0.0.x: several "peers" on one machine)."""
+
+    def __init__(self, port, source="127.0.0.1"):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10, source_address=(source, 0))
+        self.file = self.sock.makefile("rb")
+        self.greeting = self.reply()
+
+    def reply(self) -> bytes:
+        line = self.file.readline()
+        while line[3:4] == b"-":
+            line = self.file.readline()
+        return line.rstrip(b"\r\n")
+
+    def cmd(self, line: bytes) -> bytes:
+        self.sock.sendall(line + b"\r\n")
+        return self.reply()
+
+    def closed(self) -> bool:
+        """True when the server has closed the connection (EOF)."""
+        return self.file.readline() == b""
+
+    def close(self):
+        self.sock.close()

@@ -1,19 +1,17 @@
 """Sender authentication of inbound mail: SPF, DKIM and DMARC from a DNS server on loopback
 (tests/support/dns.py), recorded in the decision log and on the kept original, required by
 aliases that trust the sender (a spoofed partner no longer passes)."""
-import base64
 import json
 import socket
 
 import dkim
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from postroom.core import records
 from postroom.core.models import Record
 from postroom.plugins.inbound import aliases
 from postroom.plugins.inbound.models import InboundDecision, InboundOriginal
+from postroom.plugins.mail_queue.dkim_keys import _new_pair
 from tests.support.dns import DnsServer
 
 from .conftest import message, transaction
@@ -23,12 +21,8 @@ PARTNER = "partner.example.net"
 
 @pytest.fixture(scope="module")
 def key():
-    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
-                                serialization.NoEncryption())
-    der = private.public_key().public_bytes(serialization.Encoding.DER,
-                                            serialization.PublicFormat.SubjectPublicKeyInfo)
-    return pem, base64.b64encode(der).decode()
+    """(private key PEM, public key as DNS publishes it), as `postroom dkim` makes them."""
+    return _new_pair("rsa-2048")
 
 
 @pytest.fixture

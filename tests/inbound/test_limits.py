@@ -1,6 +1,5 @@
 """Size and recipient limits, SMTP smuggling, loop protection on the moved clock, idle
 sessions, automatic mail."""
-import socket
 
 import pytest
 
@@ -8,7 +7,7 @@ from postroom.core.models import Record
 from postroom.plugins.inbound import aliases
 from postroom.plugins.inbound.models import InboundDecision
 
-from .conftest import message, smtp, transaction
+from .conftest import Raw, message, smtp, transaction
 
 
 @pytest.fixture
@@ -16,28 +15,6 @@ def host(inbound_host):
     h = inbound_host(inbound_max_size=2000)
     aliases.add_alias(h, "support", "generic")
     return h
-
-
-class Raw:
-    """A hand-driven SMTP session, for what smtplib will not send (bare LF, odd ends)."""
-
-    def __init__(self, port):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-        self.file = self.sock.makefile("rb")
-        assert self.reply().startswith(b"220")
-
-    def reply(self) -> bytes:
-        line = self.file.readline()
-        while line[3:4] == b"-":
-            line = self.file.readline()
-        return line.rstrip(b"\r\n")
-
-    def cmd(self, line: bytes) -> bytes:
-        self.sock.sendall(line + b"\r\n")
-        return self.reply()
-
-    def close(self):
-        self.sock.close()
 
 
 def test_a_message_over_the_size_limit_is_refused_with_552_5_3_4(host, gateway):

@@ -2,7 +2,6 @@
 refusal tarpit, and the trusted MTA in front of us (XFORWARD). Real gateway on loopback,
 real sockets from several loopback source addresses (127.0.0.x)."""
 import smtplib
-import socket
 
 import pytest
 
@@ -10,33 +9,7 @@ from postroom.core.models import Record
 from postroom.plugins.inbound import aliases
 from postroom.plugins.inbound.models import InboundDecision
 
-from .conftest import message
-
-
-class Raw:
-    """A hand-driven session from a chosen loopback source address."""
-
-    def __init__(self, port, source="127.0.0.1"):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10, source_address=(source, 0))
-        self.file = self.sock.makefile("rb")
-        self.greeting = self.reply()
-
-    def reply(self) -> bytes:
-        line = self.file.readline()
-        while line[3:4] == b"-":
-            line = self.file.readline()
-        return line.rstrip(b"\r\n")
-
-    def cmd(self, line: bytes) -> bytes:
-        self.sock.sendall(line + b"\r\n")
-        return self.reply()
-
-    def closed(self) -> bool:
-        """True when the server has closed the connection (EOF)."""
-        return self.file.readline() == b""
-
-    def close(self):
-        self.sock.close()
+from .conftest import Raw, message
 
 
 def send_one(port, source, sender="ann@client.test", subject="Hello", message_id=None):

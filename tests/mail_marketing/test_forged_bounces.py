@@ -10,7 +10,7 @@ from postroom.plugins.inbound import aliases
 from postroom.plugins.mail_marketing.models import Blacklist, BounceEvent, Trace
 from tests.inbound.conftest import gateway, message, transaction  # noqa: F401 - fixture
 
-from .conftest import drain, make_campaign, make_list
+from .test_inbound import sent_campaign  # noqa: F401 - fixture
 
 
 def dsn(to, blocks, msgid, sender="MAILER-DAEMON@relay.test") -> bytes:
@@ -30,16 +30,10 @@ GONE = ("550 5.1.1 no such user")
 
 
 @pytest.fixture
-def world(mk, run, sink, tmp_path):
+def world(sent_campaign):
     """Campaign mail sent to ann and bob; a chatter post notified carol; victim is a
     partner nobody mailed."""
-    host = mk()
-    host.enable_plugin("inbound")
-    make_list(run, host, tmp_path, "news", ["ann@example.org,Ann", "bob@example.org,Bob"])
-    cid = make_campaign(run, host, tmp_path, "news", subject="Spring news")
-    run(host, "campaign", "send", cid)
-    drain(host)
-    received = {m.rcpt_tos[0]: m for m in sink.wait_for(2)}
+    host, _, received = sent_campaign
     record = records.create_record(host, "generic", "Website")
     carol = records.create_partner(host, "Carol", "carol@example.org")
     victim = records.create_partner(host, "Victim", "victim@example.org")
