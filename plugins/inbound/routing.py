@@ -12,7 +12,7 @@ import peewee as pw
 from postroom.core import attachments, chatter, emails, records
 from postroom.core.models import Message, Record
 
-from . import auth, bounces, decisions, recipients
+from . import auth, bounces, decisions, parsing, recipients
 from .aliases import contact_refusal
 from .models import InboundAlias, InboundOriginal
 from .parsing import is_daemon, parse
@@ -137,6 +137,19 @@ def _poster(host, mail, sender, record, parent):
     return post
 
 
+def _sender_partner(host, mail, sender, record) -> None:
+    """A stranger whose mail opens a record becomes a partner, so that, posting as its
+    author, they follow it and hear the answers (when the record type auto-follows)."""
+    rtype = host.record_types.get(record.model)
+    if not sender or (rtype is not None and not rtype.auto_follow):
+        return
+    if records.find_partner(host, sender, required=False) is not None:
+        return
+    name, _ = emails.split_address(mail.from_display or sender)
+    name = parsing.header_text({"n": name}, "n") if name else ""  # from_display keeps RFC 2047
+    records.create_partner(host, (name or sender.split("@")[0])[:256], sender)
+
+
 def _storable(host, mail) -> list:
     """The mail's attachments, less any part over attachment_max_size (the whole mail was
     already bounded by inbound_max_size; one oversized part must not lose the message)."""
@@ -235,6 +248,7 @@ def _alias_outcome(host, mail, sender, v, envelope="", client="", auth_result=No
     def create(ids):
         record = records.create_record(host, alias.model, name[:512], alias.defaults)
         outcome.record = record
+        _sender_partner(host, mail, sender, record)
         _poster(host, mail, sender, record, None)(ids)
         return 250, f"2.0.0 Ok: created {record.model},{record.id}"
     outcome = Outcome(rcpts, "alias", OK, f"2.0.0 Ok: would create a {alias.model} record named {name!r}",
