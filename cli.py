@@ -76,8 +76,13 @@ class PostroomGroup(click.Group):
             if os.environ.get("POSTROOM_DEBUG"):
                 raise
             import logging
+
+            from postroom.core.logs import DailyRotatingHandler
             logging.getLogger("postroom").exception("unexpected error in %s", ctx.invoked_subcommand)
-            _fail(f"unexpected error: {type(exc).__name__}: {exc} (details in postroom.log; "
+            logger = logging.getLogger("postroom")
+            logged = any(isinstance(h, DailyRotatingHandler) for h in logger.handlers)
+            where = "details in postroom.log; " if logged else ""  # never point at a log that is not there
+            _fail(f"unexpected error: {type(exc).__name__}: {exc} ({where}"
                   f"POSTROOM_DEBUG=1 shows the traceback)", 70)
 
 

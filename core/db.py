@@ -153,6 +153,12 @@ def translate_errors(url: str):
     except pw.OperationalError as exc:
         text = first_line(exc) or type(exc).__name__
         raise DatabaseUnavailable(f"database {redact(url)} unavailable: {text}") from exc
+    except (pw.IntegrityError, pw.DataError, pw.ProgrammingError, pw.NotSupportedError):
+        raise
+    except pw.DatabaseError as exc:  # e.g. SQLite's "file is not a database"
+        text = first_line(exc) or type(exc).__name__
+        raise ConfigError(f"database {redact(url)} cannot be used: {text} (does `database` name "
+                          f"the right file?)") from exc
 
 
 def redact(url: str) -> str:

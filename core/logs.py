@@ -14,6 +14,8 @@ import os
 import shutil
 import sys
 
+from .errors import ConfigError
+
 ROTATE_HOUR = 5
 FORMAT = "%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"
 
@@ -29,13 +31,13 @@ class DailyRotatingHandler(logging.Handler):
     """A file handler that rotates at 05:00 UTC as seen by `clock`."""
 
     def __init__(self, directory: str, clock, name: str = "postroom.log"):
+        os.makedirs(directory, exist_ok=True)  # first: a handler that failed half-way breaks logging's exit
         super().__init__()
         self.directory = directory
         self.clock = clock
         self.path = os.path.join(directory, name)
         self.stamp_path = os.path.join(directory, f".{name}.day")
         self.lock_path = os.path.join(directory, f".{name}.lock")
-        os.makedirs(directory, exist_ok=True)
         self.stream = None
         self.day = None
         self.failing = False
@@ -139,7 +141,12 @@ class ClockFormatter(logging.Formatter):
 
 def install(host, config) -> logging.Handler:
     """Attach a rotating handler for this host to the `postroom` logger."""
-    handler = DailyRotatingHandler(config.path_of("log_dir"), host.clock)
+    directory = config.path_of("log_dir")
+    try:
+        handler = DailyRotatingHandler(directory, host.clock)
+    except OSError as exc:
+        raise ConfigError(f"cannot write logs to log_dir {directory}: {exc.strerror or exc} (fix `log_dir`"
+                          f"{' in ' + config.path if config.path else ''})") from None
     handler.setFormatter(ClockFormatter(host.clock))
     logger = logging.getLogger("postroom")
     logger.setLevel(getattr(logging, (config.get("log_level") or "INFO").upper(), logging.INFO))

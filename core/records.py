@@ -52,6 +52,19 @@ def create_partner(host, name: str, address: str, inbox: bool = False) -> Partne
                               created_at=host.clock.now())
 
 
+def _csv_rows(reader):
+    """(line number, row) pairs; a row csv cannot read (a field over its 128 KB limit,
+    broken quoting) refuses the whole file in one line."""
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            raise InvalidInput(f"CSV line {reader.line_num}: {exc}; nothing was imported") from None
+        yield reader.line_num, row
+
+
 def import_partners(host, text: str) -> dict:
     """Import `name,email` CSV rows in one transaction. Any bad row refuses the whole file
     (with every bad line number), so nothing is half-imported. Addresses that already
@@ -64,8 +77,7 @@ def import_partners(host, text: str) -> dict:
         raise InvalidInput("CSV must have a header row with the columns name,email")
     reader.fieldnames = fields
     rows, errors, seen = [], [], set()
-    for row in reader:
-        line = reader.line_num
+    for line, row in _csv_rows(reader):
         name = (row.get("name") or "").strip()
         address = (row.get("email") or "").strip()
         try:
@@ -137,12 +149,18 @@ def admin_has_temporary_email(host) -> bool:
 
 # --- records -----------------------------------------------------------------------
 
+MAX_ID = 2**63 - 1  # the largest row id SQLite and PostgreSQL (bigint) hold
+
+
 def parse_id(value, what: str) -> int:
     """An id typed by an operator, as a number, or InvalidInput naming what it was for."""
     try:
-        return int(value)
+        number = int(value)
     except (TypeError, ValueError):
         raise InvalidInput(f"{what} id must be a number, not {value!r}") from None
+    if not 0 < number <= MAX_ID:
+        raise InvalidInput(f"{what} id {value} is out of range (ids are 1 to {MAX_ID})")
+    return number
 
 
 def get_by_id(model, value, what: str):

@@ -108,12 +108,21 @@ def interval_delta(number: int, unit: str) -> dt.timedelta:
     return dt.timedelta(**{unit: number})
 
 
+MAX_INTERVAL_DAYS = 3660  # ten years: longer is a typo, and timedelta overflows past 999999999 days
+
+
 def parse_interval(text: str) -> tuple[int, str]:
     """'15m', '1h', '2 days' → (number, unit); refuses anything under the 5-minute floor."""
     match = re.fullmatch(r"\s*(\d+)\s*([a-zA-Z]+)\s*", text or "")
     if not match or match.group(2).lower() not in UNITS:
         raise InvalidInput(f"bad interval {text!r}: use e.g. 15m, 1h or 1d")
     number, unit = int(match.group(1)), UNITS[match.group(2).lower()]
+    try:
+        too_long = interval_delta(number, unit) > dt.timedelta(days=MAX_INTERVAL_DAYS)
+    except OverflowError:
+        too_long = True
+    if too_long:
+        raise InvalidInput(f"interval {text.strip()} is too long: the longest allowed is {MAX_INTERVAL_DAYS}d")
     if interval_delta(number, unit) < dt.timedelta(minutes=FLOOR_MINUTES):
         raise InvalidInput(f"interval {text.strip()} is below the {FLOOR_MINUTES}-minute floor; "
                            f"the shortest allowed is {FLOOR_MINUTES}m ({RECOMMENDED_MINUTES}m is recommended)")

@@ -16,7 +16,7 @@ import threading
 import time
 
 from . import scheduler
-from .errors import first_line
+from .errors import Conflict, first_line
 
 ROLES = ("all", "scheduler", "inbound", "http")
 # The longest wait between two tries of a failing scheduler loop (database away, disk
@@ -27,16 +27,26 @@ MAX_BACKOFF = 30.0
 class Services:
     """Long-running services plugins registered through `postroom_serve`."""
 
-    def __init__(self):
-        self.items = []
+    def __init__(self, items=()):
+        self.items = list(items)
 
     def register(self, service):
         self.items.append(service)
 
     def start(self, host):
-        for service in self.items:
-            service.start()
-            host.log.info("service %s started", getattr(service, "name", service))
+        for i, service in enumerate(self.items):
+            name = getattr(service, "name", service)
+            try:
+                service.start()
+            except (OSError, OverflowError) as exc:
+                # A busy or impossible port: one clear line, like `inbound serve`, and the
+                # services already started are stopped again.
+                Services(self.items[:i]).stop(host)
+                where = (f"{service.bind_host}:{service.port}" if hasattr(service, "bind_host")
+                         and hasattr(service, "port") else str(name))
+                raise Conflict(f"{name}: cannot listen on {where}: "
+                               f"{getattr(exc, 'strerror', None) or exc}") from None
+            host.log.info("service %s started", name)
 
     def stop(self, host):
         for service in reversed(self.items):

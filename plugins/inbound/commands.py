@@ -23,7 +23,7 @@ def inbound():
 
 @inbound.command("serve")
 @click.option("--host", "bind_host", help="Address to listen on (default: inbound_host, 127.0.0.1).")
-@click.option("--port", type=int, help="Port (default: inbound_port, 2525).")
+@click.option("--port", type=click.IntRange(1, 65535), help="Port (default: inbound_port, 2525).")
 @click.option("--lmtp/--smtp", default=None, help="Speak LMTP (behind Postfix/Dovecot) or SMTP "
               "(default: inbound_lmtp, else SMTP).")
 @click.pass_context
