@@ -1,5 +1,6 @@
 """SMTP failures: permanent at once, temporary with backoff until the lifetime runs out."""
 import datetime as dt
+import threading
 
 from postroom.core import chatter
 from postroom.plugins.mail_queue import outcomes, sending
@@ -196,3 +197,29 @@ def test_the_last_attempt_of_a_mail_whose_lifetime_ran_out_reports_that_it_faile
     [mail] = mails()
     assert mail.state == "exception" and mail.attempts == 2
     assert "451 4.3.0 try later" in mail.failure_reason and "last attempt" in mail.failure_reason
+
+
+def test_a_server_trickling_its_greeting_is_cut_off_and_holds_no_other_servers_mail(mail_host, smtp_sink, cli_run):
+    from tests.support.smtp import TricklingServer
+    healthy = smtp_sink()
+    with TricklingServer(interval=0.3) as trickle:
+        host = mail_host(smtp_port=healthy.port, smtp_connect_timeout=2)
+        assert cli_run(host, "server", "add", "slow", "--host", trickle.host, "--port", trickle.port,
+                       "--from-filter", "slow.example.com").exit_code == 0
+        host.service("mail").enqueue(
+            [{"email_to": f"s{i}@example.org", "subject": "S", "email_from": "news@slow.example.com"} for i in range(2)]
+            + [{"email_to": f"h{i}@example.org", "subject": "S"} for i in range(3)])
+        results = []
+        run = threading.Thread(target=lambda: results.append(sending.process_queue(host)))
+        run.start()
+        # The healthy server's mails go while the other one is still trickling its greeting
+        # (it is cut off after smtp_connect_timeout, 2 s, however steadily bytes come).
+        early = healthy.wait_for(3, timeout=1.5)
+        still_running = run.is_alive()
+        run.join(30)
+        assert len(early) == 3 and still_running and trickle.connections == 1
+        [result] = results
+    assert (result["sent"], result["retry"]) == (3, 2)
+    slow = [m for m in mails() if m.email_to.startswith("s")]
+    assert {m.state for m in slow} == {"outgoing"}
+    assert all("TimeoutError" in m.failure_reason and "'slow'" in m.failure_reason for m in slow)
