@@ -3,8 +3,9 @@
 The contract (what each method promises) is written in core/services.py, where the
 plugins that use it read it; this module only maps it onto the queue.
 """
-from . import queue, sending
-from .settings import ACTION_CODE
+from . import actions, queue, sending
+from .models import OutgoingMail
+from .settings import ACTION_CODE, chunks
 
 # The failure types of ours that mean the deployment cannot send (see
 # MailService.deployment_failures), with what the operator should do about each.
@@ -42,11 +43,8 @@ class QueueMailService:
         return sending.send_ids(self.host, ids, force=True)
 
     def retry(self, refs) -> set[str]:
-        from .actions import retry
-        from .models import OutgoingMail
         refs = {str(r) for r in refs}
-        retry(self.host, refs=refs)
-        from .settings import chunks
+        actions.retry(self.host, refs=refs)
         live = set()
         for chunk in chunks(sorted(refs)):
             live |= {r for (r,) in OutgoingMail.select(OutgoingMail.ref).where(
