@@ -629,7 +629,7 @@ def cron_set_interval(ctx, name, interval):
     action, warning = scheduler.set_interval(get_host(ctx), name, interval)
     if warning:
         click.echo(f"warning: {warning}", err=True)
-    click.echo(f"{action.name}: every {action.interval_number} {action.interval_type}")
+    click.echo(f"{action.name}: every {scheduler.interval_text(action.interval_number, action.interval_type)}")
 
 
 @cron.command("enable")
@@ -714,7 +714,14 @@ cli.add_command(operator)
 
 
 def main():
-    cli(prog_name="postroom")
+    try:
+        cli(prog_name="postroom")
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader went away (`postroom queue list | head`): end quietly, like cat does.
+        # Point stdout at devnull so the interpreter's final flush does not complain.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(141)  # 128 + SIGPIPE, what a shell reports for a killed writer
 
 
 if __name__ == "__main__":

@@ -104,6 +104,11 @@ def _owned(action):
     return (CronAction.id == action.id) & (CronAction.lease_owner == action.lease_owner)
 
 
+def interval_text(number: int, unit: str) -> str:
+    """'1 day', '15 minutes': the unit singular for one."""
+    return f"{number} {unit[:-1] if number == 1 and unit.endswith('s') else unit}"
+
+
 def interval_delta(number: int, unit: str) -> dt.timedelta:
     return dt.timedelta(**{unit: number})
 
@@ -369,7 +374,7 @@ def listing(host) -> list[dict]:
     from .clock import aware
     for a in CronAction.select().where(CronAction.code.in_(runnable_codes(host) or [""])).order_by(CronAction.priority, CronAction.name):
         trig = pending.get(a.id)
-        rows.append({"name": a.name, "plugin": a.plugin, "interval": f"{a.interval_number} {a.interval_type}",
+        rows.append({"name": a.name, "plugin": a.plugin, "interval": interval_text(a.interval_number, a.interval_type),
                      "nextcall": a.nextcall.isoformat(), "active": a.active, "priority": a.priority,
                      "running": bool(a.lease_until and a.lease_until > host.clock.now()),
                      "lease_owner": a.lease_owner,

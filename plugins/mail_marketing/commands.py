@@ -148,7 +148,9 @@ def campaign_create(ctx, subject, body_file, list_names, email_from, attach, tra
 def campaign_send(ctx, campaign_id):
     """Queue a draft campaign now."""
     c = campaigns.send(get_host(ctx), campaign_id)
-    click.echo(f"campaign {c.id} is in the queue; the process queue runs now")
+    click.echo(f"campaign {c.id} is in the queue: `postroom serve` sends it (the process queue was "
+               f"triggered); without a running serve, send it by hand with `postroom cron run "
+               f"\"Mail Marketing: Process queue\"`, then `postroom queue process`")
 
 
 @campaign.command("schedule")

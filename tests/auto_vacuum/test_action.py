@@ -24,7 +24,7 @@ def test_the_action_is_daily_and_listed_once_the_plugin_is_enabled(make_host, cl
     rows = json.loads(cli_run(host, "cron", "list", "--json").output)
 
     row = next(r for r in rows if r["name"] == ACTION)
-    assert row["interval"] == "1 days" and row["active"] is True
+    assert row["interval"] == "1 day" and row["active"] is True
 
 
 def test_a_plugin_whose_vacuum_raises_does_not_stop_the_others(make_host, cli_run):

@@ -1,0 +1,48 @@
+"""The CLI as a new user meets it (issue 10, section 4), through the real command."""
+import json
+import os
+import subprocess
+import sys
+
+from tests.core.test_config import ROOT, run, write_config
+
+
+def test_output_piped_into_head_ends_quietly(tmp_path):
+    path = write_config(tmp_path)
+    assert run(path, "init").exit_code == 0
+    csv = tmp_path / "people.csv"
+    csv.write_text("name,email\n" + "".join(f"P{i},p{i}@example.com\n" for i in range(3000)))
+    assert run(path, "partner", "import", str(csv)).exit_code == 0
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    writer = subprocess.Popen([sys.executable, "-m", "postroom.cli", "--config", str(path), "partner", "list"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    head = subprocess.run(["head", "-n", "2"], stdin=writer.stdout, capture_output=True, timeout=60)
+    writer.stdout.close()
+    err = writer.stderr.read().decode()
+    writer.wait(timeout=60)
+    assert len(head.stdout.splitlines()) == 2
+    assert "BrokenPipeError" not in err and "Traceback" not in err and "Exception ignored" not in err, err
+
+
+def test_intervals_say_1_day_not_1_days(tmp_path):
+    path = write_config(tmp_path)
+    run(path, "init")
+    run(path, "plugins", "enable", "auto_vacuum")
+    rows = {r["name"]: r for r in json.loads(run(path, "cron", "list", "--json").stdout)}
+    assert rows["Base: Auto-vacuum internal data"]["interval"] == "1 day"
+    assert run(path, "cron", "set-interval", "Base: Auto-vacuum internal data", "1h").stdout.strip() == \
+        "Base: Auto-vacuum internal data: every 1 hour"
+    assert "every 2 hours" in run(path, "cron", "set-interval", "Base: Auto-vacuum internal data", "2h").stdout
+
+
+def test_campaign_send_says_truthfully_what_happens_next(tmp_path):
+    path = write_config(tmp_path)
+    run(path, "init")
+    run(path, "plugins", "enable", "mail_marketing")
+    run(path, "list", "create", "news")
+    body = tmp_path / "b.html"
+    body.write_text("<p>Hi</p>")
+    cid = run(path, "campaign", "create", "--subject", "S", "--body-file", str(body), "--list", "news").stdout.split()[-1]
+    said = run(path, "campaign", "send", cid).stdout
+    assert "`postroom serve` sends it" in said and 'postroom cron run "Mail Marketing: Process queue"' in said
+    assert "runs now" not in said
