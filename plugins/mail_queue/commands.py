@@ -13,7 +13,8 @@ from . import actions, daily_limit, queue, sending, servers, smtp_client
 from .models import STATES, OutgoingMail
 from .settings import ACTION_NAME
 
-LIST_COLUMNS = ["id", "state", "email_to", "subject", "attempts", "next_attempt_at",
+# scheduled_at: when a mail sent with --at is due (the queue holds it until then).
+LIST_COLUMNS = ["id", "state", "email_to", "subject", "scheduled_at", "attempts", "next_attempt_at",
                 "failure_type", "failure_reason"]
 
 

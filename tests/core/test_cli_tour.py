@@ -46,3 +46,16 @@ def test_campaign_send_says_truthfully_what_happens_next(tmp_path):
     said = run(path, "campaign", "send", cid).stdout
     assert "`postroom serve` sends it" in said and 'postroom cron run "Mail Marketing: Process queue"' in said
     assert "runs now" not in said
+
+
+def test_queue_list_shows_when_a_scheduled_mail_is_due(tmp_path):
+    path = write_config(tmp_path)
+    run(path, "init")
+    run(path, "admin", "set-email", "admin@example.com")
+    run(path, "plugins", "enable", "mail_queue")
+    assert run(path, "mail", "send", "--to", "ann@example.org", "--subject", "Later", "--body", "B",
+               "--at", "2031-01-05T18:00").exit_code == 0
+    header, row = run(path, "queue", "list").stdout.splitlines()[:2]
+    assert "SCHEDULED_AT" in header and "2031-01-05 18:00:00" in row
+    [mail] = json.loads(run(path, "queue", "list", "--json").stdout)
+    assert mail["scheduled_at"].startswith("2031-01-05T18:00:00")
