@@ -59,3 +59,17 @@ def test_queue_list_shows_when_a_scheduled_mail_is_due(tmp_path):
     assert "SCHEDULED_AT" in header and "2031-01-05 18:00:00" in row
     [mail] = json.loads(run(path, "queue", "list", "--json").stdout)
     assert mail["scheduled_at"].startswith("2031-01-05T18:00:00")
+
+
+def test_the_readme_tour_pastes_as_commands_and_uses_the_domain_it_sets_up():
+    import re
+    readme = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
+    blocks = re.findall(r"```sh\n(.*?)```", readme, re.S)
+    lines = [line.split("  #")[0].rstrip() for block in blocks for line in block.splitlines()
+             if line.startswith("postroom ")]
+    alternatives = [line for line in lines if " / postroom" in line or re.search(r" \| (-|\w+$)", line)]
+    assert not alternatives, f"alternatives written inside commands: {alternatives}"
+    assert any("printf '[postroom]\\ndomains = example.com\\n' > postroom.cfg" in b for b in blocks)
+    # Every alias or route the tour types is on the domain it set up.
+    routed = [line for line in lines if line.startswith(("postroom route test", "postroom inbound deliver"))]
+    assert routed and all("@example.com" in line for line in routed)
