@@ -337,11 +337,13 @@ class Host:
     @contextlib.contextmanager
     def transaction(self):
         """A write transaction (nested calls become savepoints). Callbacks queued with
-        `after_commit` run once the outermost block has committed, never on rollback."""
+        `after_commit` run once the outermost block has committed, never on rollback (a
+        savepoint rolled back drops the callbacks queued inside it)."""
         state = self._tx
         depth = getattr(state, "depth", 0)
         if depth == 0:
             state.callbacks = []
+        mark = len(state.callbacks)
         state.depth = depth + 1
         try:
             with (self.db.transaction_block() if depth == 0 else self.db.atomic()):
@@ -350,6 +352,8 @@ class Host:
             state.depth = depth
             if depth == 0:
                 state.callbacks = []
+            else:
+                del state.callbacks[mark:]
             masked = _masked_by_rollback(exc)
             if masked is not None:
                 raise masked from None

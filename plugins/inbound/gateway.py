@@ -2,7 +2,10 @@
 
 The event loop only speaks SMTP: every database touch (RCPT checks, routing, logging) runs
 on a small thread pool through `loop.run_in_executor`, each thread with its own connection
-to the host's database. A DATA reply is sent once the outcome is committed. The limits on
+to the host's database. After DATA a pool thread parses the message and checks its sender;
+the one writer thread (`writer.GroupWriter`) then stores it together with the other
+messages waiting, one savepoint each in one transaction. A DATA reply is sent once the
+outcome is committed. The limits on
 strangers (connections, session length, idle commands, tarpit) are decided on the loop
 from in-memory counters, without touching the database.
 """
@@ -17,21 +20,21 @@ import ipaddress
 import os
 import threading
 
-import peewee as pw
 from aiosmtpd.controller import Controller
-
-from postroom.core.errors import DatabaseUnavailable
 
 from . import decisions, recipients, routing
 from .protocol import GatewayLMTP, GatewaySMTP
 from .refusals import RefusalLog
 from .settings import (BARE_LF, LOCAL_PROBLEM, SESSION_TOO_LONG, TARPIT, TEMPFAIL, TOO_MANY_COMMANDS,
                        TOO_MANY_CONNECTIONS, TOO_MANY_FROM_PEER, TOO_MANY_RCPT, settings)
+from .writer import DB_ERRORS, GroupWriter
 
-DB_ERRORS = (pw.OperationalError, pw.InterfaceError, DatabaseUnavailable)
 IDENT = "Postroom inbound gateway"
 # Set by `postroom serve --role inbound --workers K` for its children (core.serve).
 REUSE_PORT_ENV = "POSTROOM_REUSE_PORT"
+# Messages stored per transaction at most: enough to amortise a commit over the sessions of
+# a busy gateway, few enough that one batch's wait stays short.
+BATCH_MAX = 32
 
 
 def _malloc_trim():
@@ -57,8 +60,11 @@ def give_back_memory():
 class GatewayHandler:
     """aiosmtpd handler: recipient checks at RCPT, routing after DATA."""
 
-    def __init__(self, host, lmtp=False, executor=None, large_executor=None):
+    def __init__(self, host, lmtp=False, executor=None, large_executor=None, writer=None):
         self.host = host
+        # Stores small messages in shared transactions (group commit); without it each pool
+        # thread stores its own message in its own transaction.
+        self.writer = writer
         self.lmtp = lmtp
         self.settings = s = settings(host)
         self.executor = executor
@@ -271,6 +277,16 @@ class GatewayHandler:
         finally:
             session.xforward = {}  # XFORWARD names the client of one transaction
 
+    def _prepare(self, session, envelope, rcpts, spool):
+        spool.seek(0)
+        return routing.prepare(self.host, peer=self._peer(session), mail_from=envelope.mail_from or "",
+                               rcpts=rcpts, data=spool.read(), client=self.client_of(session),
+                               helo=self._helo(session))
+
+    def _store(self, received):
+        with self.host.offloading():  # see _deliver
+            return routing.store(self.host, received, self.lmtp)
+
     async def _data(self, session, envelope, spool, rcpts, large=False):
         def work():
             # A small message is read into memory; a large one stays in its file.
@@ -282,7 +298,11 @@ class GatewayHandler:
             finally:
                 give_back_memory()
         try:
-            results = await self._db(work, executor=self.large_executor if large else None)
+            if large or self.writer is None:
+                results = await self._db(work, executor=self.large_executor if large else None)
+            else:
+                received = await self._db(self._prepare, session, envelope, rcpts, spool)
+                results = await asyncio.wrap_future(self.writer.submit(lambda: self._store(received)))
         except DB_ERRORS as exc:
             self.host.log.warning("inbound DATA from <%s> deferred: database unavailable: %s",
                                   envelope.mail_from, exc)
@@ -336,13 +356,15 @@ class GatewayService:
         self.workers = s.workers
         self.executor = None
         self.large_executor = None
+        self.writer = None
         self.controller = None
         self.settings = s
 
     def start(self):
         self.executor = concurrent.futures.ThreadPoolExecutor(self.workers, thread_name_prefix="inbound-db")
         self.large_executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="inbound-large")
-        handler = GatewayHandler(self.host, self.lmtp, self.executor, self.large_executor)
+        self.writer = GroupWriter(self.host, batch_max=BATCH_MAX)
+        handler = GatewayHandler(self.host, self.lmtp, self.executor, self.large_executor, self.writer)
         limits = {"data_size_limit": self.settings.max_size, "timeout": self.settings.timeout,
                   "enable_SMTPUTF8": True, "decode_data": False, "ident": IDENT,
                   "hostname": self.host.config.primary_domain}
@@ -359,6 +381,9 @@ class GatewayService:
             self.controller = None
             if self.executor is not None:
                 self.executor.submit(handler.flush_refusals, True).result(timeout=30)
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
         if self.large_executor is not None:
             self.large_executor.submit(lambda: self.host.db.is_closed() or self.host.db.close()).result(timeout=10)
             self.large_executor.shutdown(wait=True)

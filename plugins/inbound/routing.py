@@ -293,6 +293,52 @@ def unique_recipients(rcpts) -> list:
     return list({r.strip().lower(): r for r in reversed(list(rcpts))}.values())[::-1]
 
 
+@dataclasses.dataclass
+class Received:
+    """A message parsed and authenticated outside any transaction: what `store` needs.
+    `error` is set when it cannot be parsed (it is then stored as a 554 refusal)."""
+    peer: str
+    mail_from: str
+    asked: list
+    rcpts: list
+    client: str
+    mail: object = None
+    auth_result: object = None
+    error: BaseException | None = None
+
+
+def prepare(host, *, peer="", mail_from="", rcpts=(), data=b"", client="", helo="") -> Received:
+    """Parse `data` once and run the sender authentication (DNS work); touches no transaction,
+    so it may run on any thread while another one writes."""
+    asked = list(rcpts)
+    received = Received(peer, mail_from, asked, unique_recipients(asked), client)
+    try:
+        try:
+            received.mail = mail = parse(data, host.config.domains, host.config.get("bounce").lower())
+        except Exception as exc:  # noqa: BLE001 - whatever the parser chokes on is the message's fault
+            raise Unparseable() from exc
+        # DNS work, before any transaction opens. Bounces are judged by their tokens instead.
+        if mail_from and not is_daemon(mail_from):
+            received.auth_result = auth.check(host, mail, mail_from, client, helo)
+    except (Unparseable, *UNPARSEABLE_ERRORS) as exc:
+        received.error = exc
+    return received
+
+
+def store(host, received: Received, lmtp=False) -> list[tuple]:
+    """Route a prepared message and commit the outcome (a savepoint when the caller holds a
+    transaction); returns [(rcpt, reply line)] in the order the recipients were given."""
+    r = received
+    try:
+        if r.error is not None:
+            raise r.error
+        results = _deliver(host, r.peer, r.mail_from, r.rcpts, r.mail, r.auth_result, lmtp, r.client)
+    except (Unparseable, *UNPARSEABLE_ERRORS) as exc:
+        results = _unparseable(host, r.peer, r.mail_from, r.rcpts, r.client, exc)
+    by_rcpt = {rcpt.strip().lower(): line for rcpt, line in results}
+    return [(rcpt, by_rcpt[rcpt.strip().lower()]) for rcpt in r.asked]
+
+
 def deliver(host, *, peer="", mail_from="", rcpts=(), data=b"", lmtp=False, client="", helo="") -> list[tuple]:
     """Route one received message and commit the outcome; returns [(rcpt, reply line)].
 
@@ -301,15 +347,9 @@ def deliver(host, *, peer="", mail_from="", rcpts=(), data=b"", lmtp=False, clie
     recipient (any case) counts once. `client` is the address the peer loop limit counts
     ("" for a trusted MTA that did not name its client). A message the parser cannot
     handle is refused for good (554 5.6.0) and logged once. Database errors propagate
-    (the gateway answers 451 4.3.0)."""
-    asked = list(rcpts)
-    rcpts = unique_recipients(asked)
-    try:
-        results = _deliver(host, peer, mail_from, rcpts, data, lmtp, client, helo)
-    except (Unparseable, *UNPARSEABLE_ERRORS) as exc:
-        results = _unparseable(host, peer, mail_from, rcpts, client, exc)
-    by_rcpt = {r.strip().lower(): line for r, line in results}
-    return [(r, by_rcpt[r.strip().lower()]) for r in asked]
+    (the gateway answers 451 4.3.0). `prepare` then `store`, on one thread."""
+    received = prepare(host, peer=peer, mail_from=mail_from, rcpts=rcpts, data=data, client=client, helo=helo)
+    return store(host, received, lmtp)
 
 
 def _unparseable(host, peer, mail_from, rcpts, client, exc) -> list[tuple]:
@@ -324,16 +364,8 @@ def _unparseable(host, peer, mail_from, rcpts, client, exc) -> list[tuple]:
     return [(r, line) for r in rcpts]
 
 
-def _deliver(host, peer, mail_from, rcpts, data, lmtp, client, helo) -> list[tuple]:
-    try:
-        mail = parse(data, host.config.domains, host.config.get("bounce").lower())
-    except Exception as exc:  # noqa: BLE001 - whatever the parser chokes on is the message's fault
-        raise Unparseable() from exc
+def _deliver(host, peer, mail_from, rcpts, mail, auth_result, lmtp, client) -> list[tuple]:
     sender = sender_of(mail, mail_from)
-    # DNS work, before any transaction opens. Bounces are judged by their tokens instead.
-    auth_result = None
-    if mail_from and not is_daemon(mail_from):
-        auth_result = auth.check(host, mail, mail_from, client, helo)
     common = {"peer": peer, "mail_from": mail_from, "sender": sender, "message_id": mail.message_id,
               "client": client, "auth": auth_result.text if auth_result else ""}
     for attempt in range(2):
