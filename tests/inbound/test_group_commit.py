@@ -1,0 +1,74 @@
+"""The gateway's writer stores several messages per transaction: each in its own savepoint,
+each answered only after the commit; one message's failure is its own, a database error
+fails the batch (the gateway answers those 451)."""
+import threading
+
+import peewee as pw
+import pytest
+
+from postroom.core import records
+from postroom.core.models import Record
+from postroom.plugins.inbound.writer import GroupWriter
+
+
+def _batch(host, writer, jobs):
+    """Submit `jobs` so that they form one batch: the writer is held on a first job until
+    all of them are queued."""
+    release = threading.Event()
+    writer.submit(lambda: release.wait(10))
+    futures = [writer.submit(job) for job in jobs]
+    release.set()
+    return futures
+
+
+def _names():
+    return sorted(r.name for r in Record.select())
+
+
+def test_a_failing_message_rolls_back_alone_and_the_others_are_committed(inbound_host, db_url):
+    host = inbound_host(db_url=db_url)
+    writer = GroupWriter(host)
+    notified = []
+
+    def store(name, fail=False):
+        def job():
+            records.create_record(host, "generic", name)
+            host.after_commit(lambda: notified.append(name))
+            if fail:
+                raise ValueError(f"{name} cannot be stored")
+            return name
+        return job
+    try:
+        futures = _batch(host, writer, [store("a"), store("b", fail=True), store("c")])
+        assert futures[0].result(timeout=10) == "a"
+        with pytest.raises(ValueError, match="b cannot be stored"):
+            futures[1].result(timeout=10)
+        assert futures[2].result(timeout=10) == "c"
+        # Read on this thread's own connection: what was answered is committed.
+        assert _names() == ["a", "c"]
+        assert sorted(notified) == ["a", "c"]  # b's after-commit work was rolled back with it
+    finally:
+        writer.close()
+
+
+def test_a_database_error_fails_every_message_of_its_batch_and_stores_none(inbound_host, db_url):
+    host = inbound_host(db_url=db_url)
+    writer = GroupWriter(host)
+
+    def good():
+        records.create_record(host, "generic", "kept?")
+        return "ok"
+
+    def broken():  # what a dropped connection or a failed disk raises, on either engine
+        raise pw.OperationalError("server closed the connection unexpectedly")
+    try:
+        futures = _batch(host, writer, [good, broken, good])
+        for future in futures:
+            with pytest.raises(pw.OperationalError):
+                future.result(timeout=10)
+        assert _names() == []
+        # The writer goes on with the next batch on a fresh connection.
+        assert writer.submit(good).result(timeout=10) == "ok"
+        assert _names() == ["kept?"]
+    finally:
+        writer.close()
