@@ -73,10 +73,18 @@ UNPARSEABLE_ERRORS = (RecursionError, UnicodeError, LookupError, email.errors.Me
 
 
 def is_duplicate(message_id: str | None) -> bool:
+    """Whether a message (posted, or kept as an original) already has this Message-Id: one
+    statement, written once (it runs for every message received)."""
     if not message_id:
         return False
-    return (Message.select().where(Message.message_id == message_id).exists()
-            or InboundOriginal.select().where(InboundOriginal.message_id == message_id).exists())
+    db = Message._meta.database
+    sql = _DUPLICATE_SQL.format(p=db.param, message=Message._meta.table_name,
+                                original=InboundOriginal._meta.table_name)
+    return db.execute_sql(sql, (message_id, message_id)).fetchone() is not None
+
+
+_DUPLICATE_SQL = ('SELECT 1 FROM "{message}" WHERE "message_id" = {p} '
+                  'UNION ALL SELECT 1 FROM "{original}" WHERE "message_id" = {p} LIMIT 1')
 
 
 def reply_target(host, mail, dry_run: bool):
