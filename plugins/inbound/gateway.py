@@ -184,18 +184,22 @@ class GatewayHandler:
         except Exception:  # noqa: BLE001 - the aggregate is best effort; the refusals stood
             self.host.log.warning("inbound: %s aggregated refusal rows not written", len(due))
 
-    async def _db(self, fn, *args, executor=None):
+    async def _db(self, fn, *args, executor=None, retry=False):
         """Run blocking database work on the pool; a database failure closes that thread's
-        connection (so the next call reconnects) and is re-raised."""
+        connection (so the next call reconnects) and is re-raised. With `retry`, the work
+        is tried once more on a fresh connection first: a pool thread may hold a connection
+        the server dropped while the writer thread met the outage (it then answered 451)."""
         def call():
-            try:
-                return fn(*args)
-            except DB_ERRORS:
+            for attempt in range(2 if retry else 1):
                 try:
-                    self.host.db.close()
-                except Exception:  # noqa: BLE001 - already broken; reconnect next time
-                    pass
-                raise
+                    return fn(*args)
+                except DB_ERRORS:
+                    try:
+                        self.host.db.close()
+                    except Exception:  # noqa: BLE001 - already broken; reconnect next time
+                        pass
+                    if attempt or not retry:
+                        raise
         return await asyncio.get_running_loop().run_in_executor(executor or self.executor, call)
 
     def _peer(self, session):
@@ -227,7 +231,7 @@ class GatewayHandler:
             return TOO_MANY_RCPT
         try:
             line = await self._db(self._rcpt, self._peer(session), envelope.mail_from or "", address,
-                                  self.client_of(session), self.is_trusted(session))
+                                  self.client_of(session), self.is_trusted(session), retry=True)
         except DB_ERRORS as exc:
             self.host.log.warning("inbound RCPT <%s> deferred: database unavailable: %s", address, exc)
             return TEMPFAIL
