@@ -24,6 +24,22 @@ ROLES = ("all", "scheduler", "inbound", "http")
 MAX_BACKOFF = 30.0
 
 
+def _announce(host, role, owner, services) -> None:
+    """Tell the operator at the terminal what this process runs and how to stop it (stderr,
+    so stdout stays clean)."""
+    lines = [f"postroom serve: worker {owner}, role {role}"]
+    if role in ("all", "scheduler"):
+        names = sorted(spec.name for spec in host.action_specs.values())
+        lines.append(f"  scheduled actions: {', '.join(names) or 'none'}")
+    for service in services.items:
+        name = getattr(service, "name", type(service).__name__)
+        if hasattr(service, "bind_host") and hasattr(service, "port"):
+            name = f"{name}" if f"{service.port}" in str(name) else f"{name} on {service.bind_host}:{service.port}"
+        lines.append(f"  service: {name}")
+    lines.append("  stop with Ctrl-C or SIGTERM (the action in hand finishes its batch first)")
+    print("\n".join(lines), file=sys.stderr, flush=True)
+
+
 class Services:
     """Long-running services plugins registered through `postroom_serve`."""
 
@@ -80,6 +96,8 @@ def serve(host, stop_event: threading.Event | None = None, install_signals: bool
     host.log.info("serve started (worker %s, role %s, plugins: %s)", owner, role,
                   ", ".join(host.enabled) or "none")
     services.start(host)
+    if announce:
+        _announce(host, role, owner, services)
     errors = 0  # loop errors in a row: the wait after each doubles, up to MAX_BACKOFF
     try:
         while not stop.is_set():

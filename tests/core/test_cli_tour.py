@@ -73,3 +73,29 @@ def test_the_readme_tour_pastes_as_commands_and_uses_the_domain_it_sets_up():
     # Every alias or route the tour types is on the domain it set up.
     routed = [line for line in lines if line.startswith(("postroom route test", "postroom inbound deliver"))]
     assert routed and all("@example.com" in line for line in routed)
+
+
+def test_serve_says_what_it_runs_and_how_to_stop_it(tmp_path):
+    import signal
+    import time
+    from tests.support.smtp import free_port
+    port = free_port()
+    path = write_config(tmp_path, serve_poll_seconds="0.1", inbound_port=str(port), http_port="0")
+    run(path, "init")
+    run(path, "plugins", "enable", "inbound")
+    run(path, "plugins", "enable", "auto_vacuum")
+    proc = subprocess.Popen([sys.executable, "-m", "postroom.cli", "--config", str(path), "serve"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, PYTHONPATH=ROOT))
+    try:
+        seen, deadline = [], time.time() + 30
+        while time.time() < deadline and not any("stop with Ctrl-C" in line for line in seen):
+            seen.append(proc.stderr.readline())
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    text = "".join(seen)
+    assert "postroom serve: worker" in text and "role all" in text
+    assert "scheduled actions: Base: Auto-vacuum internal data" in text
+    assert f"127.0.0.1:{port}" in text
+    assert "stop with Ctrl-C or SIGTERM" in text
