@@ -36,6 +36,7 @@ BASE_CONFIG = {
     "mail_retry_min_minutes": "0.05",
     "mail_from": "Shop <shop@example.com>",
     "inbound_loop_max": "1000000",
+    "inbound_loop_max_peer": "1000000",  # every test client connects from 127.0.0.1
 }
 
 
