@@ -81,7 +81,7 @@ inbound_deliver.mta_pipe = True
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def inbound_log(ctx, sender, recipient, verdict, limit, as_json):
-    """Why was this mail (not) received? Every gateway decision, newest first."""
+    """Why was this mail (not) received? The latest gateway decisions, newest last."""
     rows = decisions.rows(get_host(ctx), sender=sender, limit=limit, recipient=recipient, verdict=verdict)
     show(rows, ["id", "time", "peer", "sender", "recipients", "message_id", "verdict", "code", "reason"],
          as_json)

@@ -140,7 +140,8 @@ def as_row(d) -> dict:
 
 
 def rows(host, sender=None, limit=100, **filters) -> list[dict]:
-    return [as_row(d) for d in search(host, sender=sender, **filters).limit(limit)]
+    """The newest `limit` decisions, listed newest last like every Postroom listing."""
+    return [as_row(d) for d in reversed(list(search(host, sender=sender, **filters).limit(limit)))]
 
 
 def original_of(host, decision_id) -> InboundOriginal:

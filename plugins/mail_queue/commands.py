@@ -178,12 +178,12 @@ def queue_group():
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def queue_list(ctx, state, limit, as_json):
-    """Mails in the queue, newest last."""
+    """Mails in the queue, newest last (`--limit` keeps the newest)."""
     get_host(ctx)
-    query = OutgoingMail.select().order_by(OutgoingMail.id)
+    query = OutgoingMail.select().order_by(OutgoingMail.id.desc())
     if state:
         query = query.where(OutgoingMail.state == state)
-    rows = [mail_row(m) for m in query.limit(limit)]
+    rows = [mail_row(m) for m in reversed(list(query.limit(limit)))]
     show(rows, LIST_COLUMNS, as_json, "(the queue is empty)")
 
 

@@ -98,7 +98,7 @@ def test_inbound_log_labels_postfix_verification_probes(inbound_host, gateway, c
     transaction(service, "ann@client.test", ["nobody@example.com"], message())
     rows = json.loads(cli_run(host, "inbound", "log", "--json").output)
     assert [(r["verdict"], r["sender"]) for r in rows] == [
-        ("refused", "ann@client.test"), ("probe-refused", "double-bounce@mx.example.com")]
+        ("probe-refused", "double-bounce@mx.example.com"), ("refused", "ann@client.test")]
     assert "probe-refused" in cli_run(host, "inbound", "log").output
     log = (host.config.path_of("log_dir") + "/postroom.log")
     assert "inbound probe-refused refused: peer=" in open(log).read()
@@ -200,3 +200,14 @@ def test_decision_times_come_from_the_host_clock(inbound_host, gateway, clock):
     transaction(gateway(host), "ann@client.test", ["nobody@example.com"], message())
     assert InboundDecision.get().created_at == clock.now()
     assert clock.now() == dt.datetime(2026, 1, 5, 9, 0, tzinfo=dt.timezone.utc)
+
+
+def test_inbound_log_lists_the_latest_decisions_newest_last_like_every_listing(inbound_host, gateway, cli_run):
+    host = inbound_host()
+    service = gateway(host)
+    for i in range(3):
+        transaction(service, f"c{i}@client.test", ["nobody@example.com"], message())
+    rows = json.loads(cli_run(host, "inbound", "log", "--limit", "2", "--json").output)
+    assert [r["sender"] for r in rows] == ["c1@client.test", "c2@client.test"]
+    table = cli_run(host, "inbound", "log").output.splitlines()
+    assert "c0@client.test" in table[1] and "c2@client.test" in table[-1]

@@ -190,3 +190,10 @@ def test_a_mail_being_sent_cannot_be_canceled(mail_host, sink, cli_run):
     result = cli_run(host, "queue", "cancel", mail_id)
     assert result.exit_code != 0 and "being sent right now" in result.output
     assert mails()[0].state == "outgoing"
+
+
+def test_queue_list_shows_the_newest_mails_last_and_limit_keeps_the_newest(mail_host, cli_run):
+    host = mail_host()
+    host.service("mail").enqueue([{"email_to": f"r{i}@example.org", "subject": "S"} for i in range(5)])
+    rows = json.loads(cli_run(host, "queue", "list", "--limit", "3", "--json").output)
+    assert [r["email_to"] for r in rows] == ["r2@example.org", "r3@example.org", "r4@example.org"]
