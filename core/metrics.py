@@ -9,7 +9,7 @@ HTTP worker thread.
 import datetime as dt
 
 from prometheus_client.core import CollectorRegistry, GaugeMetricFamily
-from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST, generate_latest  # noqa: F401 - core.web serves it
 
 from .clock import aware
 from .models import CronAction

@@ -4,7 +4,6 @@ The stdlib parser with the compat32 policy never raises on broken MIME; each hea
 decoded on its own and falls back to a replaced-characters reading, so an unknown charset
 or a mangled encoded-word costs a few odd characters, never the message.
 """
-import base64
 import binascii
 import dataclasses
 import email

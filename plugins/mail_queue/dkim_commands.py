@@ -41,7 +41,7 @@ def dkim_generate(ctx, domain, selector, algorithm):
     click.echo(f"{algorithm} key for {key.domain} written to {dkim_keys.key_path(host, key)} (mode 0600); "
                f"mail from {key.domain} is signed from now on.")
     _print_record(key)
-    click.echo(f"Then check it with: postroom doctor")
+    click.echo("Then check it with: postroom doctor")
 
 
 @dkim_group.command("list")

@@ -253,7 +253,6 @@ def deliver(host, token, pool, run=None) -> collections.Counter:
     prepare = bool(host.hook.postroom_mail_prepare.get_hookimpls())
     signer = signing.Signer(host)
     ledgers = [first]
-    released = collections.Counter()
     if len(groups) <= 1:
         for server, group in groups.items():
             _send_group(host, server, group, pool, first, date, prepare, signer, pacer, stop, should_stop)

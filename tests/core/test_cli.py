@@ -159,7 +159,7 @@ def test_unreachable_database_is_one_line_and_exit_75(tmp_path):
 
 def test_the_console_script_runs_from_a_config_file(tmp_path):
     cfg = tmp_path / "postroom.cfg"
-    cfg.write_text(f"[postroom]\ndatabase = sqlite:///data.db\nlog_dir = logs\n")
+    cfg.write_text("[postroom]\ndatabase = sqlite:///data.db\nlog_dir = logs\n")
     env = dict(os.environ, POSTROOM_CONFIG=str(cfg), PYTHONPATH=ROOT)
     out = subprocess.run([sys.executable, "-m", "postroom.cli", "init"], env=env, cwd=tmp_path,
                          capture_output=True, text=True, timeout=60)

@@ -30,7 +30,6 @@ def test_a_full_disk_is_backed_off_named_and_left_promptly_when_room_is_made(mak
             dep.fresh()
             filler = smallfs.fill(folder)
             wait_until(lambda: "scheduler loop error" in dep.log(), 60, what="the worker to meet the full disk")
-            first_error = time.monotonic()
             time.sleep(FULL_SECONDS)
             errors = dep.log().count("scheduler loop error")
             filler.unlink()

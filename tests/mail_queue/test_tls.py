@@ -11,7 +11,6 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
 
 from postroom.core import records
-from postroom.plugins.mail_queue import queue as mail_queue_queue
 from tests.support.smtp import free_port
 
 
