@@ -1,4 +1,9 @@
 """postroom.post_message(..., attachments=[...]): paths and (name, bytes, mimetype)."""
+import os
+import pathlib
+import shutil
+import tempfile
+
 import pytest
 
 import postroom
@@ -39,4 +44,34 @@ def test_a_missing_file_raises_and_posts_nothing(app, tmp_path):
     order = postroom.create_record(app, "generic", "Order 8")
     with pytest.raises(postroom.InvalidInput, match="no such file"):
         postroom.post_message(app, order, "x", attachments=[tmp_path / "nope.pdf"])
+    assert Message.select().count() == 0
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to drop to another user")
+def test_an_unreadable_file_is_one_clear_error_and_posts_nothing(app, tmp_path):
+    # Root reads any file, so the child drops to `nobody` first: a real EACCES on open().
+    # pytest's tmp_path lies under a 0700 folder: `nobody` would not even see the file there.
+    folder = tempfile.mkdtemp(prefix="postroom-unreadable-")
+    os.chmod(folder, 0o755)
+    secret = pathlib.Path(folder) / "secret.pdf"
+    secret.write_bytes(b"%PDF-1.4")
+    secret.chmod(0o600)
+    order = postroom.create_record(app, "generic", "Order 9")
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report the error text, or "posted", then exit at once
+        try:
+            os.setgid(65534)
+            os.setuid(65534)
+            postroom.post_message(app, order, "x", attachments=[secret])
+            os.write(write, b"posted")
+        except BaseException as exc:  # noqa: BLE001 - reported to the parent
+            os.write(write, f"{type(exc).__name__}: {exc}".encode()[:500])
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    said = os.read(read, 1000).decode()
+    os.close(read)
+    shutil.rmtree(folder)
+    assert said == f"InvalidInput: attachment {secret}: cannot be read (Permission denied)"
     assert Message.select().count() == 0
