@@ -1,11 +1,35 @@
 """Claiming due mails: a lease per batch under a claim token, so that any number of
-workers share the queue and a dead worker's mails are taken over when its lease ends."""
+workers share the queue and a dead worker's mails are taken over when its lease ends.
+
+With `mail_domain_concurrency` (`gmail.com=2, *=10`, like Postfix's
+`smtp_destination_concurrency_limit` and its per-destination overrides) a claim also keeps
+each recipient domain under its limit of mails in flight. In flight means leased: claimed
+by a worker whose lease still runs and not yet answered (a sent mail stops counting at
+its answer). The count comes from the leased rows themselves, so it holds across every
+worker and process of the deployment; claims that count are serialised (PostgreSQL: an
+advisory lock for the claim's transaction; SQLite: its write lock), since two claims
+counting at once would each see room for the same slots. What the limit holds back stays
+queued, untouched; `queue list` says why (`held_back_reasons`)."""
+import datetime as dt
 import uuid
 
+import peewee as pw
+
+from postroom.core import scheduler
 from postroom.core.db import is_postgres
+from postroom.core.errors import ConfigError
 
 from .models import OutgoingMail
-from .settings import lease
+from .pacing import domain_of
+from .settings import ACTION_CODE, domain_concurrency, lease
+
+M = OutgoingMail
+# pg_advisory_xact_lock key of the claims that count mails in flight per domain
+# (core.db.setup_lock uses 7319002).
+CONCURRENCY_LOCK = 7319014
+# A slot frees when a worker records an answer, which nobody announces: while mails are
+# held back, the queue looks again this soon (the holder's own run takes more as it goes).
+RECHECK = dt.timedelta(seconds=5)
 
 
 def due_condition(now):
@@ -20,22 +44,129 @@ def free(now):
     return OutgoingMail.lease_until.is_null() | (OutgoingMail.lease_until < now)
 
 
+def concurrency_limits(host) -> dict:
+    """`{domain: (limit, entry as written)}` of `mail_domain_concurrency` (empty: no limit)."""
+    try:
+        return domain_concurrency(host.config.value("mail_domain_concurrency"))
+    except ValueError as exc:  # the key is checked at start; this is for a config changed since
+        raise ConfigError(f"config key 'mail_domain_concurrency': {exc}") from None
+
+
+def limit_of(limits: dict, domain: str):
+    """The (limit, entry) that applies to `domain`, or None."""
+    return limits.get(domain) or limits.get("*")
+
+
+def recipient_domain(db):
+    """SQL for the recipient's domain as `pacing.domain_of` reads it: after the last `@`,
+    lower case, without a trailing dot ('' for no address). SQLite has no search from the
+    right: rtrim() by every character but `@` leaves `local@`, which replace() then cuts.
+    (SQLite's lower() folds ASCII only; the limits name ASCII domains.)"""
+    to = pw.fn.COALESCE(M.email_to, "")
+    if is_postgres(db):
+        after = pw.fn.regexp_replace(to, "^.*@", "")
+    else:
+        after = pw.fn.replace(to, pw.fn.rtrim(to, pw.fn.replace(to, "@", "")), "")
+    return pw.fn.lower(pw.fn.rtrim(after, "."))
+
+
+def _limit_sql(limits: dict, domain):
+    """SQL for the limit of `domain` (NULL: none)."""
+    named = [(d, n) for d, (n, _) in sorted(limits.items()) if d != "*"]
+    default = limits["*"][0] if "*" in limits else None
+    if not named:
+        return pw.Value(default, converter=False) if default is not None else pw.SQL("NULL")
+    return pw.Case(domain, named, default)
+
+
+def _in_flight(db, now):
+    """(domain, mails in flight) per domain: outgoing mails under a lease that still runs."""
+    domain = recipient_domain(db)
+    return (M.select(domain.alias("domain"), pw.fn.COUNT(M.id).alias("n"))
+            .where(M.lease_owner.is_null(False) & (M.lease_until >= now) & (M.state == "outgoing"))
+            .group_by(pw.SQL("1")))  # by position: PostgreSQL sees a repeated expression with
+                                     # its own parameters as a different one
+
+
+def _within_limits(db, limits, cond, now):
+    """(query, its id column): ids of the mails matching `cond` that may be claimed now: per domain, in id order, as
+    many as its limit leaves beside the mails already in flight. One statement whatever the
+    number of rows or domains (a window function ranks each domain's candidates)."""
+    domain = recipient_domain(db)
+    held = _in_flight(db, now).cte("in_flight", columns=("domain", "n"))
+    candidates = M.select(M.id, domain.alias("domain"), pw.fn.ROW_NUMBER().over(
+        partition_by=[domain], order_by=[M.id]).alias("rank")).where(cond).alias("ranked")
+    most = _limit_sql(limits, candidates.c.domain)
+    return (pw.Select([candidates], [candidates.c.id])
+            .join(held, pw.JOIN.LEFT_OUTER, on=(held.c.domain == candidates.c.domain))
+            .where(most.is_null() | (candidates.c.rank + pw.fn.COALESCE(held.c.n, 0) <= most))
+            .with_cte(held)), candidates.c.id
+
+
 def claim(host, owner: str, limit: int, where=None, due=True) -> tuple[str, int]:
     """Lease up to `limit` outgoing mails under a fresh claim token and commit; returns
     (token, how many). Later statements address the claimed rows by their token, so no
     statement carries a list of thousands of ids.
 
     On PostgreSQL the candidates are locked FOR UPDATE SKIP LOCKED so workers never wait
-    on each other nor take the same row; SQLite's write lock serialises claims."""
+    on each other nor take the same row; SQLite's write lock serialises claims. Under
+    `mail_domain_concurrency` the claim takes only what each domain's limit leaves."""
     now = host.clock.now()
     token = f"{owner}:{uuid.uuid4().hex[:12]}"
     cond = free(now) & (due_condition(now) if due else (OutgoingMail.state == "outgoing"))
     if where is not None:
         cond &= where
+    limits = concurrency_limits(host)
     with host.transaction():
-        candidates = OutgoingMail.select(OutgoingMail.id).where(cond).order_by(OutgoingMail.id).limit(limit)
-        if is_postgres(host.db):
-            candidates = candidates.for_update(skip_locked=True)
-        taken = (OutgoingMail.update(lease_owner=token, lease_until=now + lease(host))
-                 .where(OutgoingMail.id.in_(candidates) & free(now)).execute())
+        if limits:
+            if is_postgres(host.db):
+                host.db.execute_sql("SELECT pg_advisory_xact_lock(%s)", (CONCURRENCY_LOCK,))
+            # No row locks here: they would lock every due mail the ranking reads; the lock
+            # above keeps claimers apart and the UPDATE re-checks `cond` on each row it takes.
+            room, mail_id = _within_limits(host.db, limits, cond, now)
+            candidates = room.order_by(mail_id).limit(limit)
+            taken = (OutgoingMail.update(lease_owner=token, lease_until=now + lease(host))
+                     .where(OutgoingMail.id.in_(candidates) & cond).execute())
+            if taken < limit and OutgoingMail.select().where(cond).exists():
+                # Held back (what is left matched and was not taken): come back for them soon.
+                scheduler.trigger(host, ACTION_CODE, now + RECHECK)
+        else:
+            candidates = OutgoingMail.select(OutgoingMail.id).where(cond).order_by(OutgoingMail.id).limit(limit)
+            if is_postgres(host.db):
+                candidates = candidates.for_update(skip_locked=True)
+            taken = (OutgoingMail.update(lease_owner=token, lease_until=now + lease(host))
+                     .where(OutgoingMail.id.in_(candidates) & free(now)).execute())
     return token, taken
+
+
+def claimable(host, now) -> int:
+    """How many due mails a claim could take now: those nobody holds, less those the
+    concurrency limits hold back (they wait for a slot, not for this worker)."""
+    cond = due_condition(now) & free(now)
+    limits = concurrency_limits(host)
+    if not limits:
+        return OutgoingMail.select().where(cond).count()
+    room = _within_limits(host.db, limits, cond, now)[0].alias("room")
+    return pw.Select([room], [pw.fn.COUNT(pw.SQL("*"))]).scalar(host.db)
+
+
+def held_back_reasons(host, rows) -> dict:
+    """{mail id: why it waits} for the listed mails (dicts with id, state, email_to,
+    scheduled_at, next_attempt_at, lease_until) that are due and free but whose domain has
+    as many mails in flight as `mail_domain_concurrency` allows. One query."""
+    limits = concurrency_limits(host)
+    if not limits or not rows:
+        return {}
+    now = host.clock.now()
+    in_flight = dict(_in_flight(host.db, now).tuples())
+    reasons = {}
+    for row in rows:
+        if row["state"] != "outgoing" or any(row[k] is not None and row[k] > now for k in
+                                             ("scheduled_at", "next_attempt_at", "lease_until")):
+            continue
+        domain = domain_of(row["email_to"])
+        entry = limit_of(limits, domain)
+        if entry is not None and in_flight.get(domain, 0) >= entry[0]:
+            reasons[row["id"]] = (f"waiting: {in_flight[domain]} mail(s) to {domain} in flight, as many "
+                                  f"as mail_domain_concurrency allows ({entry[1]})")
+    return reasons

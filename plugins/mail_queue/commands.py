@@ -9,7 +9,7 @@ from postroom.core.clock import parse_when
 from postroom.core.errors import InvalidInput
 from postroom.core.output import created, fields, show, to_json
 
-from . import actions, daily_limit, queue, sending, servers, smtp_client
+from . import actions, claims, daily_limit, queue, sending, servers, smtp_client
 from .models import STATES, OutgoingMail
 from .settings import ACTION_NAME
 
@@ -179,12 +179,23 @@ def queue_group():
 @click.pass_context
 def queue_list(ctx, state, limit, as_json):
     """Mails in the queue, newest last (`--limit` keeps the newest)."""
-    get_host(ctx)
+    host = get_host(ctx)
     query = OutgoingMail.select().order_by(OutgoingMail.id.desc())
     if state:
         query = query.where(OutgoingMail.state == state)
     rows = [mail_row(m) for m in reversed(list(query.limit(limit)))]
-    show(rows, LIST_COLUMNS, as_json, "(the queue is empty)")
+    show(_with_waits(host, rows), LIST_COLUMNS, as_json, "(the queue is empty)")
+
+
+def _with_waits(host, rows) -> list[dict]:
+    """Mails held back by mail_domain_concurrency say so where a reason is shown (nothing is
+    written on them: they wait untouched); an earlier failure stays readable after it."""
+    by_id = {r["id"]: r for r in rows}
+    for mail_id, why in claims.held_back_reasons(host, rows).items():
+        row = by_id[mail_id]
+        old = row["failure_reason"]
+        row["failure_reason"] = why + (f" (last failure: {old})" if old and not old.startswith("waiting:") else "")
+    return rows
 
 
 @queue_group.command("show")
@@ -193,8 +204,9 @@ def queue_list(ctx, state, limit, as_json):
 @click.pass_context
 def queue_show(ctx, mail_id, as_json):
     """Every field of one mail, with its failure details."""
-    m = actions.get_mail(get_host(ctx), mail_id)
-    data = mail_row(m)
+    host = get_host(ctx)
+    m = actions.get_mail(host, mail_id)
+    [data] = _with_waits(host, [mail_row(m)])
     data["headers"] = m.headers
     data["reply_to"] = m.reply_to
     data["in_reply_to"] = m.in_reply_to

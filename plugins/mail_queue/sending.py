@@ -23,7 +23,7 @@ from postroom.core.clock import aware
 from postroom.core.errors import PostroomError
 
 from . import addressing, compose, daily_limit, pacing, servers, signing, smtp_client
-from .claims import claim, due_condition, free
+from .claims import claim, claimable, due_condition, free
 from .metrics import count_outcomes
 from .models import OutgoingMail
 from .outcomes import FAILED_VIA, Ledger, announce, finish, smtp_reason
@@ -324,8 +324,9 @@ def process_queue(host, limit=None, run=None) -> dict:
     totals = _run(host, {}, limit, run)
     now = host.clock.now()
     # Only what this worker could claim now counts: mails another worker holds are its
-    # work, and counting them would make an idle worker re-run the action in a busy loop.
-    remaining = OutgoingMail.select().where(due_condition(now) & free(now)).count()
+    # work, and counting them (or those waiting for a slot of their domain) would make an
+    # idle worker re-run the action in a busy loop.
+    remaining = claimable(host, now)
     if run is not None:
         run.progress(totals.get("processed", 0), remaining)
         held = (OutgoingMail.select(OutgoingMail.lease_until).where(due_condition(now) & ~free(now))

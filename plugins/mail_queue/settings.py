@@ -52,6 +52,23 @@ def domain_rates(text: str | None) -> dict:
     return rates
 
 
+_CONCURRENCY = re.compile(r"^\s*([a-z0-9.*-]+)\s*=\s*(\d+)\s*$", re.IGNORECASE)
+MAX_CONCURRENCY = 10_000
+
+
+def domain_concurrency(text: str | None) -> dict:
+    """`{domain: (most mails in flight at once, the entry as written)}` from
+    `mail_domain_concurrency` (`gmail.com=2, *=10`); ValueError naming a malformed entry."""
+    limits = {}
+    for item in [i for i in (text or "").split(",") if i.strip()]:
+        match = _CONCURRENCY.match(item)
+        if not match or not 1 <= int(match.group(2)) <= MAX_CONCURRENCY:
+            raise ValueError(f"not DOMAIN=N entries with N from 1 to {MAX_CONCURRENCY} (bad entry "
+                             f"{item.strip()!r}; e.g. gmail.com=2, *=10)")
+        limits[match.group(1).lower().rstrip(".")] = (int(match.group(2)), item.strip())
+    return limits
+
+
 KEYS = (
     Key("smtp_host", str, "127.0.0.1", empty=False, help="the default outgoing server"),
     Key("smtp_port", int, 25, min=1, max=65535, help="its port"),
@@ -89,6 +106,9 @@ KEYS = (
         help="pacing per recipient domain, e.g. gmail.com=20/s, *=50/s (`*`: every other domain)"),
     Key("mail_domain_window_seconds", int, 10, min=1, max=3600,
         help="the window a domain's rate is counted over (20/s allows 200 per 10 s)"),
+    Key("mail_domain_concurrency", str, None, check=domain_concurrency, what="DOMAIN=N, comma-separated",
+        help="most mails in flight at once per recipient domain, across every worker, e.g. "
+             "gmail.com=2, *=10 (`*`: each other domain; unset: no limit)"),
     Key("mail_domain_backoff_seconds", float, 60.0, min=1, max=86400,
         help="how long a domain that answered 421 / 4.7.x waits first (doubling after each refusal)"),
     Key("mail_domain_backoff_max_seconds", float, 3600.0, min=1, max=604800,
