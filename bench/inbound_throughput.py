@@ -13,19 +13,26 @@ against the bare aiosmtpd server in the same run; every message goes to the alia
 one creates a record. DATA latency is then measured inside the server (end of data to the
 reply), since smtp-source does not report it. `--gateways 1,2` (PostgreSQL) runs
 `postroom serve --role inbound --workers K` processes on one port instead of the in-process
-gateway and prints the rate for each K and the ratio to the first.
+gateway and prints the rate for each K and the ratio to the first. Each K starts from an
+empty decision log, sends `--warmup` messages unmeasured, then the same smtp-source run; it
+reports how many sessions and messages each gateway process got (SO_REUSEPORT spreads the
+8 sessions by a hash, not evenly), the CPU milliseconds per message of the gateways, of
+the PostgreSQL backends (when the server is local) and of the client, and how many cores
+that kept busy: on a 2-core machine shared with other work, compare those, not only rates.
 """
 import argparse
 import asyncio
 import json
 import os
 import random
+import resource
 import shutil
 import socket
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -35,11 +42,14 @@ from aiosmtpd.controller import Controller  # noqa: E402
 
 from postroom.core import chatter, records  # noqa: E402
 from postroom.core.config import Config  # noqa: E402
+from postroom.core.errors import Conflict  # noqa: E402
 from postroom.core.host import Host  # noqa: E402
 from postroom.core.models import Message, Record  # noqa: E402
 from postroom.plugins.inbound import aliases  # noqa: E402
 from postroom.plugins.inbound.gateway import GatewayService  # noqa: E402
 from tests.support.smtp import free_port  # noqa: E402
+
+import procstat  # noqa: E402  (bench/, beside this file)
 
 
 class Nothing:
@@ -180,7 +190,13 @@ def smtp_source_run(args, host, tmp):
 
 
 def gateway_processes(args, host, tmp, k):
-    """Rate of `postroom serve --role inbound --workers k` on one port (SO_REUSEPORT)."""
+    """Rate of `postroom serve --role inbound --workers k` on one port (SO_REUSEPORT), with
+    where the sessions went and where the CPU went.
+
+    Every K starts from the same state: the decision log is emptied first. Loop protection
+    counts the sender's messages within its window, and smtp-source always sends as one
+    sender, so without this each K after the first would pay for the earlier runs' rows."""
+    reset_decision_log(host)
     port = free_port()
     cfg = os.path.join(tmp, f"gateways{k}.cfg")
     values = {"database": args.db, "log_dir": os.path.join(tmp, f"logs{k}"), "log_level": "WARNING",
@@ -190,25 +206,96 @@ def gateway_processes(args, host, tmp, k):
         fh.write("[postroom]\n" + "".join(f"{key} = {v}\n" for key, v in values.items()))
     env = dict(os.environ, POSTROOM_CONFIG=cfg)
     proc = subprocess.Popen([sys.executable, "-m", "postroom.cli", "serve", "--role", "inbound",
-                             "--workers", str(k)], env=env, start_new_session=True)
+                             "--workers", str(k)], env=env, start_new_session=True,
+                            stderr=open(os.path.join(tmp, f"gateways{k}.err"), "w"))
     try:
         deadline = time.monotonic() + 60
-        while True:
-            with socket.socket() as probe:
-                if probe.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            if time.monotonic() > deadline:
+        while len(gateway_pids(proc.pid, k)) < k or not listening(port):
+            if time.monotonic() > deadline or proc.poll() is not None:
                 raise SystemExit("the gateways did not start")
             time.sleep(0.1)
         time.sleep(2 if k > 1 else 0.5)  # let every child bind before traffic starts
+        pids = gateway_pids(proc.pid, k)
+        # Warm-up, not measured: every gateway opens its database connections, the sender
+        # becomes a partner, caches fill.
+        smtp_source(port, args.warmup, args.sessions)
         before = Record.select().count()
+        cpu_before = {pid: procstat.cpu_seconds(pid) for pid in pids + backend_pids(host)}
+        load_before = os.getloadavg()[0]
+        owner, stop = {}, threading.Event()
+        watcher = threading.Thread(target=watch_sessions, args=(pids, port, owner, stop), daemon=True)
+        watcher.start()
+        client_before = resource.getrusage(resource.RUSAGE_CHILDREN)
         seconds = smtp_source(port, args.messages, args.sessions)
+        client_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        stop.set()
+        watcher.join()
+        backends = backend_pids(host)
+        gateway_cpu = sum(procstat.cpu_seconds(pid) - cpu_before[pid] for pid in pids)
+        db_cpu = sum(procstat.cpu_seconds(pid) - cpu_before.get(pid, 0.0) for pid in backends)
+        client_cpu = (client_after.ru_utime + client_after.ru_stime
+                      - client_before.ru_utime - client_before.ru_stime)
         stored = Record.select().count() - before
+        per_process = messages_per_process(host, pids, owner)
     finally:
         proc.terminate()
         proc.wait(60)
-    return {"msgs_per_s": round(args.messages / seconds, 1), "seconds": round(seconds, 2),
-            "records_created": stored}
+    n = args.messages
+    return {"msgs_per_s": round(n / seconds, 1), "seconds": round(seconds, 2), "records_created": stored,
+            "load_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+            "per_process": per_process,
+            "cpu_ms_per_msg": {"gateways": round(gateway_cpu * 1000 / n, 2),
+                               "database": round(db_cpu * 1000 / n, 2) if backends else None,
+                               "client": round(client_cpu * 1000 / n, 2)},
+            "cores_busy": round((gateway_cpu + db_cpu + client_cpu) / seconds, 2)}
+
+
+def reset_decision_log(host):
+    """Empty the decision log and the originals (the bench database's own rows), and let
+    PostgreSQL forget them (VACUUM drops their index entries, ANALYZE the stale counts)."""
+    for table in ("inbound_decision", "inbound_original"):
+        host.db.execute_sql(f'DELETE FROM "{table}"')
+        host.db.execute_sql(f'VACUUM ANALYZE "{table}"')
+
+
+def listening(port) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def gateway_pids(supervisor: int, k: int) -> list[int]:
+    """The gateway processes: the supervisor's children with --workers > 1, else itself."""
+    return procstat.children(supervisor) if k > 1 else [supervisor]
+
+
+def backend_pids(host) -> list[int]:
+    """PostgreSQL backends serving the bench database, when the server runs on this machine."""
+    rows = host.db.execute_sql("SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                               "AND pid <> pg_backend_pid()").fetchall()
+    return [pid for (pid,) in rows if os.path.exists(f"/proc/{pid}/stat")]
+
+
+def watch_sessions(pids, port, owner, stop):
+    """Fill owner {client port: gateway index} with the sessions each gateway holds."""
+    while not stop.is_set():
+        for index, pid in enumerate(pids):
+            for client_port in procstat.client_ports(pid, port):
+                owner[client_port] = index
+        stop.wait(0.2)
+
+
+def messages_per_process(host, pids, owner) -> list[dict]:
+    """Sessions and accepted messages of each gateway, from the decision log's peer column."""
+    counts = [{"pid": pid, "sessions": 0, "messages": 0} for pid in pids]
+    for index in owner.values():
+        counts[index]["sessions"] += 1
+    rows = host.db.execute_sql("SELECT peer, COUNT(*) FROM inbound_decision WHERE verdict = 'accepted' "
+                               "GROUP BY peer").fetchall()
+    for peer, n in rows:
+        index = owner.get(int(peer.rpartition(":")[2] or 0))
+        if index is not None:
+            counts[index]["messages"] += n
+    return counts
 
 
 def main():
@@ -216,6 +303,7 @@ def main():
     parser.add_argument("--messages", type=int, default=5000)
     parser.add_argument("--sessions", type=int, default=8)
     parser.add_argument("--threads", type=int, default=4, help="gateway database threads")
+    parser.add_argument("--warmup", type=int, default=200, help="messages sent before measuring (--gateways)")
     parser.add_argument("--db", help="database URL (default: a fresh SQLite file)")
     parser.add_argument("--client", choices=("aiosmtplib", "smtp-source"), default="aiosmtplib",
                         help="smtp-source: Postfix's C client, every message to the alias")
@@ -232,7 +320,10 @@ def main():
         values.update(BENCH_LIMITS)
     host = Host(Config(values, base_dir=tmp)).open()
     host.enable_plugin("inbound")
-    aliases.add_alias(host, "support", "generic")
+    try:
+        aliases.add_alias(host, "support", "generic")
+    except Conflict:  # a PostgreSQL bench database used before
+        pass
     if args.client == "smtp-source":
         if not os.path.exists(SMTP_SOURCE):
             raise SystemExit("smtp-source is not installed (Debian's postfix package)")
