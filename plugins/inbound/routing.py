@@ -54,7 +54,8 @@ def loop_refusal(host, envelope: str = "", sender: str = "", client: str = "") -
     too much lately (a mail loop, or a flood rotating one of them), else None. `client` is
     empty for a trusted MTA that did not name the original client."""
     s = settings(host)
-    counts = decisions.recent_counts(host, s.loop_minutes, envelope=envelope, sender=sender, client=client)
+    counts = decisions.recent_counts(host, s.loop_minutes, envelope=envelope, sender=sender, client=client,
+                                     caps={"envelope": s.loop_max, "from": s.loop_max, "peer": s.loop_max_peer})
     limits = [("envelope", f"envelope sender <{envelope}>", s.loop_max, "inbound_loop_max"),
               ("from", f"From <{sender}>", s.loop_max, "inbound_loop_max"),
               ("peer", f"client {client}", s.loop_max_peer, "inbound_loop_max_peer")]
