@@ -59,48 +59,60 @@ def limit_of(limits: dict, domain: str):
 
 def recipient_domain(db):
     """SQL for the recipient's domain as `pacing.domain_of` reads it: after the last `@`,
-    lower case, without a trailing dot ('' for no address). SQLite has no search from the
-    right: rtrim() by every character but `@` leaves `local@`, which replace() then cuts.
+    lower case, without a trailing dot ('' for no address). SQLite cannot search from the
+    right: after the first `@` serves every address but a quoted local part holding an `@`,
+    where rtrim() by every character but `@` leaves `local@`, which replace() cuts
+    (PostgreSQL: a regular expression, dearer than strpos() for the common case).
     (SQLite's lower() folds ASCII only; the limits name ASCII domains.)"""
     to = pw.fn.COALESCE(M.email_to, "")
+    position = pw.fn.strpos if is_postgres(db) else pw.fn.instr
+    first = pw.fn.substr(to, position(to, "@") + 1)
     if is_postgres(db):
-        after = pw.fn.regexp_replace(to, "^.*@", "")
+        last = pw.fn.regexp_replace(to, "^.*@", "")
     else:
-        after = pw.fn.replace(to, pw.fn.rtrim(to, pw.fn.replace(to, "@", "")), "")
+        last = pw.fn.replace(to, pw.fn.rtrim(to, pw.fn.replace(to, "@", "")), "")
+    after = pw.Case(None, [(position(first, "@") > 0, last)], first)
     return pw.fn.lower(pw.fn.rtrim(after, "."))
 
 
-def _limit_sql(limits: dict, domain):
-    """SQL for the limit of `domain` (NULL: none)."""
-    named = [(d, n) for d, (n, _) in sorted(limits.items()) if d != "*"]
-    default = limits["*"][0] if "*" in limits else None
-    if not named:
-        return pw.Value(default, converter=False) if default is not None else pw.SQL("NULL")
-    return pw.Case(domain, named, default)
+def in_flight(host, now) -> dict:
+    """{domain: mails in flight}: outgoing mails under a lease that still runs. One query,
+    through the lease index (leased rows are a few batches, whatever the queue's size)."""
+    domain = recipient_domain(host.db)
+    query = (M.select(domain.alias("domain"), pw.fn.COUNT(M.id))
+             .where((M.lease_owner > "") & (M.lease_until >= now) & (M.state == "outgoing"))
+             .group_by(pw.SQL("1")))  # by position: PostgreSQL takes a repeated expression with
+    return dict(query.tuples())       # its own parameters for a different one
 
 
-def _in_flight(db, now):
-    """(domain, mails in flight) per domain: outgoing mails under a lease that still runs."""
-    domain = recipient_domain(db)
-    return (M.select(domain.alias("domain"), pw.fn.COUNT(M.id).alias("n"))
-            .where(M.lease_owner.is_null(False) & (M.lease_until >= now) & (M.state == "outgoing"))
-            .group_by(pw.SQL("1")))  # by position: PostgreSQL sees a repeated expression with
-                                     # its own parameters as a different one
-
-
-def _within_limits(db, limits, cond, now):
-    """(query, its id column): ids of the mails matching `cond` that may be claimed now: per domain, in id order, as
-    many as its limit leaves beside the mails already in flight. One statement whatever the
-    number of rows or domains (a window function ranks each domain's candidates)."""
-    domain = recipient_domain(db)
-    held = _in_flight(db, now).cte("in_flight", columns=("domain", "n"))
-    candidates = M.select(M.id, domain.alias("domain"), pw.fn.ROW_NUMBER().over(
-        partition_by=[domain], order_by=[M.id]).alias("rank")).where(cond).alias("ranked")
-    most = _limit_sql(limits, candidates.c.domain)
-    return (pw.Select([candidates], [candidates.c.id])
-            .join(held, pw.JOIN.LEFT_OUTER, on=(held.c.domain == candidates.c.domain))
-            .where(most.is_null() | (candidates.c.rank + pw.fn.COALESCE(held.c.n, 0) <= most))
-            .with_cte(held)), candidates.c.id
+def _within_limits(db, limits, flying, cond):
+    """(query, its id column): ids of the mails matching `cond` that may be claimed now: per
+    domain, in id order, as many as its limit leaves beside the `flying` ones (`in_flight`).
+    One statement whatever the number of rows or domains: each due mail's domain is read
+    once, domains already full are left out, and a window function ranks the candidates of
+    limited domains (the others, without `*`, are taken as they come)."""
+    named = {d: n for d, (n, _) in limits.items() if d != "*"}
+    star = limits["*"][0] if "*" in limits else None
+    room = {d: n for d, n in named.items()}
+    for d, n in flying.items():
+        most = named.get(d, star)
+        if most is not None:
+            room[d] = most - n
+    full = sorted(d for d, r in room.items() if r <= 0)
+    due = (M.select(M.id, recipient_domain(db).alias("domain")).where(cond)
+           .cte("due_mail", materialized=True))
+    open_ = ~due.c.domain.in_(full) if full else pw.SQL("1 = 1")
+    limited = due.c.domain.in_(sorted(named)) if star is None else pw.SQL("1 = 1")
+    ranked = (pw.Select([due], [due.c.id, due.c.domain, pw.fn.ROW_NUMBER().over(
+        partition_by=[due.c.domain], order_by=[due.c.id]).alias("rank")])
+        .where(open_ & limited).alias("ranked"))
+    left = sorted((d, r) for d, r in room.items() if r > 0)
+    allowed = pw.Case(ranked.c.domain, left, star) if left else pw.Value(star)
+    chosen = pw.Select([ranked], [ranked.c.id]).where(ranked.c.rank <= allowed)
+    if star is None:  # domains without a limit: every due mail of theirs
+        chosen = chosen + pw.Select([due], [due.c.id]).where(open_ & ~due.c.domain.in_(sorted(named)))
+    rows = chosen.alias("allowed")
+    return pw.Select([rows], [rows.c.id]).with_cte(due), rows.c.id
 
 
 def claim(host, owner: str, limit: int, where=None, due=True) -> tuple[str, int]:
@@ -123,10 +135,16 @@ def claim(host, owner: str, limit: int, where=None, due=True) -> tuple[str, int]
                 host.db.execute_sql("SELECT pg_advisory_xact_lock(%s)", (CONCURRENCY_LOCK,))
             # No row locks here: they would lock every due mail the ranking reads; the lock
             # above keeps claimers apart and the UPDATE re-checks `cond` on each row it takes.
-            room, mail_id = _within_limits(host.db, limits, cond, now)
+            room, mail_id = _within_limits(host.db, limits, in_flight(host, now), cond)
             candidates = room.order_by(mail_id).limit(limit)
+            if is_postgres(host.db):
+                # = ANY(ARRAY(...)): the ranking runs once; as IN (...), a planner misled by
+                # stale statistics (a queue just filled) re-ran it for every due row.
+                chosen = OutgoingMail.id == pw.fn.ANY(pw.NodeList((pw.SQL("ARRAY"), candidates)))
+            else:
+                chosen = OutgoingMail.id.in_(candidates)
             taken = (OutgoingMail.update(lease_owner=token, lease_until=now + lease(host))
-                     .where(OutgoingMail.id.in_(candidates) & cond).execute())
+                     .where(chosen & cond).execute())
             if taken < limit and OutgoingMail.select().where(cond).exists():
                 # Held back (what is left matched and was not taken): come back for them soon.
                 scheduler.trigger(host, ACTION_CODE, now + RECHECK)
@@ -146,7 +164,7 @@ def claimable(host, now) -> int:
     limits = concurrency_limits(host)
     if not limits:
         return OutgoingMail.select().where(cond).count()
-    room = _within_limits(host.db, limits, cond, now)[0].alias("room")
+    room = _within_limits(host.db, limits, in_flight(host, now), cond)[0].alias("room")
     return pw.Select([room], [pw.fn.COUNT(pw.SQL("*"))]).scalar(host.db)
 
 
@@ -158,7 +176,7 @@ def held_back_reasons(host, rows) -> dict:
     if not limits or not rows:
         return {}
     now = host.clock.now()
-    in_flight = dict(_in_flight(host.db, now).tuples())
+    flying = in_flight(host, now)
     reasons = {}
     for row in rows:
         if row["state"] != "outgoing" or any(row[k] is not None and row[k] > now for k in
@@ -166,7 +184,7 @@ def held_back_reasons(host, rows) -> dict:
             continue
         domain = domain_of(row["email_to"])
         entry = limit_of(limits, domain)
-        if entry is not None and in_flight.get(domain, 0) >= entry[0]:
-            reasons[row["id"]] = (f"waiting: {in_flight[domain]} mail(s) to {domain} in flight, as many "
+        if entry is not None and flying.get(domain, 0) >= entry[0]:
+            reasons[row["id"]] = (f"waiting: {flying[domain]} mail(s) to {domain} in flight, as many "
                                   f"as mail_domain_concurrency allows ({entry[1]})")
     return reasons

@@ -119,3 +119,15 @@ def test_a_malformed_concurrency_is_one_line_and_exit_78(tmp_path, setting):
     [line] = result.stderr.strip().splitlines()
     assert "config key mail_domain_concurrency" in line and str(path) in line
     assert "not DOMAIN=N entries with N from 1 to 10000" in line
+
+
+def test_the_database_reads_the_recipient_domain_as_sending_does(mail_host, db_url):
+    from postroom.plugins.mail_queue.pacing import domain_of
+    host = mail_host(db_url=db_url)
+    addresses = ['"a@b"@Quoted.Example.', "plain@Y.example", "nobody", "x@[127.0.0.1]"]
+    for address in addresses:
+        M.create(email_to=address, message_id=f"<{len(address)}@example.com>",
+                 created_at=host.clock.now())
+    read = dict(M.select(M.email_to, claims.recipient_domain(host.db)).tuples())
+    assert read == {a: domain_of(a) for a in addresses}
+    assert read['"a@b"@Quoted.Example.'] == "quoted.example"
