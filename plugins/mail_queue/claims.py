@@ -168,10 +168,11 @@ def claimable(host, now) -> int:
     return pw.Select([room], [pw.fn.COUNT(pw.SQL("*"))]).scalar(host.db)
 
 
-def held_back_reasons(host, rows) -> dict:
+def held_back_reasons(host, rows, due=True) -> dict:
     """{mail id: why it waits} for the listed mails (dicts with id, state, email_to,
-    scheduled_at, next_attempt_at, lease_until) that are due and free but whose domain has
-    as many mails in flight as `mail_domain_concurrency` allows. One query."""
+    scheduled_at, next_attempt_at, lease_until) that are free and due (or, `due=False`, sent
+    now anyway) but whose domain has as many mails in flight as `mail_domain_concurrency`
+    allows. One query."""
     limits = concurrency_limits(host)
     if not limits or not rows:
         return {}
@@ -179,8 +180,8 @@ def held_back_reasons(host, rows) -> dict:
     flying = in_flight(host, now)
     reasons = {}
     for row in rows:
-        if row["state"] != "outgoing" or any(row[k] is not None and row[k] > now for k in
-                                             ("scheduled_at", "next_attempt_at", "lease_until")):
+        times = ("scheduled_at", "next_attempt_at", "lease_until") if due else ("lease_until",)
+        if row["state"] != "outgoing" or any(row[k] is not None and row[k] > now for k in times):
             continue
         domain = domain_of(row["email_to"])
         entry = limit_of(limits, domain)

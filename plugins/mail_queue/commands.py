@@ -187,11 +187,11 @@ def queue_list(ctx, state, limit, as_json):
     show(_with_waits(host, rows), LIST_COLUMNS, as_json, "(the queue is empty)")
 
 
-def _with_waits(host, rows) -> list[dict]:
+def _with_waits(host, rows, due=True) -> list[dict]:
     """Mails held back by mail_domain_concurrency say so where a reason is shown (nothing is
     written on them: they wait untouched); an earlier failure stays readable after it."""
     by_id = {r["id"]: r for r in rows}
-    for mail_id, why in claims.held_back_reasons(host, rows).items():
+    for mail_id, why in claims.held_back_reasons(host, rows, due).items():
         row = by_id[mail_id]
         old = row["failure_reason"]
         row["failure_reason"] = why + (f" (last failure: {old})" if old and not old.startswith("waiting:") else "")
@@ -238,7 +238,8 @@ def queue_send_now(ctx, ids):
     """Send these outgoing mails now instead of waiting for the queue."""
     host = get_host(ctx)
     done = actions.send_now(host, _ids_or_fail(ids))
-    rows = [mail_row(m) for m in OutgoingMail.select().where(OutgoingMail.id.in_(done))]
+    rows = _with_waits(host, [mail_row(m) for m in OutgoingMail.select().where(OutgoingMail.id.in_(done))],
+                       due=False)
     gone = len(done) - len(rows)
     for r in rows:
         click.echo(f"mail {r['id']}: {r['state']}" + (f" ({r['failure_reason']})" if r["failure_reason"] else ""))

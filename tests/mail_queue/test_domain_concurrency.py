@@ -131,3 +131,17 @@ def test_the_database_reads_the_recipient_domain_as_sending_does(mail_host, db_u
     read = dict(M.select(M.email_to, claims.recipient_domain(host.db)).tuples())
     assert read == {a: domain_of(a) for a in addresses}
     assert read['"a@b"@Quoted.Example.'] == "quoted.example"
+
+
+def test_send_now_keeps_to_the_limit_and_says_why_a_mail_stayed(mail_host, cli_run, db_url, sink, clock):
+    host = mail_host(db_url=db_url, mail_domain_concurrency="slow.example=1")
+    enqueue(host, ["s0@slow.example", "s1@slow.example"])
+    claims.claim(host, "busy-worker", 1)  # s0 in flight
+    held = M.get(M.email_to == "s1@slow.example")
+    M.update(next_attempt_at=clock.now().replace(hour=23)).where(M.id == held.id).execute()
+
+    result = cli_run(host, "queue", "send-now", str(held.id))
+
+    assert result.exit_code == 1 and sink.received() == []
+    assert result.output.strip() == (f"mail {held.id}: outgoing (waiting: 1 mail(s) to slow.example in flight, "
+                                     f"as many as mail_domain_concurrency allows (slow.example=1))")
