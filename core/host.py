@@ -16,7 +16,7 @@ from playhouse.migrations import Runner
 from . import logs, plugins as plugin_loader
 from .clock import SystemClock
 from .config import Config
-from .db import is_postgres, open_database, translate_errors
+from .db import Savepoint, is_postgres, open_database, translate_errors
 from .errors import ConfigError, Conflict, InvalidInput, NotFound
 from .console.models import CONSOLE_MODELS
 from .models import CORE_MODELS, PluginState
@@ -335,21 +335,37 @@ class Host:
     # --- transactions --------------------------------------------------------------
 
     @contextlib.contextmanager
-    def transaction(self):
+    def transaction(self, flat: bool = False, join: bool = False):
         """A write transaction (nested calls become savepoints). Callbacks queued with
         `after_commit` run once the outermost block has committed, never on rollback (a
-        savepoint rolled back drops the callbacks queued inside it)."""
+        savepoint rolled back drops the callbacks queued inside it).
+
+        A `join=True` block nested in a `flat=True` one makes no savepoint of its own: the
+        flat block's caller promises not to catch a failure inside it, so any failure rolls
+        back the whole flat block anyway. The inbound gateway stores each message in a flat
+        block, and `create_record` and `post_message` join it (their savepoints only
+        repeated its own, twice per message). Blocks that do not join keep theirs."""
         state = self._tx
         depth = getattr(state, "depth", 0)
         if depth == 0:
             state.callbacks = []
+            state.flat_at = None
+        flat_at = state.flat_at
         mark = len(state.callbacks)
         state.depth = depth + 1
+        if depth == 0:
+            block = self.db.transaction_block()
+        elif join and flat_at is not None and depth > flat_at:
+            block = contextlib.nullcontext()
+        else:
+            block = Savepoint(self.db, depth)
+        if flat and flat_at is None:
+            state.flat_at = depth
         try:
-            with (self.db.transaction_block() if depth == 0 else self.db.atomic()):
+            with block:
                 yield
         except BaseException as exc:
-            state.depth = depth
+            state.depth, state.flat_at = depth, flat_at
             if depth == 0:
                 state.callbacks = []
             else:
@@ -358,7 +374,7 @@ class Host:
             if masked is not None:
                 raise masked from None
             raise
-        state.depth = depth
+        state.depth, state.flat_at = depth, flat_at
         if depth == 0:
             callbacks, state.callbacks = state.callbacks, []
             for callback in callbacks:

@@ -260,5 +260,8 @@ def describe(info, found) -> str:
 
 def reset_counter_of(address: str) -> None:
     """A normal mail from an address shows it works again: its partners' bounce counter to 0."""
-    (Partner.update(message_bounce=0)
-     .where((Partner.email_normalized == address) & (Partner.message_bounce > 0)).execute())
+    # Written directly: it runs for nearly every message received (and changes no row
+    # unless the address had bounced).
+    db = Partner._meta.database
+    db.execute_sql(f'UPDATE "partner" SET "message_bounce" = 0 '
+                   f'WHERE "email_normalized" = {db.param} AND "message_bounce" > 0', (address,))

@@ -5,7 +5,7 @@ import datetime as dt
 import peewee as pw
 
 from postroom.core import vacuum as core_vacuum
-from postroom.core.db import insert_rows
+from postroom.core.db import insert_one
 from postroom.core.errors import NotFound
 from postroom.core.records import parse_id
 
@@ -47,7 +47,7 @@ def record(host, *, peer="", mail_from="", sender="", recipients=(), message_id=
     row = InboundDecision(**values)
     # Written directly: this runs for every message, and peewee compiling the INSERT cost
     # more than SQLite executing it.
-    row.id = _insert(host, InboundDecision, values)
+    row.id = insert_one(host.db, InboundDecision, values)
     host.log.info("inbound %s %s: peer=%s%s from=<%s> to=<%s> msgid=%s code=%s %s%s%s%s",
                   label(verdict, mail_from), route,
                   peer or "-", f" client={client}" if client and client != _ip(peer) else "",
@@ -74,7 +74,7 @@ def keep_original(host, mail, mail_from, trace: bytes = b"") -> InboundOriginal:
     else:
         values["content"] = trace + mail.raw_bytes()
         row = InboundOriginal(**values)
-        row.id = _insert(host, InboundOriginal, values)
+        row.id = insert_one(host.db, InboundOriginal, values)
     if streamed:
         with host.db.connection().blobopen(InboundOriginal._meta.table_name, "content", row.id) as blob:
             blob.write(trace)
@@ -87,20 +87,16 @@ def keep_original(host, mail, mail_from, trace: bytes = b"") -> InboundOriginal:
 _LOOP_COLUMNS = (("envelope", "envelope_sender"), ("from", "sender"), ("peer", "client"))
 
 
-def _insert(host, model, values: dict) -> int:
-    """INSERT one row of `model` (column values by field name); returns its id."""
-    fields = [model._meta.fields[name] for name in values]
-    return insert_rows(host.db, model, fields, [tuple(values.values())], returning_ids=True)[0]
-
-
 def recent_counts(host, minutes: int, envelope="", sender="", client="", caps=None) -> dict:
     """How many records/messages the envelope sender, the From address and the client each
     made us create within the last `minutes`, in one query: {"envelope": n, "from": n,
     "peer": n} (0 for an empty key). With `caps` ({name: n}), a count stops at n: loop
     protection only asks whether a limit is reached, and counting on would read every row
     of a busy sender's window, twice per message (one sender's 5,000 messages: 5,000 rows
-    each time, the database's main work). Each count is its own index range scan. Plain
-    SQL: it runs twice per message, and peewee's compiler costs more than the answer."""
+    each time, the database's main work). Each count is its own range of its covering index
+    (key, counts, created_at): `counts = true`, not a bare `counts`, or SQLite ranges over
+    the key alone and reads the table for the rest. Plain SQL: it runs twice per message,
+    and peewee's compiler costs more than the answer."""
     values = dict(zip(("envelope", "from", "peer"), (envelope, sender, client)))
     keys = [(name, column) for name, column in _LOOP_COLUMNS if values[name]]
     if not keys:
@@ -111,8 +107,8 @@ def recent_counts(host, minutes: int, envelope="", sender="", client="", caps=No
     for name, column in keys:
         limit = f" LIMIT {int(caps[name])}" if caps.get(name) is not None else ""
         counts.append(f"(SELECT COUNT(*) FROM (SELECT 1 FROM inbound_decision WHERE {column} = {p} "
-                      f"AND counts AND created_at >= {p}{limit}) AS c_{name})")
-        params += [values[name], since]
+                      f"AND counts = {p} AND created_at >= {p}{limit}) AS c_{name})")
+        params += [values[name], InboundDecision.counts.db_value(True), since]
     row = host.db.execute_sql("SELECT " + ", ".join(counts), params).fetchone() or ()
     found = {name: int(n or 0) for (name, _), n in zip(keys, row)}
     return {name: found.get(name, 0) for name in ("envelope", "from", "peer")}

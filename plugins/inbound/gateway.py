@@ -306,7 +306,7 @@ class GatewayHandler:
                 results = await self._db(work, executor=self.large_executor if large else None)
             else:
                 received = await self._db(self._prepare, session, envelope, rcpts, spool)
-                results = await asyncio.wrap_future(self.writer.submit(lambda: self._store(received)))
+                results = await self.writer.submit_from(asyncio.get_running_loop(), lambda: self._store(received))
         except DB_ERRORS as exc:
             self.host.log.warning("inbound DATA from <%s> deferred: database unavailable: %s",
                                   envelope.mail_from, exc)

@@ -7,6 +7,8 @@ mail never reaches DATA.
 """
 import dataclasses
 
+from postroom.core.db import select_first
+
 from .models import InboundAlias
 
 KINDS = ("alias", "bounce", "catchall", "postmaster", "claimed")
@@ -67,7 +69,8 @@ def check(host, address: str) -> Verdict:
         return Verdict(address, *ok, "bounce", local, domain)
     if local == host.config.get("catchall").lower():
         return Verdict(address, *ok, "catchall", local, domain)
-    alias = InboundAlias.get_or_none(InboundAlias.local_part == local)
+    # Written directly: asked at every RCPT and again when the message is stored.
+    alias = select_first(InboundAlias, 'SELECT * FROM "inbound_alias" WHERE "local_part" = {p}', (local,))
     if alias is not None:
         return Verdict(address, *ok, "alias", local, domain, alias=alias)
     handler = host.hook.postroom_inbound_recipient(host=host, local_part=local, domain=domain)

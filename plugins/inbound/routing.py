@@ -32,6 +32,7 @@ class Outcome:
     action: object = None
     counts: bool = False
     record: Record | None = None
+    author: object = None  # the partner it posted as, once its action ran
 
     @property
     def accepted(self) -> bool:
@@ -131,10 +132,18 @@ def _reply_policy_refusal(host, parent, sender, address, auth_result):
                  f"({alias.contact}): {why}") if why else None
 
 
-def _poster(host, mail, sender, record, parent):
-    """The action that posts `mail` on `record` as an incoming email."""
+_UNKNOWN = object()
+
+
+def _poster(host, mail, sender, record, parent, author=_UNKNOWN, outcome=None):
+    """The action that posts `mail` on `record` as an incoming email (by `author` when the
+    caller already looked the sender's partner up); `outcome.author` says who it was."""
     def post(ids):
-        author = records.find_partner(host, sender, required=False) if sender else None
+        nonlocal author
+        if author is _UNKNOWN or author is None:  # None: another outcome may have made it since
+            author = records.find_partner(host, sender, required=False) if sender else None
+        if outcome is not None:
+            outcome.author = author
         msg = chatter.post_message(
             host, record, mail.body, subject=mail.subject or None, author=author,
             email_from=mail.from_display, message_type="email", parent=parent,
@@ -146,17 +155,20 @@ def _poster(host, mail, sender, record, parent):
     return post
 
 
-def _sender_partner(host, mail, sender, record) -> None:
-    """A stranger whose mail opens a record becomes a partner, so that, posting as its
-    author, they follow it and hear the answers (when the record type auto-follows)."""
+def _sender_partner(host, mail, sender, record, author):
+    """The author of mail that opens a record: `author` (the sender's partner, looked up
+    once), or a stranger made a partner, so that, posting as its author, they follow it and
+    hear the answers (when the record type auto-follows). None when there is nobody."""
     rtype = host.record_types.get(record.model)
-    if not sender or (rtype is not None and not rtype.auto_follow):
-        return
-    if records.find_partner(host, sender, required=False) is not None:
-        return
+    if author is not None or not sender or (rtype is not None and not rtype.auto_follow):
+        return author
+    # Asked again: another outcome of this message (a second alias) may have made it.
+    author = records.find_partner(host, sender, required=False)
+    if author is not None:
+        return author
     name, _ = emails.split_address(mail.from_display or sender)
     name = parsing.header_text({"n": name}, "n") if name else ""  # from_display keeps RFC 2047
-    records.create_partner(host, (name or sender.split("@")[0])[:256], sender)
+    return records.create_partner(host, (name or sender.split("@")[0])[:256], sender)
 
 
 def _storable(host, mail) -> list:
@@ -206,9 +218,9 @@ def plan(host, mail, mail_from, verdicts, dry_run=False, client="", auth_result=
         if refusal:
             return out + [Outcome(rcpts, "refused", 550, refusal)]
         where = f"{record.model},{record.id}" if record is not None else "a message without record"
-        post = _poster(host, mail, sender, record, parent)
-        return out + [Outcome(rcpts, "reply", OK, f"2.0.0 Ok: posted on {where} as a reply",
-                              action=post, counts=True, record=record)]
+        reply = Outcome(rcpts, "reply", OK, f"2.0.0 Ok: posted on {where} as a reply", counts=True, record=record)
+        reply.action = _poster(host, mail, sender, record, parent, outcome=reply)
+        return out + [reply]
     by_alias = {}
     for v in rest:
         if v.kind == "alias" and v.alias.id in by_alias:
@@ -244,8 +256,10 @@ def _alias_outcome(host, mail, sender, v, envelope="", client="", auth_result=No
         if record is None:
             return Outcome(rcpts, "refused", 550, f"5.1.1 <{v.address}>: mailbox unavailable "
                                                   f"(the alias's record {alias.record_id} no longer exists)")
-        return Outcome(rcpts, "alias", OK, f"2.0.0 Ok: posted on {record.model},{record.id}",
-                       action=_poster(host, mail, sender, record, None), counts=True, record=record)
+        posted = Outcome(rcpts, "alias", OK, f"2.0.0 Ok: posted on {record.model},{record.id}",
+                         counts=True, record=record)
+        posted.action = _poster(host, mail, sender, record, None, author, outcome=posted)
+        return posted
     if alias.model not in host.record_types:
         return Outcome(rcpts, "refused", 550, f"5.1.1 <{v.address}>: mailbox unavailable "
                                               f"(record type {alias.model} is not available)")
@@ -257,8 +271,8 @@ def _alias_outcome(host, mail, sender, v, envelope="", client="", auth_result=No
     def create(ids):
         record = records.create_record(host, alias.model, name[:512], alias.defaults)
         outcome.record = record
-        _sender_partner(host, mail, sender, record)
-        _poster(host, mail, sender, record, None)(ids)
+        _poster(host, mail, sender, record, None, _sender_partner(host, mail, sender, record, author),
+                outcome=outcome)(ids)
         return 250, f"2.0.0 Ok: created {record.model},{record.id}"
     outcome = Outcome(rcpts, "alias", OK, f"2.0.0 Ok: would create a {alias.model} record named {name!r}",
                       action=create, counts=True)
@@ -380,7 +394,9 @@ def _deliver(host, peer, mail_from, rcpts, mail, auth_result, lmtp, client) -> l
     for attempt in range(2):
         verdicts = [recipients.check(host, r) for r in rcpts]
         try:
-            with host.transaction():
+            # flat: nothing here catches a failure of the core writes it nests (a record,
+            # a post); any failure undoes the whole delivery, so they need no savepoints.
+            with host.transaction(flat=True):
                 outcomes = plan(host, mail, mail_from, verdicts, client=client, auth_result=auth_result)
                 _run(host, mail, outcomes)
                 refused = [o for o in outcomes if not o.accepted]
@@ -419,6 +435,12 @@ def _reset_bounce_counter(mail, sender, verdicts, outcomes):
     if not sender or mail.auto_reason or not all(v.accepted for v in verdicts):
         return
     if any(o.route in ("bounce", "duplicate") for o in outcomes):
+        return
+    # The partner a post was just written as, read in this transaction, shows the counter
+    # is already 0: no UPDATE then. (An address belongs to one partner: create_partner and
+    # import refuse or skip one that is taken.)
+    if any(o.author is not None and o.author.email_normalized == sender and not o.author.message_bounce
+           for o in outcomes):
         return
     bounces.reset_counter_of(sender)
 

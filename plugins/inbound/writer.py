@@ -4,12 +4,20 @@ On SQLite every writer takes turns at one write lock, and each commit costs a sy
 pool threads each committing one message spend their time waiting for each other. The
 gateway's pool threads therefore only prepare a message (parse it, check the sender's
 authentication: no transaction), and hand the storing to this writer. It takes whatever
-messages are waiting (up to `batch_max`), stores each in its own savepoint of one
-transaction, commits, and only then resolves each message's future, so a 250 still
-means "committed". A message whose storing fails is rolled back alone (its savepoint) and
-gets its own error; a failed commit (or a database error, after which the transaction
-cannot be trusted) fails every message of the batch, which the gateway answers 451.
+messages are waiting (up to `batch_max`), stores them in one transaction, commits, and
+only then resolves each message's future, so a 250 still means "committed". A message
+whose storing fails gets its own error and the others are stored all the same: the batch
+is then rolled back and stored again with a savepoint for each message, so that the
+failing one is rolled back alone (a savepoint per message on every batch cost more than
+the messages' own statements, and messages rarely fail). A failed commit (or a database
+error, after which the transaction cannot be trusted) fails every message of the batch,
+which the gateway answers 451.
+
+`fn` may therefore run twice (the first run rolled back, its after-commit work dropped
+with it): it must write only to the database.
 """
+import asyncio
+import collections
 import concurrent.futures
 import queue
 import threading
@@ -36,6 +44,13 @@ class GroupWriter:
     def submit(self, fn) -> concurrent.futures.Future:
         future = concurrent.futures.Future()
         self._queue.put((fn, future))
+        return future
+
+    def submit_from(self, loop, fn) -> asyncio.Future:
+        """`submit` for a coroutine on `loop` (called on that loop): the batch's outcomes
+        reach the loop in one wake-up, not one per message."""
+        future = loop.create_future()
+        self._queue.put((fn, _OnLoop(loop, future)))
         return future
 
     def close(self, timeout: float = 30):
@@ -65,30 +80,84 @@ class GroupWriter:
             self.host.db.close()
 
     def _commit(self, batch):
-        outcomes = []
         try:
-            with self.host.transaction():
-                for fn, _ in batch:
-                    try:
-                        with self.host.transaction():  # a savepoint: this message alone
-                            outcomes.append((True, fn()))
-                    except DB_ERRORS:
-                        raise
-                    except Exception as exc:  # noqa: BLE001 - that message's own failure
-                        outcomes.append((False, exc))
+            try:
+                outcomes = self._store(batch, savepoints=False)
+            except _OneFailed as failed:
+                if len(batch) == 1:  # rolled back: its failure was its own
+                    outcomes = [(False, failed.__cause__)]
+                else:
+                    outcomes = self._store(batch, savepoints=True)
         except BaseException as exc:  # noqa: BLE001 - the commit failed: nothing of the batch is stored
             if isinstance(exc, DB_ERRORS):
                 try:
                     self.host.db.close()  # reconnect for the next batch
                 except Exception:  # noqa: BLE001 - already broken
                     pass
-            for _, future in batch:
-                future.set_exception(exc)
+            _settle([(future, False, exc) for _, future in batch])
             if not isinstance(exc, Exception):
                 raise
             return
-        for (_, future), (ok, value) in zip(batch, outcomes):
-            if ok:
-                future.set_result(value)
-            else:
-                future.set_exception(value)
+        _settle([(future, ok, value) for (_, future), (ok, value) in zip(batch, outcomes)])
+
+    def _store(self, batch, savepoints: bool) -> list:
+        """Run the batch in one transaction; [(ok, result or exception)] once committed.
+        With `savepoints`, each message in its own; without, the first message to fail
+        rolls back the whole batch (`_OneFailed`)."""
+        outcomes = []
+        with self.host.transaction():
+            for fn, _ in batch:
+                try:
+                    if savepoints:
+                        with self.host.transaction():  # a savepoint: this message alone
+                            outcomes.append((True, fn()))
+                    else:
+                        outcomes.append((True, fn()))
+                except DB_ERRORS:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - that message's own failure
+                    if not savepoints:
+                        raise _OneFailed() from exc
+                    outcomes.append((False, exc))
+        return outcomes
+
+
+class _OneFailed(Exception):
+    """A message of a batch stored without savepoints failed: store the batch again, each
+    message in its own savepoint."""
+
+
+class _OnLoop:
+    """An asyncio future of `loop`, to be settled from the writer thread."""
+    __slots__ = ("loop", "future")
+
+    def __init__(self, loop, future):
+        self.loop, self.future = loop, future
+
+
+def _settle(items):
+    """Complete each (future, ok, result or exception); futures of an event loop are
+    completed by one callback per loop."""
+    by_loop = collections.defaultdict(list)
+    for future, ok, value in items:
+        if isinstance(future, _OnLoop):
+            by_loop[future.loop].append((future.future, ok, value))
+        elif ok:
+            future.set_result(value)
+        else:
+            future.set_exception(value)
+    for loop, waiting in by_loop.items():
+        try:
+            loop.call_soon_threadsafe(_settle_on_loop, waiting)
+        except RuntimeError:  # the loop is closed: nobody waits any more
+            pass
+
+
+def _settle_on_loop(waiting):
+    for future, ok, value in waiting:
+        if future.cancelled():
+            continue
+        if ok:
+            future.set_result(value)
+        else:
+            future.set_exception(value)

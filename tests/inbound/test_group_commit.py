@@ -1,6 +1,7 @@
-"""The gateway's writer stores several messages per transaction: each in its own savepoint,
-each answered only after the commit; one message's failure is its own, a database error
-fails the batch (the gateway answers those 451)."""
+"""The gateway's writer stores several messages per transaction, each answered only after
+the commit; one message's failure is its own (the batch is then stored again, a savepoint
+per message), a database error fails the batch (the gateway answers those 451)."""
+import logging
 import threading
 
 import peewee as pw
@@ -72,3 +73,29 @@ def test_a_database_error_fails_every_message_of_its_batch_and_stores_none(inbou
         assert _names() == ["kept?"]
     finally:
         writer.close()
+
+
+def test_a_batch_without_failures_takes_no_savepoint_per_message(inbound_host, db_url):
+    host = inbound_host(db_url=db_url)
+    writer = GroupWriter(host)
+    sql = []
+    handler = logging.Handler(logging.DEBUG)
+    handler.emit = lambda record: sql.append(str(record.msg[0]) if isinstance(record.msg, tuple) else "")
+    logger, level = logging.getLogger("peewee"), logging.getLogger("peewee").level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+
+    def store(name):
+        def job():  # writes without a transaction of its own: what SAVEPOINTs run are the writer's
+            Record.create(model="generic", name=name, created_at=host.clock.now())
+            return name
+        return job
+    try:
+        futures = _batch(host, writer, [store(n) for n in "abc"])
+        assert [f.result(timeout=10) for f in futures] == ["a", "b", "c"]
+    finally:
+        writer.close()
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    assert _names() == ["a", "b", "c"]
+    assert [s for s in sql if s.startswith("SAVEPOINT")] == []
