@@ -7,18 +7,16 @@ Every action calls the function its CLI command calls (`actions.retry`, `actions
 import datetime as dt
 import os
 
-import peewee as pw
 from starlette.routing import Route
 
 from postroom.core import chatter
 from postroom.core.console.frame import (acting, audit, done, download, form_value, form_values, render,
                                          viewing)
 from postroom.core.console.paging import page_number, paginate
-from postroom.core.db import is_postgres
 from postroom.core.models import Message, Record
 from postroom.core.web import host_of
 
-from . import actions, daily_limit
+from . import actions, daily_limit, hourly
 from .models import STATES, OutgoingMail
 from .settings import ACTION_NAME
 
@@ -54,33 +52,6 @@ def queue_query(host, state="", sender="", recipient="", older="", newer=""):
     return query
 
 
-def hourly_chart(host) -> list[dict]:
-    """Sent, failed and waiting mails for each of the last 24 hours (three grouped queries)."""
-    now = host.clock.now().replace(minute=0, second=0, microsecond=0)
-    since = now - dt.timedelta(hours=23)
-    hours = [since + dt.timedelta(hours=i) for i in range(24)]
-    keys = [h.strftime("%Y-%m-%d %H") for h in hours]
-
-    def bucket(column):
-        if is_postgres(host.db):
-            return pw.fn.to_char(column, "YYYY-MM-DD HH24").coerce(False)
-        # stored as "YYYY-MM-DD HH:MM:SS": the hour is a prefix (kept text, not read as a time)
-        return pw.fn.substr(column, 1, 13).coerce(False)
-
-    def counts(column, condition):
-        b = bucket(column)
-        rows = (OutgoingMail.select(b.alias("h"), pw.fn.COUNT(OutgoingMail.id))
-                .where(condition & (column >= since))
-                .group_by(pw.SQL("1")).tuples())  # by position: PostgreSQL binds each copy of b apart
-        return dict(rows)
-    # A sent mail's updated_at is its sent time; (state, updated_at) is indexed.
-    sent = counts(OutgoingMail.updated_at, OutgoingMail.state == "sent")
-    failed = counts(OutgoingMail.updated_at, OutgoingMail.state == "exception")
-    waiting = counts(OutgoingMail.created_at, OutgoingMail.state == "outgoing")
-    return [{"hour": h, "sent": sent.get(k, 0), "failed": failed.get(k, 0), "waiting": waiting.get(k, 0)}
-            for h, k in zip(hours, keys)]
-
-
 def queue_page(request):
     host = host_of(request)
     q = request.query_params
@@ -90,7 +61,7 @@ def queue_page(request):
     # A text filter scans the addresses: no second scan to count them (newer/older pages only).
     page = paginate(queue_query(host, **filters), page_number(request),
                     count=not (filters["sender"] or filters["recipient"]))
-    chart = hourly_chart(host)
+    chart = hourly.chart(host)
     peak = max([max(c["sent"], c["failed"], c["waiting"]) for c in chart] + [1])
     failed = OutgoingMail.select().where(OutgoingMail.state == "exception").count()
     return render(request, "mail_queue/queue.html", {

@@ -12,9 +12,9 @@ from postroom.core import vacuum as core_vacuum
 from postroom.core.doctor import Check
 from postroom.core.models import CronAction, Notification
 
-from . import daily_limit, servers, smtp_client
+from . import daily_limit, hourly, servers, smtp_client
 from .addressing import default_from, sender_problem
-from .models import DailyCount, OutgoingMail
+from .models import DailyCount, HourlyCount, OutgoingMail
 from .settings import ACTION_CODE, ACTION_NAME, ATTACHMENT_HOLDER
 
 
@@ -53,7 +53,8 @@ def vacuum(host, batch_size, dry_run):
     result = core_vacuum.sweep(host, "mail_queue", {"mails": (OutgoingMail, vacuum_conditions(host), log_deleted)},
                                batch_size, dry_run)
     if dry_run:
-        result["removed"]["counters"] = DailyCount.select().where(counters).count()
+        result["removed"]["counters"] = (DailyCount.select().where(counters).count()
+                                         + HourlyCount.select().where(hourly.vacuum_condition(host)).count())
         result["remaining"] = 0
         return result if any(result["removed"].values()) else None
     # A handful of rows a month (one per server and day): a bounded loop is fine here.
@@ -63,6 +64,8 @@ def vacuum(host, batch_size, dry_run):
     for server, day in keys[:batch_size]:
         gone_counters += DailyCount.delete().where((DailyCount.server == server)
                                                    & (DailyCount.day == day)).execute()
+    # The chart's hours: two rows an hour, so a month's worth is one small DELETE.
+    gone_counters += HourlyCount.delete().where(hourly.vacuum_condition(host)).execute()
     # A direct mail's attachments go once the mail is gone (sent and auto-deleted, or
     # vacuumed above); while it is queued its rows, and so their content, stay.
     gone_files, more_files = attachments.remove_orphans(ATTACHMENT_HOLDER, OutgoingMail.select(OutgoingMail.id),

@@ -58,10 +58,11 @@ class OutgoingMail(BaseModel):
         table_name = "mail_queue_mail"
         # (state) keeps rowid order, so a claim reads the oldest due mails without sorting
         # the queue; (lease_owner) finds a claim's rows without scanning the table.
-        # (state, updated_at) and (created_at) keep the console's 24-hour chart and its age
-        # filters to the rows they show, not the whole queue.
+        # (state, updated_at), (state, created_at) and (created_at) keep the console's
+        # 24-hour chart (its waiting mails) and age filters to the rows they show, not the
+        # whole queue.
         indexes = ((("state",), False), (("lease_owner",), False), (("state", "updated_at"), False),
-                   (("created_at",), False))
+                   (("state", "created_at"), False), (("created_at",), False))
 
 
 class MailServer(BaseModel):
@@ -127,6 +128,19 @@ class OutcomeCount(BaseModel):
         primary_key = pw.CompositeKey("outcome", "failure_type", "reply_class")
 
 
+class HourlyCount(BaseModel):
+    """Mails sent and mails failed for good in each UTC hour, counted where the outcomes are
+    recorded (one upsert per batch): the console's 24-hour chart reads a few dozen rows
+    instead of grouping the queue, and counts auto-deleted mails, which leave no row behind."""
+    hour = UTCDateTimeField()  # the hour's start
+    outcome = pw.CharField(max_length=8)  # sent | failed
+    count = pw.BigIntegerField(default=0)
+
+    class Meta:
+        table_name = "mail_queue_hourly_count"
+        primary_key = pw.CompositeKey("hour", "outcome")
+
+
 class DomainPace(BaseModel):
     """Pacing and back-off of one recipient domain, shared by every worker: mails counted in
     the current pacing window, and the back-off a "slow down" reply (421, 4.7.x) began."""
@@ -141,4 +155,4 @@ class DomainPace(BaseModel):
         table_name = "mail_queue_domain_pace"
 
 
-MODELS = [OutgoingMail, MailServer, DailyCount, DkimKey, OutcomeCount, DomainPace]
+MODELS = [OutgoingMail, MailServer, DailyCount, DkimKey, OutcomeCount, HourlyCount, DomainPace]

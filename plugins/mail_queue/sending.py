@@ -24,6 +24,7 @@ from postroom.core.errors import PostroomError
 
 from . import addressing, compose, daily_limit, pacing, servers, signing, smtp_client
 from .claims import claim, claimable, due_condition, free
+from .hourly import count_hour
 from .metrics import count_outcomes
 from .models import OutgoingMail
 from .outcomes import FAILED_VIA, Ledger, announce, finish, smtp_reason
@@ -273,9 +274,11 @@ def deliver(host, token, pool, run=None) -> collections.Counter:
     pacer.save()
     first.flush()
     finish(host, OutgoingMail.lease_owner == token)
-    with host.transaction():  # the /metrics counters: one upsert per batch
-        count_outcomes(sum(len(ledger.sent_info) for ledger in ledgers),
-                       [info for ledger in ledgers for info in ledger.failed_info])
+    with host.transaction():  # the /metrics counters and the chart's hour: one upsert each per batch
+        sent = sum(len(ledger.sent_info) for ledger in ledgers)
+        failed = [info for ledger in ledgers for info in ledger.failed_info]
+        count_outcomes(sent, failed)
+        count_hour(host, sent, failed)
     counts = collections.Counter()
     for ledger in ledgers:
         counts.update(ledger.counts())
