@@ -656,7 +656,12 @@ def cron_disable(ctx, name):
 def doctor(ctx, as_json):
     """Walk the troubleshooting steps: ok / warn / fail, finding, remedy; exit 1 on a fail."""
     from postroom.core import doctor as checks
-    results = checks.run_checks(get_host(ctx))
+    host = get_host(ctx)
+    results = checks.run_checks(host)
+    try:  # the console's doctor page shows the last run; the report comes first regardless
+        checks.save_run(host, results, "postroom doctor")
+    except Exception as exc:  # noqa: BLE001 - e.g. a database the doctor just found broken
+        host.log.warning("doctor: results not kept for the console: %s", exc)
     if as_json:
         click.echo(to_json({"checks": [c.as_dict(source) for source, c in results],
                             "summary": checks.summary(results)}))

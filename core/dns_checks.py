@@ -28,9 +28,18 @@ class Unreachable(Exception):
     """No DNS server gave an answer."""
 
 
+def lookup(host) -> "Lookup":
+    """The doctor run's Lookup, shared by the core's and the plugins' checks (see
+    `core.doctor.per_run`); a new one outside a run."""
+    from .doctor import per_run
+    return per_run(host, "dns_checks.lookup", lambda: Lookup(host))
+
+
 class Lookup:
     """TXT lookups through the configured resolver; after one unreachable answer the rest
-    fail fast instead of each waiting for its own timeout."""
+    fail fast instead of each waiting for its own timeout. Its answers are cached for their
+    TTL for as long as the Lookup lives (one doctor run): a name two checks need is asked
+    once, and the next run asks again."""
 
     def __init__(self, host):
         spec = host.config.getlist("dns_resolver")
@@ -52,6 +61,7 @@ class Lookup:
             except ValueError:
                 self.unreachable = (f"dns_resolver = {', '.join(spec)} is not a list of IP[:port] "
                                     f"addresses")
+        self.resolver.cache = dns.resolver.Cache()
         self.resolver.lifetime = host.config.getfloat("dns_timeout", 3.0)
         self.resolver.timeout = self.resolver.lifetime
 
@@ -139,13 +149,13 @@ def check_dns(host) -> list[Check]:
         finding = f"could not check SPF/DKIM/DMARC: {domain} is not a public domain"
         remedy = "set domains in the config to the domain you send from"
         return [Check(n, "warn", finding, remedy) for n in ("dns.spf", "dns.dmarc")]
-    lookup = Lookup(host)
+    dns_lookup = lookup(host)
     checks = []
     for name, query, judge in (
             ("dns.spf", domain, lambda r: spf(domain, r)),
             ("dns.dmarc", f"_dmarc.{domain}", lambda r: dmarc(domain, r))):
         try:
-            checks.append(judge(lookup.txt(query)))
+            checks.append(judge(dns_lookup.txt(query)))
         except Unreachable as exc:
             checks.append(Check(name, "warn", f"could not check {query}: no DNS answer ({exc})",
                                 "check the server's DNS (or the dns_resolver setting) and run doctor again"))

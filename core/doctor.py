@@ -6,12 +6,22 @@ something that is not a list of `Check`) becomes one `fail` naming its plugin in
 taking the whole report down. Order: the core's checks first, then the enabled plugins'
 in the order they were enabled, then any other registered object's; each contributor's
 own order is kept, so the report reads like the troubleshooting page it replaces.
+
+The last run's results are kept (`save_run`, one `Parameter` row): the console's doctor
+page shows them with their age and runs the checks again on request, since the DNS probes
+wait on the network and a page must not.
 """
+import contextvars
 import dataclasses
+import datetime as dt
+import json
 
 from .errors import first_line
 
 STATUSES = ("ok", "warn", "fail")
+LAST_RUN_KEY = "doctor.last_run"
+# (host, {key: value}) while run_checks runs: what its checks share (see per_run)
+_RUN = contextvars.ContextVar("postroom_doctor_run", default=None)
 
 
 @dataclasses.dataclass
@@ -48,8 +58,28 @@ def call_impl(impl, **kwargs):
     return impl.function(**{name: kwargs[name] for name in impl.argnames if name in kwargs})
 
 
+def per_run(host, key: str, make):
+    """A value every check of the current `run_checks` shares, made by `make()` on first
+    use (the DNS resolver: each name asked once, one timeout when DNS does not answer);
+    outside a run, a fresh one on every call."""
+    run = _RUN.get()
+    if run is None or run[0] is not host:
+        return make()
+    if key not in run[1]:
+        run[1][key] = make()
+    return run[1][key]
+
+
 def run_checks(host) -> list[tuple[str, Check]]:
     """Every contributed check as (source plugin, Check), in report order."""
+    token = _RUN.set((host, {}))
+    try:
+        return _run_checks(host)
+    finally:
+        _RUN.reset(token)
+
+
+def _run_checks(host) -> list[tuple[str, Check]]:
     results = []
     for impl in ordered_impls(host, "postroom_doctor_checks"):
         source = impl.plugin_name
@@ -89,3 +119,39 @@ def report_lines(results) -> list[str]:
     counts = summary(results)
     lines.append(f"{counts['fail']} failed, {counts['warn']} warning(s), {counts['ok']} ok")
     return lines
+
+
+@dataclasses.dataclass
+class Run:
+    """A stored doctor run: when, run by whom (`postroom doctor`, the console's operator),
+    and its results as `run_checks` returned them."""
+    taken_at: dt.datetime
+    by: str
+    results: list
+
+
+def save_run(host, results, by: str) -> None:
+    """Keep `results` as the last run (replacing the previous one), in its own short
+    transaction: call it after the checks, never around them (they talk to DNS)."""
+    from .models import Parameter
+    value = json.dumps({"taken_at": host.clock.now().isoformat(), "by": by,
+                        "checks": [c.as_dict(source) for source, c in results]})
+    with host.transaction():
+        (Parameter.insert(key=LAST_RUN_KEY, value=value)
+         .on_conflict(conflict_target=[Parameter.key], update={Parameter.value: value}).execute())
+
+
+def last_run(host) -> Run | None:
+    """The last stored run, or None when the checks never ran (or what is stored cannot be
+    read: then the checks simply have to run again)."""
+    from .models import Parameter
+    row = Parameter.get_or_none(Parameter.key == LAST_RUN_KEY)
+    if row is None:
+        return None
+    try:
+        data = json.loads(row.value)
+        results = [(c.pop("source"), Check(**c)) for c in data["checks"]]
+        return Run(dt.datetime.fromisoformat(data["taken_at"]), data["by"], results)
+    except (ValueError, KeyError, TypeError):
+        host.log.warning("doctor: the stored last run cannot be read; it is ignored")
+        return None

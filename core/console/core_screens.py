@@ -4,9 +4,11 @@ Each action calls the function its CLI command calls (`records.follow`, `schedul
 `scheduler.run_by_hand`, `doctor.run_checks`, ...); errors an operator can act on come back as
 the page's one-line message, as they would on stderr.
 """
+import datetime as dt
+
 from starlette.routing import Route
 
-from .. import attachments, chatter, records, scheduler
+from .. import attachments, chatter, doctor, records, scheduler
 from ..models import Follower, Message, Partner, Record
 from ..web import host_of
 from .frame import acting, audit, done, download, error_page, form_value, render, viewing
@@ -146,12 +148,42 @@ def cron_active(request):
 
 
 # --- doctor -----------------------------------------------------------------------------------
+# The page shows the last run (the CLI's or the console's) with its age: the DNS probes wait
+# on the network, a page must not. "Run checks now" runs them all afresh.
+STALE_AFTER = dt.timedelta(hours=1)
+
+
+def age_words(delta: dt.timedelta) -> str:
+    """"just now", "5 minutes ago", "3 hours ago", "2 days ago"."""
+    seconds = max(0, int(delta.total_seconds()))
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size:
+            n = seconds // size
+            return f"{n} {unit}{'s' if n > 1 else ''} ago"
+    return "just now"
+
 
 def doctor_page(request):
-    from .. import doctor
     host = host_of(request)
-    results = doctor.run_checks(host)
-    return render(request, "doctor.html", {"results": results, "summary": doctor.summary(results)})
+    run = doctor.last_run(host)
+    context = {"run": run, "results": [], "summary": None, "age": None, "stale": False}
+    if run is not None:
+        age = host.clock.now() - run.taken_at
+        context.update(results=run.results, summary=doctor.summary(run.results), age=age_words(age),
+                       stale=age > STALE_AFTER)
+    return render(request, "doctor.html", context)
+
+
+@acting
+def doctor_run(request):
+    host = host_of(request)
+    results = doctor.run_checks(host)  # outside any transaction: DNS and SMTP probes
+    who = request.scope["state"]["operator"].email
+    doctor.save_run(host, results, f"{who} (console)")
+    counts = doctor.summary(results)
+    words = f"{counts['fail']} failed, {counts['warn']} warning(s), {counts['ok']} ok"
+    audit(request, f"ran the doctor checks: {words}")
+    return done(request, f"Checks run: {words}.", to="/doctor/")
 
 
 def register_all(register):
@@ -170,4 +202,5 @@ def register_all(register):
         Route("/run", cron_run, methods=["POST"]),
         Route("/active", cron_active, methods=["POST"]),
     ], nav="Scheduled actions")
-    register("/doctor", [Route("/", doctor_page, methods=["GET"])], nav="Doctor")
+    register("/doctor", [Route("/", doctor_page, methods=["GET"]),
+                         Route("/run", doctor_run, methods=["POST"])], nav="Doctor")

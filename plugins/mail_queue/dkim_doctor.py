@@ -176,7 +176,7 @@ def _alignment_check(lookup, keys, domains) -> list[Check]:
 def doctor_checks(host) -> list[Check]:
     keys = {k.domain: k for k in DkimKey.select().order_by(DkimKey.domain)}
     domains = sending_domains(host)
-    lookup = dns_checks.Lookup(host)
+    lookup = dns_checks.lookup(host)
     checks = [_key_check(host, lookup, key) for key in keys.values()]
     checks.append(_unsigned_check(keys, domains))
     checks.append(_spf_check(host, lookup))

@@ -174,6 +174,8 @@ def test_find_a_refused_inbound_mail_in_the_log(console, page, cli_run):
     assert "sales@example.com" in text and "550" in text and "mailbox unavailable" in text
     shot(page, "6-inbound-log")
     page.goto(url + "/doctor/")
+    page.click("button:has-text('Run checks now')")
+    page.wait_for_selector("text=Checked just now")
     assert "ok" in page.inner_text("tbody")
     shot(page, "7-doctor")
 

@@ -128,10 +128,35 @@ def test_a_refused_inbound_mail_is_found_in_the_log_and_an_accepted_ones_origina
     assert client.get("/inbound/?since=2026-01-05&until=2026-01-05").text.count("data-decision=") == 2
 
 
-def test_the_doctor_screen_lists_every_check_with_its_remedy(console, logged_in):
+def test_the_doctor_screen_shows_the_last_run_with_its_age_and_runs_the_checks_on_request(
+        console, logged_in, clock, cli_run):
     host, url = console(dns_resolver="127.0.0.1:9", dns_timeout="0.2")
-    page = logged_in(url).get("/doctor/").text
-    assert "admin" in page and "status-" in page and "Doctor" in page
+    client = logged_in(url)
+    first = client.get("/doctor/").text
+    assert "have not run yet" in first and "Run checks now" in first and "status-" not in first
+
+    ran = client.post("/doctor/run")
+    assert ran.status == 303 and ran.headers["location"] == "/doctor/"
+    page = client.get("/doctor/").text
+    assert "Checks run: " in page and "Checked just now" in page and "by ops@example.com (console)" in page
+    assert "admin_email" in page and "dns.spf" in page and "status-" in page and "may no longer" not in page
+
+    clock.advance(hours=2)
+    stale = client.get("/doctor/").text
+    assert "Checked 2 hours ago" in stale and "may no longer be the current state" in stale
+
+    cli_run(host, "doctor")  # the command line's run is the last one now
+    assert "Checked just now" in client.get("/doctor/").text
+    assert "by postroom doctor" in client.get("/doctor/").text
+
+
+def test_a_read_only_operator_sees_the_last_run_but_cannot_run_the_checks(console, logged_in, cli_run):
+    host, url = console(dns_resolver="127.0.0.1:9", dns_timeout="0.2")
+    cli_run(host, "doctor")
+    viewer = logged_in(url, "viewer@example.com")
+    page = viewer.get("/doctor/").text
+    assert "admin_email" in page and "Run checks now" not in page and "postroom doctor" in page
+    assert viewer.post("/doctor/run").status == 403
 
 
 def test_a_deployment_has_a_screen_only_for_its_enabled_plugins(console, logged_in):

@@ -132,3 +132,17 @@ def test_a_private_key_file_missing_on_this_machine_fails(host, cli_run, dns_ser
     check = doctor(h)["dkim.example.com"]
 
     assert check["status"] == "fail" and "missing on this machine" in check["finding"]
+
+
+def test_one_doctor_run_asks_dns_once_per_name_for_the_core_and_the_plugin(host, cli_run, dns_server, doctor):
+    h = host()
+    generate_and_publish(cli_run, h, dns_server)
+    dns_server.queries.clear()
+
+    checks = doctor(h)
+
+    assert checks["dns.dmarc"]["status"] == "ok" and checks["dmarc.alignment"]["status"] == "ok"
+    # the core's DMARC check and the plugin's alignment check share one answer
+    assert dns_server.queries.count("_dmarc.example.com") == 1
+    doctor(h)  # and the next run asks afresh
+    assert dns_server.queries.count("_dmarc.example.com") == 2
