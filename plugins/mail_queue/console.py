@@ -35,9 +35,16 @@ def _record_of(mail_or_message) -> Record | None:
 
 # --- the queue ------------------------------------------------------------------------------
 
+# What the listing shows: not the bodies, headers and attachment lists (a newsletter's HTML
+# is read and converted 50 times a page for nothing).
+LISTED = (OutgoingMail.id, OutgoingMail.state, OutgoingMail.email_to, OutgoingMail.email_from,
+          OutgoingMail.subject, OutgoingMail.attempts, OutgoingMail.created_at, OutgoingMail.failure_type,
+          OutgoingMail.failure_reason, OutgoingMail.next_attempt_at)
+
+
 def queue_query(host, state="", sender="", recipient="", older="", newer=""):
-    """The queue filtered as the screen asks; newest first."""
-    query = OutgoingMail.select().order_by(OutgoingMail.id.desc())
+    """The queue filtered as the screen asks (the listed columns); newest first."""
+    query = OutgoingMail.select(*LISTED).order_by(OutgoingMail.id.desc())
     if state in STATES:
         query = query.where(OutgoingMail.state == state)
     if sender:

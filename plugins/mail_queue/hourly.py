@@ -3,14 +3,17 @@
 Sent and failed are events, counted in `HourlyCount` by the batch that recorded them (an
 auto-deleted mail leaves no row in the queue to count later, and grouping a 100,000-mail
 queue by hour on every page view costs more than the page). Waiting is the queue as it is
-now: the outgoing mails by the hour they were created, read through the (state,
-created_at) index.
+now: the outgoing mails by the hour they were created, counted on the (state, created_at)
+index.
 """
 import collections
 import datetime as dt
+import functools
+import operator
 
 import peewee as pw
 
+from postroom.core.clock import aware
 from postroom.core.db import is_postgres
 
 from .models import HourlyCount, OutgoingMail
@@ -47,22 +50,27 @@ def chart(host) -> list[dict]:
     for hour, outcome, n in (HourlyCount.select(HourlyCount.hour, HourlyCount.outcome, HourlyCount.count)
                              .where(HourlyCount.hour >= since).tuples()):
         events[hour][outcome] = n
-    waiting = _waiting_by_hour(host, since)
+    waiting = _waiting_by_hour(host, hours)
     return [{"hour": h, "sent": events[h].get("sent", 0), "failed": events[h].get("failed", 0),
-             "waiting": waiting.get(h.strftime("%Y-%m-%d %H"), 0)} for h in hours]
+             "waiting": waiting.get(h, 0)} for h in hours]
 
 
-def _waiting_by_hour(host, since) -> dict:
-    """{"YYYY-MM-DD HH": outgoing mails created in that hour}."""
-    column = OutgoingMail.created_at
+def _waiting_by_hour(host, hours) -> dict:
+    """{hour: outgoing mails created in that hour}, on the (state, created_at) index, in
+    one statement. SQLite: a range count per hour (UNION ALL), cheaper than reading the hour
+    out of every waiting mail and grouping; PostgreSQL plans 24 branches slower than it
+    groups the index's rows by date_trunc."""
+    M = OutgoingMail
+    waiting = (M.state == "outgoing") & (M.created_at >= hours[0])
     if is_postgres(host.db):
-        bucket = pw.fn.date_trunc("hour", column).coerce(False)  # cheaper per row than to_char
-    else:  # stored as "YYYY-MM-DD HH:MM:SS": the hour is a prefix (kept text, not read as a time)
-        bucket = pw.fn.substr(column, 1, 13).coerce(False)
-    rows = (OutgoingMail.select(bucket.alias("h"), pw.fn.COUNT(pw.SQL("*")))
-            .where((OutgoingMail.state == "outgoing") & (column >= since))
-            .group_by(pw.SQL("1")).tuples())  # by position: PostgreSQL binds each copy of bucket apart
-    return {h if isinstance(h, str) else h.strftime("%Y-%m-%d %H"): n for h, n in rows}
+        bucket = pw.fn.date_trunc("hour", M.created_at).coerce(False)
+        rows = (M.select(bucket, pw.fn.COUNT(pw.SQL("*"))).where(waiting)
+                .group_by(pw.SQL("1")).tuples())  # by position: PostgreSQL binds each copy apart
+        return {aware(h): n for h, n in rows}
+    step = dt.timedelta(hours=1)
+    parts = [M.select(pw.SQL(str(i)), pw.fn.COUNT(pw.SQL("*")))
+             .where(waiting & (M.created_at >= h) & (M.created_at < h + step)) for i, h in enumerate(hours)]
+    return {hours[i]: n for i, n in functools.reduce(operator.add, parts).tuples()}
 
 
 def vacuum_condition(host):
