@@ -8,8 +8,6 @@ index.
 """
 import collections
 import datetime as dt
-import functools
-import operator
 
 import peewee as pw
 
@@ -61,16 +59,21 @@ def _waiting_by_hour(host, hours) -> dict:
     out of every waiting mail and grouping; PostgreSQL plans 24 branches slower than it
     groups the index's rows by date_trunc."""
     M = OutgoingMail
-    waiting = (M.state == "outgoing") & (M.created_at >= hours[0])
     if is_postgres(host.db):
         bucket = pw.fn.date_trunc("hour", M.created_at).coerce(False)
-        rows = (M.select(bucket, pw.fn.COUNT(pw.SQL("*"))).where(waiting)
+        rows = (M.select(bucket, pw.fn.COUNT(pw.SQL("*")))
+                .where((M.state == "outgoing") & (M.created_at >= hours[0]))
                 .group_by(pw.SQL("1")).tuples())  # by position: PostgreSQL binds each copy apart
         return {aware(h): n for h, n in rows}
+    # Written out: peewee takes longer to build 24 branches than SQLite takes to run them.
+    # Exactly one lower bound per branch: given two, SQLite may start the range at the
+    # earlier one and read every hour before the branch's own.
+    branch = ('SELECT {i}, COUNT(*) FROM "mail_queue_mail" '
+              'WHERE "state" = ? AND "created_at" >= ? AND "created_at" < ?')
     step = dt.timedelta(hours=1)
-    parts = [M.select(pw.SQL(str(i)), pw.fn.COUNT(pw.SQL("*")))
-             .where(waiting & (M.created_at >= h) & (M.created_at < h + step)) for i, h in enumerate(hours)]
-    return {hours[i]: n for i, n in functools.reduce(operator.add, parts).tuples()}
+    sql = " UNION ALL ".join(branch.format(i=i) for i in range(len(hours)))
+    params = [value for h in hours for value in ("outgoing", M.created_at.db_value(h), M.created_at.db_value(h + step))]
+    return {hours[i]: n for i, n in host.db.execute_sql(sql, params).fetchall()}
 
 
 def vacuum_condition(host):
