@@ -2,8 +2,10 @@
 messages on one record, through the real HTTP service on loopback, logged in as an operator.
 
 Prints one JSON line: for each page its median and worst time over the repeats (ms), the
-slowest page, whether every page stayed under the 200 ms target (the doctor is reported
-beside it: its DNS probes wait on the network, not on the database), and the parameters.
+slowest page, whether every page (the doctor's included) stayed under the 200 ms target in
+its median and in its worst request, the load average, and the parameters. "Run checks now"
+on the doctor page (its DNS probes wait on the network, not on the database) is an action,
+not a page: its time is reported beside the pages.
 
     python bench/console.py [--mails 100000] [--messages 10000] [--repeat 5] [--db URL]
 """
@@ -31,8 +33,12 @@ PASSWORD = "bench password 1"
 
 
 def fill(host, n_mails: int, n_messages: int):
-    """The queue and one busy record, written with multi-row INSERTs in chunks."""
-    from postroom.plugins.mail_queue.models import OutgoingMail
+    """The queue and one busy record, written with multi-row INSERTs in chunks; the chart's
+    hourly counts as sending would have left them for the sent and failed mails."""
+    import collections
+    from postroom.plugins.mail_queue.hourly import hour_of
+    from postroom.plugins.mail_queue.models import HourlyCount, OutgoingMail
+    hourly = collections.Counter()
     now = host.clock.now()
     rec = records.create_record(host, "generic", "Busy record")
     partner = records.create_partner(host, "Ann", "ann@example.com")
@@ -60,6 +66,8 @@ def fill(host, n_mails: int, n_messages: int):
             for i in range(start, min(n_mails, start + chunk)):
                 state = states[i % len(states)]
                 at = now - dt.timedelta(minutes=(i * 7) % (48 * 60))
+                if state != "outgoing":
+                    hourly[(hour_of(at), "sent" if state == "sent" else "failed")] += 1
                 rows.append({"email_from": "shop@example.com", "email_to": f"user{i}@example.org",
                              "subject": f"News {i}", "body_html": "<p>News</p>", "message_id": f"<q{i}@example.com>",
                              "state": state, "created_at": at, "updated_at": at,
@@ -67,6 +75,8 @@ def fill(host, n_mails: int, n_messages: int):
                              "failure_type": "mail_smtp" if state == "exception" else None,
                              "failure_reason": "550 5.1.1 User unknown" if state == "exception" else None})
             OutgoingMail.insert_many(rows).execute()
+    with host.transaction():
+        HourlyCount.insert_many([{"hour": h, "outcome": o, "count": n} for (h, o), n in hourly.items()]).execute()
     return rec, ids
 
 
@@ -111,16 +121,21 @@ def main():
             if client.login("ops@example.com", PASSWORD).status != 303:
                 raise SystemExit("login failed")
             client.get("/")  # warm up templates and the worker threads
-            results = {path: timed(client, path, args.repeat) for path in pages}
-            doctor = timed(client, "/doctor/", 1)
+            client.get("/doctor/")
+            t0 = time.perf_counter()
+            run_now = client.post("/doctor/run")  # the page then shows this run's results
+            run_now_ms = round((time.perf_counter() - t0) * 1000, 1) if run_now.status == 303 else None
+            results = {path: timed(client, path, args.repeat) for path in pages + ["/doctor/"]}
         host.close()
-    slowest = max(results, key=lambda p: results[p]["median_ms"])
+    slowest = max(results, key=lambda p: results[p]["max_ms"])
     print(json.dumps({"bench": "console", "mails": args.mails, "messages_on_one_record": args.messages,
                       "engine": "postgresql" if (args.db or "").startswith("postgres") else "sqlite",
                       "fill_seconds": round(fill_seconds, 1), "repeat": args.repeat, "target_ms": TARGET_MS,
-                      "all_under_target": all(r["median_ms"] < TARGET_MS for r in results.values()),
-                      "slowest_page": slowest, "slowest_median_ms": results[slowest]["median_ms"],
-                      "pages": results, "doctor_ms_with_dns_probes": doctor["median_ms"]}))
+                      "load_avg_1m": round(os.getloadavg()[0], 2),
+                      "all_under_target": all(r["max_ms"] < TARGET_MS for r in results.values()),
+                      "over_target": sorted(p for p, r in results.items() if r["max_ms"] >= TARGET_MS),
+                      "slowest_page": slowest, "slowest_max_ms": results[slowest]["max_ms"],
+                      "pages": results, "doctor_run_now_ms": run_now_ms}))
 
 
 if __name__ == "__main__":
