@@ -13,7 +13,9 @@ against the bare aiosmtpd server in the same run; every message goes to the alia
 one creates a record. DATA latency is then measured inside the server (end of data to the
 reply), since smtp-source does not report it. `--gateways 1,2` (PostgreSQL) runs
 `postroom serve --role inbound --workers K` processes on one port instead of the in-process
-gateway and prints the rate for each K and the ratio to the first. Each K starts from an
+gateway and prints the rate for each K and the ratio to the first. (Without it, the bare
+server runs before and after the in-process gateway: the ratio is to the mean of the two,
+and each side's CPU milliseconds per message in this process are printed too.) Each K starts from an
 empty decision log, sends `--warmup` messages unmeasured, then the same smtp-source run; it
 reports how many sessions and messages each gateway process got (SO_REUSEPORT spreads the
 8 sessions by a hash, not evenly), the CPU milliseconds per message of the gateways, of
@@ -163,30 +165,55 @@ def smtp_source_run(args, host, tmp):
         result["gateways"] = {str(k): r for k, r in rates.items()}
         result["scaling"] = {str(k): round(r["msgs_per_s"] / first["msgs_per_s"], 3) for k, r in rates.items()}
         return result
+    # On a shared machine the load drifts during a run: the bare server is measured before
+    # and after the gateway (the ratio is to the mean of the two), the load average is
+    # printed before and after, and so is each side's CPU time per message in this process
+    # (all its threads), which the load disturbs far less than the rates.
+    result["load_1min"] = [round(os.getloadavg()[0], 2)]
+    ceilings = [ceiling_run(args)]
     latencies = []
     service = GatewayService(host, "127.0.0.1", free_port())
     service.start()
     try:
         timed_data(service.controller.handler, latencies)
         before_msgs, before_recs, before_sql = Message.select().count(), Record.select().count(), host.db.statements
+        cpu = process_cpu()
         gateway = latency_figures(smtp_source(service.port, args.messages, args.sessions), latencies, args.messages)
+        gateway["cpu_ms_per_message"] = round((process_cpu() - cpu) * 1000 / args.messages, 3)
         gateway["sql_per_message"] = round((host.db.statements - before_sql) / args.messages, 1)
         gateway["messages_stored"] = Message.select().count() - before_msgs
         gateway["records_created"] = Record.select().count() - before_recs
     finally:
         service.stop()
     result["gateway"] = gateway
+    ceilings.append(ceiling_run(args))
+    result["ceiling_before"], result["ceiling"] = ceilings
+    result["load_1min"].append(round(os.getloadavg()[0], 2))
+    mean = statistics.mean(c["msgs_per_s"] for c in ceilings)
+    result["gateway_vs_ceiling"] = round(gateway["msgs_per_s"] / mean, 3)
+    cpu_ceiling = statistics.mean(c["cpu_ms_per_message"] for c in ceilings)
+    result["cpu_ceiling_vs_gateway"] = round(cpu_ceiling / gateway["cpu_ms_per_message"], 3)
+    return result
+
+
+def process_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def ceiling_run(args) -> dict:
+    """The bare aiosmtpd server (stores nothing) fed by the same smtp-source run."""
     latencies = []
     ceiling = Controller(Nothing(), hostname="127.0.0.1", port=free_port())
     ceiling.start()
     try:
         timed_data(ceiling.handler, latencies)
-        result["ceiling"] = latency_figures(smtp_source(ceiling.port, args.messages, args.sessions),
-                                            latencies, args.messages)
+        cpu = process_cpu()
+        figures = latency_figures(smtp_source(ceiling.port, args.messages, args.sessions), latencies, args.messages)
+        figures["cpu_ms_per_message"] = round((process_cpu() - cpu) * 1000 / args.messages, 3)
+        return figures
     finally:
         ceiling.stop()
-    result["gateway_vs_ceiling"] = round(gateway["msgs_per_s"] / result["ceiling"]["msgs_per_s"], 3)
-    return result
 
 
 def gateway_processes(args, host, tmp, k):

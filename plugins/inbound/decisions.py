@@ -1,6 +1,7 @@
 """The record of decisions (`inbound log`), the originals kept (`inbound export`), the
 loop-protection count, and their vacuum."""
 import datetime as dt
+import logging
 
 import peewee as pw
 
@@ -31,8 +32,9 @@ def label(verdict: str, mail_from: str) -> str:
 
 def record(host, *, peer="", mail_from="", sender="", recipients=(), message_id=None,
            verdict, route, code, reason, model=None, res_id=None, original_id=None,
-           counts=False, client="", repeat=1, auth="", created_at=None) -> InboundDecision:
-    """Write one decision row (in the caller's transaction, or its own) and log it.
+           counts=False, client="", repeat=1, auth="", created_at=None) -> int:
+    """Write one decision row (in the caller's transaction, or its own) and log it; returns
+    its id (no model object is built: this runs for every message).
 
     `client` is the address loop protection counts for the peer (see models); `repeat`
     says how many refusals one aggregated row stands for."""
@@ -44,17 +46,17 @@ def record(host, *, peer="", mail_from="", sender="", recipients=(), message_id=
         verdict=verdict, route=route, code=code, reason=reason, model=model, res_id=res_id,
         original_id=original_id, counts=counts, envelope_sender=mail_from.lower()[:320],
         client=(client or "")[:64], repeat=repeat, auth=auth or "")
-    row = InboundDecision(**values)
     # Written directly: this runs for every message, and peewee compiling the INSERT cost
     # more than SQLite executing it.
-    row.id = insert_one(host.db, InboundDecision, values)
-    host.log.info("inbound %s %s: peer=%s%s from=<%s> to=<%s> msgid=%s code=%s %s%s%s%s",
-                  label(verdict, mail_from), route,
-                  peer or "-", f" client={client}" if client and client != _ip(peer) else "",
-                  mail_from or "", rcpts, message_id or "-", code, reason,
-                  f" record={model},{res_id}" if model else "", f" auth=({auth})" if auth else "",
-                  f" (x{repeat} this minute)" if repeat > 1 else "")
-    return row
+    row_id = insert_one(host.db, InboundDecision, values)
+    if host.log.isEnabledFor(logging.INFO):  # the line's parts cost more than the row to build
+        host.log.info("inbound %s %s: peer=%s%s from=<%s> to=<%s> msgid=%s code=%s %s%s%s%s",
+                      label(verdict, mail_from), route,
+                      peer or "-", f" client={client}" if client and client != _ip(peer) else "",
+                      mail_from or "", rcpts, message_id or "-", code, reason,
+                      f" record={model},{res_id}" if model else "", f" auth=({auth})" if auth else "",
+                      f" (x{repeat} this minute)" if repeat > 1 else "")
+    return row_id
 
 
 def _ip(peer: str) -> str:
