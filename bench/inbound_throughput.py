@@ -156,7 +156,8 @@ def latency_figures(seconds, latencies, n):
 
 def smtp_source_run(args, host, tmp):
     result = {"bench": "inbound_throughput", "client": "smtp-source", "engine": host.db.engine,
-              "messages": args.messages, "sessions": args.sessions, "db_threads": args.threads}
+              "messages": args.messages, "sessions": args.sessions, "db_threads": args.threads,
+              "cpus": os.cpu_count(), "warmup": args.warmup if args.gateways else 0}
     if args.gateways:
         rates = {}
         for k in [int(x) for x in args.gateways.split(",")]:
@@ -337,6 +338,9 @@ def main():
     parser.add_argument("--gateways", help="with --client smtp-source and a PostgreSQL --db: e.g. 1,2 "
                                            "gateway processes on one port")
     args = parser.parse_args()
+    if args.gateways and not (args.client == "smtp-source" and (args.db or "").startswith("postgres")):
+        parser.error("--gateways needs --client smtp-source and a PostgreSQL --db (K gateways share "
+                     "one database; on SQLite one process is the writer)")
     tmp = tempfile.mkdtemp(prefix="postroom-bench-")
     url = args.db or f"sqlite:///{tmp}/bench.db"
     values = {"database": url, "log_dir": tmp, "log_level": "WARNING", "domains": "example.com",
