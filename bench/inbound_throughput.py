@@ -29,7 +29,6 @@ import os
 import random
 import resource
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -238,12 +237,14 @@ def gateway_processes(args, host, tmp, k):
                             stderr=open(os.path.join(tmp, f"gateways{k}.err"), "w"))
     try:
         deadline = time.monotonic() + 60
-        while len(gateway_pids(proc.pid, k)) < k or not listening(port):
+        # Traffic starts once every gateway listens: one still binding would get no sessions.
+        while True:
+            pids = gateway_pids(proc.pid, k)
+            if len(pids) == k and all(procstat.listens(pid, port) for pid in pids):
+                break
             if time.monotonic() > deadline or proc.poll() is not None:
                 raise SystemExit("the gateways did not start")
             time.sleep(0.1)
-        time.sleep(2 if k > 1 else 0.5)  # let every child bind before traffic starts
-        pids = gateway_pids(proc.pid, k)
         # Warm-up, not measured: every gateway opens its database connections, the sender
         # becomes a partner, caches fill.
         smtp_source(port, args.warmup, args.sessions)
@@ -284,11 +285,6 @@ def reset_decision_log(host):
     for table in ("inbound_decision", "inbound_original"):
         host.db.execute_sql(f'DELETE FROM "{table}"')
         host.db.execute_sql(f'VACUUM ANALYZE "{table}"')
-
-
-def listening(port) -> bool:
-    with socket.socket() as probe:
-        return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
 def gateway_pids(supervisor: int, k: int) -> list[int]:

@@ -41,9 +41,9 @@ def _socket_inodes(pid: int) -> set[str]:
     return inodes
 
 
-def client_ports(pid: int, port: int) -> set[int]:
-    """Source ports of the established connections to local `port` that `pid` holds."""
-    inodes, ports = _socket_inodes(pid), set()
+def _tcp_rows(pid: int, port: int):
+    """(state, remote port) of the TCP sockets on local `port` that `pid` holds."""
+    inodes = _socket_inodes(pid)
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
             with open(table) as fh:
@@ -53,6 +53,15 @@ def client_ports(pid: int, port: int) -> set[int]:
         for line in lines:
             f = line.split()
             local, remote, state, inode = f[1], f[2], f[3], f[9]
-            if state == "01" and int(local.rsplit(":", 1)[1], 16) == port and inode in inodes:
-                ports.add(int(remote.rsplit(":", 1)[1], 16))
-    return ports
+            if int(local.rsplit(":", 1)[1], 16) == port and inode in inodes:
+                yield state, int(remote.rsplit(":", 1)[1], 16)
+
+
+def client_ports(pid: int, port: int) -> set[int]:
+    """Source ports of the established connections to local `port` that `pid` holds."""
+    return {remote for state, remote in _tcp_rows(pid, port) if state == "01"}
+
+
+def listens(pid: int, port: int) -> bool:
+    """Whether `pid` holds a socket listening on local `port`."""
+    return any(state == "0A" for state, _ in _tcp_rows(pid, port))
