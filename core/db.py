@@ -235,6 +235,21 @@ class UTCDateTimeField(pw.DateTimeField):
         return aware(super().python_value(value))
 
 
+class AutoIncrementField(pw.AutoField):
+    """The integer id of every Postroom table: never handed out twice, so `mail 5` in a
+    log names one mail for ever. On SQLite that takes AUTOINCREMENT (a plain INTEGER
+    PRIMARY KEY hands the highest id out again once its row is deleted, e.g. an
+    auto-deleted sent mail); PostgreSQL's SERIAL sequence already never goes back."""
+
+    def ddl(self, ctx):
+        nodes = super().ddl(ctx)
+        # The context carries the engine's type names only: SQLite's AUTO is the bare
+        # rowid alias INTEGER (PostgreSQL says SERIAL, MySQL INTEGER AUTO_INCREMENT).
+        if ctx.state.field_types.get("AUTO") == "INTEGER":
+            return pw.NodeList((nodes, pw.SQL("AUTOINCREMENT")))
+        return nodes
+
+
 class JSONField(pw.TextField):
     """Small JSON documents stored as text on both engines."""
 

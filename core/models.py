@@ -5,10 +5,14 @@ so tests can build hosts on as many databases as they like (one at a time per pr
 """
 import peewee as pw
 
-from .db import JSONField, UTCDateTimeField
+from .db import AutoIncrementField, JSONField, UTCDateTimeField
 
 
 class BaseModel(pw.Model):
+    """Every table's base: a model that declares no primary key of its own gets an id that
+    is never reused (`AutoIncrementField`)."""
+    id = AutoIncrementField()
+
     class Meta:
         legacy_table_names = False
 
