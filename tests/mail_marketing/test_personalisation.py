@@ -33,12 +33,22 @@ def test_each_recipient_gets_a_subject_and_body_of_their_own(mk, run, sink, tmp_
     ann, bob = got["ann@example.org"], got["bob@example.org"]
     assert ann["Subject"] == "News for Ann <Smith>" and bob["Subject"] == "News for Bob"
     html = ann.get_body(("html",)).get_content()
-    assert "Dear Ann &lt;Smith&gt; (ann@example.org), ACME Tools says: News for {{ contact.name }}." in html
+    # campaign.subject is the subject this recipient got, not the subject's template.
+    assert "Dear Ann &lt;Smith&gt; (ann@example.org), ACME Tools says: News for Ann &lt;Smith&gt;." in html
     assert 'href="mailto:unsubscribe+t' in html
     # The link is that recipient's own signed address, the one List-Unsubscribe carries.
     token = ann["List-Unsubscribe"].split("unsubscribe+")[1].split("@")[0]
     assert f"unsubscribe+{token}@" in html
-    assert "Dear Bob (bob@example.org)" in bob.get_body(("plain",)).get_content()
+    assert "Dear Bob (bob@example.org), ACME Tools says: News for Bob." in bob.get_body(("plain",)).get_content()
+
+
+def test_a_subject_that_reads_campaign_subject_is_refused_with_its_line(mk, run, tmp_path):
+    host = mk()
+    make_list(run, host, tmp_path, "news", ["ann@example.org,Ann"])
+    for subject in ("Hi {{ contact.name }}: {{ campaign.subject }}", "{{ campaign['subject'] }}"):
+        result = create(run, host, tmp_path, "<p>{{ campaign.subject }}</p>", subject=subject, expect_fail=True)
+        assert "template subject, line 1" in result.stderr and "campaign.subject" in result.stderr
+    assert Campaign.select().count() == 0
 
 
 def test_create_refuses_an_unknown_variable_or_a_broken_template_with_its_line(mk, run, tmp_path):
