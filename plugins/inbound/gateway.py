@@ -305,8 +305,7 @@ class GatewayHandler:
             if large or self.writer is None:
                 results = await self._db(work, executor=self.large_executor if large else None)
             else:
-                received = await self._db(self._prepare, session, envelope, rcpts, spool)
-                results = await self.writer.submit_from(asyncio.get_running_loop(), lambda: self._store(received))
+                results = await self._prepare_and_store(session, envelope, rcpts, spool)
         except DB_ERRORS as exc:
             self.host.log.warning("inbound DATA from <%s> deferred: database unavailable: %s",
                                   envelope.mail_from, exc)
@@ -318,6 +317,22 @@ class GatewayHandler:
             return self._answer([(r, LOCAL_PROBLEM) for r in rcpts])
         return self._answer(results)
 
+    def _prepare_and_store(self, session, envelope, rcpts, spool) -> asyncio.Future:
+        """The future of a small message's outcome: a pool thread parses it and hands it
+        straight to the writer, so the loop wakes once for the answer, not also in between."""
+        loop = asyncio.get_running_loop()
+        answered = loop.create_future()
+
+        def prepare():
+            try:
+                received = self._prepare(session, envelope, rcpts, spool)
+            except BaseException as exc:  # noqa: BLE001 - answered by handle_DATA
+                loop.call_soon_threadsafe(_fail, answered, exc)
+                return
+            self.writer.submit_from(loop, lambda: self._store(received), answered)
+        self.executor.submit(prepare)
+        return answered
+
     def _answer(self, results) -> str:
         if self.lmtp:  # one reply per recipient, in RCPT order (RFC 2033)
             return "\r\n".join(line for _, line in results)
@@ -327,6 +342,11 @@ class GatewayHandler:
         self.host.log.error("inbound session error: %s: %s", type(error).__name__, error,
                             exc_info=error)
         return LOCAL_PROBLEM
+
+
+def _fail(future, exc):
+    if not future.done():
+        future.set_exception(exc)
 
 
 class _Controller(Controller):

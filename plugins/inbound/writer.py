@@ -46,10 +46,11 @@ class GroupWriter:
         self._queue.put((fn, future))
         return future
 
-    def submit_from(self, loop, fn) -> asyncio.Future:
-        """`submit` for a coroutine on `loop` (called on that loop): the batch's outcomes
-        reach the loop in one wake-up, not one per message."""
-        future = loop.create_future()
+    def submit_from(self, loop, fn, future: asyncio.Future | None = None) -> asyncio.Future:
+        """`submit` for a coroutine on `loop`: the batch's outcomes reach the loop in one
+        wake-up, not one per message. Called on the loop, or on any thread with `future`
+        (made on the loop) to complete."""
+        future = loop.create_future() if future is None else future
         self._queue.put((fn, _OnLoop(loop, future)))
         return future
 
