@@ -72,8 +72,20 @@ def insert_one(db, model, values: dict) -> int:
     """INSERT one row of `model` (values by field name, through each field's `db_value`)
     and return its id; the SQL written directly (see `insert_rows`), for rows written once
     per message on the inbound path."""
-    fields = [model._meta.fields[name] for name in values]
-    return insert_rows(db, model, fields, [tuple(values.values())], returning_ids=True)[0]
+    key = (model, db.param, is_postgres(db), tuple(values))
+    shape = _ONE_ROW.get(key)
+    if shape is None:  # the SQL of each (table, columns) is built once
+        fields = [model._meta.fields[name] for name in values]
+        sql = (f'INSERT INTO "{model._meta.table_name}" ('
+               + ", ".join(f'"{f.column_name}"' for f in fields) + ") VALUES ("
+               + ", ".join([db.param] * len(fields)) + ")" + (' RETURNING "id"' if key[2] else ""))
+        shape = _ONE_ROW[key] = (sql, [f.db_value for f in fields])
+    sql, converters = shape
+    cursor = db.execute_sql(sql, [convert(v) for convert, v in zip(converters, values.values())])
+    return cursor.fetchone()[0] if key[2] else cursor.lastrowid
+
+
+_ONE_ROW = {}
 
 
 def select_first(model, sql: str, params=()):
