@@ -90,3 +90,31 @@ def test_the_loop_count_stops_at_the_limit_in_one_statement(inbound_host, db_url
     assert host.db.statements - before == 1
     assert capped == {"envelope": 5, "from": 7, "peer": 30}
     assert decisions.recent_counts(host, 60, envelope="flood@loop.test") == {"envelope": 30, "from": 0, "peer": 0}
+
+
+def test_a_key_far_below_its_limit_is_bounded_by_the_rows_made_since_and_counted_again_near_it(
+        inbound_host, db_url):
+    """Between counts, a key's value is its last count plus every decision row made since
+    (by any process: here a second host on the same database); it never stays below the
+    real count, and once that bound reaches the cap the key is really counted."""
+    from postroom.plugins.inbound import decisions
+    host = inbound_host(db_url=db_url)
+    other = inbound_host(db_url=db_url)
+
+    def made(on, n, sender):
+        with on.transaction():
+            for _ in range(n):
+                decisions.record(on, peer="10.0.0.9:25", mail_from=sender, sender=sender, recipients=["s@example.com"],
+                                 verdict="accepted", route="alias", code=250, reason="ok", counts=True)
+
+    def count():
+        return decisions.recent_counts(host, 60, envelope="flood@loop.test", caps={"envelope": 10})["envelope"]
+    made(host, 3, "flood@loop.test")
+    assert count() == 3
+    made(other, 4, "flood@loop.test")
+    made(other, 2, "someone@else.test")  # not this key, but the bound cannot tell
+    assert count() == 9  # 3 + 6 rows since: below the cap, not counted
+    made(other, 1, "someone@else.test")
+    assert count() == 7  # the bound reached 10: counted, exactly
+    made(other, 3, "flood@loop.test")
+    assert count() == 10  # 7 + 3 reaches the cap: counted, at the cap
