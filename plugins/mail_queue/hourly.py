@@ -54,18 +54,20 @@ def chart(host) -> list[dict]:
 
 
 def _waiting_by_hour(host, hours) -> dict:
-    """{hour: outgoing mails created in that hour}: one range count per hour on the (state,
-    created_at) index, in one statement (cheaper than reading the hour out of every waiting
-    mail and grouping: 1-2 ms against 3-20 ms at 100,000 mails). Written out as SQL: peewee
-    takes longer to build 24 UNION branches than SQLite takes to run them, and PostgreSQL
-    plans one correlated count over generate_series faster than 24 branches."""
+    """{hour: outgoing mails created in that hour}, on the (state, created_at) index, in one
+    statement. SQLite: a range count per hour (UNION ALL; 1 ms at 100,000 mails against 3-20
+    ms for reading the hour out of every waiting mail and grouping), written out as SQL since
+    peewee takes longer to build 24 branches than SQLite to run them. PostgreSQL: grouped by
+    date_trunc over one bitmap scan. Per-hour counts would be index-only scans there only on
+    pages autovacuum marked all-visible, which the queue's waiting mails, just written and
+    soon updated, seldom are: each then fetches its heap rows one by one (60 ms against 14)."""
     M, step = OutgoingMail, dt.timedelta(hours=1)
     if is_postgres(host.db):
-        sql = ('SELECT h, (SELECT COUNT(*) FROM "mail_queue_mail" WHERE "state" = %s '
-               'AND "created_at" >= h AND "created_at" < h + interval \'1 hour\') '
-               "FROM generate_series(%s::timestamp, %s::timestamp, interval '1 hour') AS h")
-        params = ["outgoing", M.created_at.db_value(hours[0]), M.created_at.db_value(hours[-1])]
-        return {aware(h): n for h, n in host.db.execute_sql(sql, params).fetchall()}
+        bucket = pw.fn.date_trunc("hour", M.created_at).coerce(False)
+        rows = (M.select(bucket, pw.fn.COUNT(pw.SQL("*")))
+                .where((M.state == "outgoing") & (M.created_at >= hours[0]))
+                .group_by(pw.SQL("1")).tuples())  # by position: PostgreSQL binds each copy apart
+        return {aware(h): n for h, n in rows}
     # Exactly one lower bound per branch: given two, SQLite may start the range at the
     # earlier one and read every hour before the branch's own.
     branch = ('SELECT {i}, COUNT(*) FROM "mail_queue_mail" '
