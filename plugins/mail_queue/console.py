@@ -12,7 +12,7 @@ from starlette.routing import Route
 from postroom.core import chatter
 from postroom.core.console.frame import (acting, audit, done, download, form_value, form_values, render,
                                          viewing)
-from postroom.core.console.paging import page_number, paginate
+from postroom.core.console.paging import capped_count, page_number, paginate
 from postroom.core.models import Message, Record
 from postroom.core.web import host_of
 
@@ -70,10 +70,10 @@ def queue_page(request):
                     count=not (filters["sender"] or filters["recipient"]))
     chart = hourly.chart(host)
     peak = max([max(c["sent"], c["failed"], c["waiting"]) for c in chart] + [1])
-    failed = OutgoingMail.select().where(OutgoingMail.state == "exception").count()
+    failed, more_failed = capped_count(OutgoingMail.select(OutgoingMail.id).where(OutgoingMail.state == "exception"))
     return render(request, "mail_queue/queue.html", {
         "page": page, "filters": filters, "states": STATES, "chart": chart, "peak": peak,
-        "failed_count": failed, "action_name": ACTION_NAME, "limit": daily_limit.limit_statuses(host)[0]})
+        "failed_count": failed, "more_failed": more_failed, "action_name": ACTION_NAME, "limit": daily_limit.limit_statuses(host)[0]})
 
 
 @viewing
