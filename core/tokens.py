@@ -5,7 +5,6 @@ purpose and value under the deployment's secret, which `init` creates and the da
 so every worker of a deployment signs alike and nobody outside can forge one.
 """
 import base64
-import hashlib
 import hmac
 import secrets
 
@@ -34,8 +33,10 @@ def secret(host) -> bytes:
 
 
 def _sig(host, purpose: str, value: str) -> str:
-    mac = hmac.new(secret(host), f"{purpose}:{value}".encode(), hashlib.sha256).digest()
-    return base64.b32encode(mac).decode().lower()[:SIG_CHARS]
+    # One-shot hmac.digest, and base32 of only the bytes the kept characters encode
+    # (16 characters = 10 bytes): the same signature at half the cost, per mail sent.
+    mac = hmac.digest(secret(host), f"{purpose}:{value}".encode(), "sha256")
+    return base64.b32encode(mac[:SIG_CHARS * 5 // 8]).decode().lower()
 
 
 def sign(host, purpose: str, value: str) -> str:
