@@ -39,10 +39,11 @@ def public_url(host) -> str | None:
     return (host.config.get("public_url") or "").strip().rstrip("/") or None
 
 
-def list_unsubscribe_headers(host, trace_id: int | None, campaign_id: int) -> dict:
+def list_unsubscribe_headers(host, trace_id: int | None, campaign_id: int, token: str | None = None) -> dict:
     """List-Unsubscribe (web link first, then mailto) and, with a web link, RFC 8058's
-    List-Unsubscribe-Post that lets a mailbox provider unsubscribe in one click."""
-    token = unsubscribe_token(host, trace_id, campaign_id)
+    List-Unsubscribe-Post that lets a mailbox provider unsubscribe in one click. `token`:
+    the recipient's `unsubscribe_token`, when the caller has it already."""
+    token = token or unsubscribe_token(host, trace_id, campaign_id)
     mailto = f"<mailto:{unsubscribe_local(host)}+{token}@{host.config.primary_domain}?subject=unsubscribe>"
     base = public_url(host)
     if base is None:
@@ -51,10 +52,10 @@ def list_unsubscribe_headers(host, trace_id: int | None, campaign_id: int) -> di
             "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}
 
 
-def unsubscribe_url(host, trace_id: int | None, campaign_id: int) -> str:
+def unsubscribe_url(host, trace_id: int | None, campaign_id: int, token: str | None = None) -> str:
     """What a template's `unsubscribe_url` is: the signed web link when `public_url` is
     set, else the signed mailto address."""
-    token = unsubscribe_token(host, trace_id, campaign_id)
+    token = token or unsubscribe_token(host, trace_id, campaign_id)
     base = public_url(host)
     if base is not None:
         return f"{base}/u/{token}"
@@ -86,11 +87,12 @@ def attachment_ids(campaign) -> list[int]:
 
 def build(host, campaign, address: str, name: str | None, trace_id: int | None, test: bool = False,
           record=None, message_id: str | None = None, files: list[int] | None = None,
-          rendered: tuple | None = None) -> dict:
+          rendered: tuple | None = None, token: str | None = None) -> dict:
     """The dict `mail.enqueue` takes for one recipient. The Message-Id names the campaign's
     record, so replies thread onto the campaign's chatter. `files`: the campaign's
     attachment ids (looked up when not given; a batch passes them once). `rendered`: the
-    recipient's (subject, body, text) from `rendering.render`."""
+    recipient's (subject, body, text) from `rendering.render`; `token`: their
+    `unsubscribe_token` when already made (one HMAC per recipient, not two)."""
     record = record if record is not None else campaign_record(campaign)
     files = attachment_ids(campaign) if files is None else files
     return {
@@ -100,7 +102,7 @@ def build(host, campaign, address: str, name: str | None, trace_id: int | None, 
         "body_html": body_for(host, campaign, trace_id, rendered[1] if rendered else None),
         "body_text": rendered[2] if rendered else None,
         "email_from": campaign.email_from,
-        "headers": list_unsubscribe_headers(host, trace_id, campaign.id)
+        "headers": list_unsubscribe_headers(host, trace_id, campaign.id, token)
         | {"Precedence": "bulk", "Auto-Submitted": "auto-generated"},
         "ref": trace_ref(trace_id) if trace_id is not None else None,
         "message_id": message_id or chatter.make_message_id(host, record),
@@ -125,14 +127,15 @@ def enqueue_traces(host, campaign, traces: list[dict], record=None) -> None:
     except templates.TemplateFailure as exc:  # it compiled when created: a plugin's names changed
         compiled, failed = None, [(t["id"], str(exc)) for t in traces]
     for t in traces if compiled is not None else ():
+        token = unsubscribe_token(host, t["id"], campaign.id)
         try:
             rendered = rendering.render(host, compiled, campaign, t.get("name"), t["email"],
-                                        unsubscribe_url(host, t["id"], campaign.id))
+                                        unsubscribe_url(host, t["id"], campaign.id, token))
         except templates.TemplateFailure as exc:
             failed.append((t["id"], str(exc)))
             continue
         batch.append(build(host, campaign, t["email"], t.get("name"), t["id"], record=record,
-                           message_id=t.get("message_id"), files=files, rendered=rendered))
+                           message_id=t.get("message_id"), files=files, rendered=rendered, token=token))
     _render_failed(host, campaign, failed)
     traces = [t for t in traces if t["id"] not in {i for i, _ in failed}]
     if not batch:
