@@ -1,11 +1,15 @@
 """Building the RFC 5322 bytes of an outgoing mail, fast.
 
 `email.message.EmailMessage` costs over a millisecond per message, which alone would cap a
-drain near 600 mails/s. A bulk batch repeats the same body for every recipient, so the MIME
-body (multipart/alternative: text + HTML, quoted-printable) is built once per distinct body
-with the `email` package and kept as bytes; each recipient only gets its own header block,
-encoded with the `email` package's own RFC 2047 / address helpers (cached per value). The
-result parses back with `email` into the same message (a test checks it).
+drain near 600 mails/s. So the MIME structure is written out directly: a bulk batch repeats
+the same body for every recipient, so its body (multipart/alternative: text + HTML) is built
+once per distinct body and kept as bytes; a personalised campaign has a body per recipient,
+so building one costs only the copy of its text (7bit when it is ASCII with lines the RFC
+allows, else quoted-printable), while its attachments are encoded once (with the `email`
+package, for RFC 2231 names) and reused by every recipient. Each recipient gets its own
+header block, encoded with the `email` package's own RFC 2047 / address helpers (cached per
+value where values repeat). The result parses back with `email` into the same message
+(tests check it).
 """
 import binascii
 import collections
@@ -17,7 +21,7 @@ import hashlib
 import re
 import weakref
 from email import policy
-from email.message import EmailMessage
+from email.message import MIMEPart
 
 from postroom.core import attachments, emails
 from postroom.core.html import to_text
@@ -51,36 +55,76 @@ def _qp(text: str) -> bytes:
     return binascii.b2a_qp(data, quotetabs=False, istext=True, header=False).replace(b"\n", b"\r\n")
 
 
-_PART_HEAD = b'Content-Type: text/%s; charset="utf-8"\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n'
+MAX_LINE = 998  # RFC 5322 2.1.1: no line longer than this (without its CRLF)
+
+
+def _encoded(text: str, boundary: bytes) -> tuple[bytes, bytes]:
+    """(Content-Transfer-Encoding, content) of one text part. ASCII text whose lines the RFC
+    allows goes as 7bit, as it is (quoted-printable cost more than everything else in a
+    personalised body); anything else quoted-printable, which never holds "==" runs. 7bit
+    content is checked not to hold the boundary (derived from the body, so it never does)."""
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    if (text.isascii() and "\x00" not in text
+            and (len(text) <= MAX_LINE or max(map(len, text.split("\n"))) <= MAX_LINE)):
+        data = text.replace("\n", "\r\n").encode("ascii")
+        if boundary not in data:
+            return b"7bit", data
+    return b"quoted-printable", _qp(text)
+
+
+_PART_HEAD = b'Content-Type: text/%s; charset="utf-8"\r\nContent-Transfer-Encoding: %s\r\n\r\n'
+
+
+def _text_part(subtype: bytes, text: str, boundary: bytes) -> bytes:
+    """One text/* part (headers and content); its content ends with a line break, as
+    `email` writes it."""
+    cte, data = _encoded(text.rstrip("\n") + "\n", boundary)
+    return _PART_HEAD % (subtype, cte) + data
+
+
+def _multipart(subtype: bytes, boundary: bytes, parts) -> bytes:
+    """A multipart entity: its Content-Type line, a blank line, the parts between
+    delimiters. Each part ends with CRLF, which the next delimiter line takes as its own."""
+    out = [b'Content-Type: multipart/', subtype, b'; boundary="', boundary, b'"\r\n\r\n']
+    for part in parts:
+        out += (b"--", boundary, b"\r\n", part)
+    out += (b"--", boundary, b"--\r\n")
+    return b"".join(out)
+
+
+def _boundary(*values) -> bytes:
+    # Stable (derived from the content), so exports are byte-identical to what was sent.
+    return ("==postroom-" + hashlib.sha1(repr(values).encode()).hexdigest()[:24]).encode()
+
+
+def _alternative(body_html: str, body_text: str | None, base: bytes, related=()) -> bytes:
+    """multipart/alternative: the text (derived from the HTML when not given) and the HTML,
+    the HTML inside a multipart/related with `related` (encoded inline parts) if any."""
+    text = _text_part(b"plain", (to_text(body_html) if body_text is None else body_text) or " ", base)
+    html = _text_part(b"html", body_html or "<p></p>", base)
+    if related:
+        html = _multipart(b"related", base + b"-r==", [html, *related])
+    return _multipart(b"alternative", base + b"==", [text, html])
 
 
 @functools.lru_cache(maxsize=256)
 def body_part(body_html: str, body_text: str | None = None) -> bytes:
-    """MIME-Version, Content-Type and the encoded multipart/alternative body (text derived
-    from the HTML, both quoted-printable), built once per body.
-
-    Written out directly: a personalised campaign has a body per recipient, and building
-    it through `EmailMessage` cost ten times more. The result parses back with `email`
-    into the same parts (tests check it)."""
-    # A stable boundary (derived from the body) keeps exports byte-identical to what was
-    # sent; QP-encoded content can never contain "==" runs, so it cannot collide.
-    boundary = ("==postroom-" + hashlib.sha1(body_html.encode()).hexdigest()[:24] + "==").encode()
-    # Each part's content ends with a line break, as `email` writes it.
-    text = _qp(((to_text(body_html) if body_text is None else body_text) or " ").rstrip("\n") + "\n")
-    html = _qp((body_html or "<p></p>").rstrip("\n") + "\n")
-    return b"".join((
-        b'MIME-Version: 1.0\r\nContent-Type: multipart/alternative; boundary="', boundary, b'"\r\n\r\n',
-        b"--", boundary, b"\r\n", _PART_HEAD % b"plain", text,
-        b"--", boundary, b"\r\n", _PART_HEAD % b"html", html,
-        b"--", boundary, b"--\r\n"))
+    """MIME-Version, Content-Type and the multipart/alternative body (text derived from the
+    HTML when not given), built once per body. The result parses back with `email` into
+    the same parts (tests check it)."""
+    return b"MIME-Version: 1.0\r\n" + _alternative(body_html, body_text, _boundary(body_html, body_text))
 
 
 # Bodies with attachments: few distinct ones per batch (one per chatter message or
-# campaign) but large, so only the last few are kept.
+# unpersonalised campaign) but large, so only the last few are kept; the encoded files
+# themselves are kept apart, so a personalised campaign encodes each file once.
 _WITH_FILES: collections.OrderedDict = collections.OrderedDict()
 _WITH_FILES_KEEP = 4
+_FILE_PARTS: collections.OrderedDict = collections.OrderedDict()
+_FILE_PARTS_KEEP = 8
 _FILE_SPECS = weakref.WeakKeyDictionary()  # host → {ids: specs}; attachment rows never change
-# How many MIME bodies with files were built (read by tests and benches: one per message).
+# How many MIME bodies with files were assembled and how many files were encoded (read by
+# tests and benches: one body per distinct body, one encoding per file).
 stats = collections.Counter()
 
 
@@ -98,31 +142,49 @@ def file_specs(host, ids) -> tuple:
     return cache[key]
 
 
+def _inline(spec) -> bool:
+    name, mimetype, checksum, content_id = spec
+    return bool(content_id) and mimetype.partition("/")[0] == "image"
+
+
+def _file_part(host, spec) -> bytes:
+    """One attachment as a MIME part (headers, base64 content), encoded once by the
+    `email` package (RFC 2231 file names when not ASCII) and kept for the next bodies."""
+    if spec in _FILE_PARTS:
+        _FILE_PARTS.move_to_end(spec)
+        return _FILE_PARTS[spec]
+    name, mimetype, checksum, content_id = spec
+    data = attachments.read_content(host, checksum, f"attachment {name}")
+    maintype, _, subtype = mimetype.partition("/")
+    part = MIMEPart(policy=policy.SMTP)
+    if _inline(spec):
+        part.set_content(data, maintype, subtype, cid=f"<{content_id}>", filename=name, disposition="inline")
+    else:
+        part.set_content(data, maintype, subtype, filename=name, disposition="attachment")
+    encoded = part.as_bytes(policy=policy.SMTP)
+    stats["file_parts_encoded"] += 1
+    _FILE_PARTS[spec] = encoded
+    while len(_FILE_PARTS) > _FILE_PARTS_KEEP:
+        _FILE_PARTS.popitem(last=False)
+    return encoded
+
+
 def body_with_files(host, body_html: str, specs: tuple, body_text: str | None = None) -> bytes:
     """The MIME body with its attachments: multipart/mixed around the text/HTML
-    alternative, inline images (with a Content-ID) in a multipart/related beside the HTML.
-    Built once per (body, attachments) and reused for every recipient; file names are
-    RFC 2231-encoded by the `email` package when they are not ASCII."""
+    alternative, inline images (with a Content-ID) in a multipart/related beside the HTML
+    (no mixed part when every file is inline). Each file is encoded once and its part
+    reused for every body; a body is assembled once and reused for every recipient."""
     key = (body_html, specs, body_text)
     if key in _WITH_FILES:
         _WITH_FILES.move_to_end(key)
         return _WITH_FILES[key]
-    part = EmailMessage(policy=policy.SMTP)
-    part.set_content((to_text(body_html) if body_text is None else body_text) or " ", cte="quoted-printable")
-    part.add_alternative(body_html or "<p></p>", subtype="html", cte="quoted-printable")
-    html_part = part.get_payload()[1]
-    for name, mimetype, checksum, content_id in specs:
-        data = attachments.read_content(host, checksum, f"attachment {name}")
-        maintype, _, subtype = mimetype.partition("/")
-        if content_id and maintype == "image":
-            html_part.add_related(data, maintype, subtype, cid=f"<{content_id}>", filename=name,
-                                  disposition="inline")
-        else:
-            part.add_attachment(data, maintype, subtype, filename=name)
-    digest = hashlib.sha1(repr(key).encode()).hexdigest()[:20]
-    for n, sub in enumerate(p for p in part.walk() if p.is_multipart()):
-        sub.set_boundary(f"==postroom-{digest}-{n}==")  # stable: exports match what was sent
-    data = part.as_bytes(policy=policy.SMTP)
+    base = _boundary(body_html, body_text, specs)
+    related = [_file_part(host, s) for s in specs if _inline(s)]
+    files = [_file_part(host, s) for s in specs if not _inline(s)]
+    body = _alternative(body_html, body_text, base, related)
+    if files:
+        body = _multipart(b"mixed", base + b"-m==", [body, *files])
+    data = b"MIME-Version: 1.0\r\n" + body
     stats["bodies_with_files_built"] += 1
     _WITH_FILES[key] = data
     while len(_WITH_FILES) > _WITH_FILES_KEEP:
@@ -130,19 +192,35 @@ def body_with_files(host, body_html: str, specs: tuple, body_text: str | None = 
     return data
 
 
-@functools.lru_cache(maxsize=4096)
+# Per-recipient values (To, List-Unsubscribe) never repeat: the common ASCII cases are
+# answered before the caches, which keep only what is costly to encode (a cache of values
+# seen once cost time and memory that grew with the list).
+_SPECIALS = re.compile(r'[][\\()<>@,:;".]')  # email.utils' specials: the name is quoted
+
+
 def encode_text(value: str, header_name: str) -> str:
     """A header value as ASCII: as is when it is short ASCII, else RFC 2047 encoded-words."""
     if value.isascii() and len(value) < 900:
         return value
+    return _encode_words(value, header_name)
+
+
+@functools.lru_cache(maxsize=1024)
+def _encode_words(value: str, header_name: str) -> str:
     return email.header.Header(value, "utf-8", header_name=header_name).encode(linesep="\r\n")
 
 
-@functools.lru_cache(maxsize=4096)
 def encode_address(name: str | None, address: str) -> str:
     """`Name <addr>` with the name RFC 2047-encoded when it is not ASCII."""
     if not name:
         return address
+    if name.isascii() and address.isascii() and not _SPECIALS.search(name):
+        return f"{name} <{address}>"  # what formataddr returns for such a name
+    return _formataddr(name, address)
+
+
+@functools.lru_cache(maxsize=1024)
+def _formataddr(name: str, address: str) -> str:
     if not address.isascii():  # SMTPUTF8 mail; formataddr refuses a non-ASCII address
         shown = email.utils.formataddr((name, "x@x"), charset="utf-8").rsplit(" <", 1)[0]
         return f"{shown} <{address}>"

@@ -56,3 +56,29 @@ def test_campaign_mail_is_addressed_to_the_contact_by_name_from_the_campaign_sen
         "jose@example.org": ("José Núñez", "jose@example.org")}
     for m in got.values():
         assert m["From"].addresses[0].display_name == "Boutique Élise"
+
+
+def test_a_personalised_campaign_encodes_its_attachment_once_for_all_recipients(mk, run, sink, tmp_path, db_url):
+    from postroom.plugins.mail_queue import compose
+    host = mk(db_url=db_url)
+    make_list(run, host, tmp_path, "news", contacts(4))
+    body = tmp_path / "body.html"
+    body.write_text("<p>Dear {{ contact.name }}, our catalogue</p>", encoding="utf-8")
+    pdf = tmp_path / "Catalogue — prix.pdf"
+    content = PDF + os.urandom(8)  # a file this process has not encoded yet
+    pdf.write_bytes(content)
+    cid = last_word(run(host, "campaign", "create", "--subject", "For {{ contact.name }}", "--body-file", body,
+                        "--list", "news", "--attach", pdf))
+    run(host, "campaign", "send", cid)
+    encoded, bodies = compose.stats["file_parts_encoded"], compose.stats["bodies_with_files_built"]
+    drain(host)
+    got = {r.rcpt_tos[0]: r.message for r in sink.wait_for(4)}
+    assert compose.stats["file_parts_encoded"] - encoded == 1  # one file, encoded once
+    assert compose.stats["bodies_with_files_built"] - bodies == 4  # a body per recipient
+    for i in range(4):
+        message = got[f"user{i}@example.org"]
+        assert message["Subject"] == f"For User {i}"
+        assert f"Dear User {i}, our catalogue" in message.get_body(("html",)).get_content()
+        [part] = list(message.iter_attachments())
+        assert (part.get_filename(), part.get_content()) == ("Catalogue — prix.pdf", content)
+        assert not message.defects and all(not p.defects for p in message.walk())

@@ -145,6 +145,21 @@ def test_built_messages_parse_back_with_the_email_package():
     assert not msg.defects and all(not p.defects for p in msg.walk())
 
 
+def test_ascii_parts_go_as_7bit_the_others_quoted_printable_and_all_parse_back():
+    long_line = "<p>" + "word " * 300 + "</p>"  # over 998 characters on one line
+    cases = [("<p>Plain ASCII, " + "news " * 150 + "</p>", "7bit"),  # 750 characters: allowed
+             ("<p>Bonjour Zoë</p>", "quoted-printable"), (long_line, "quoted-printable"),
+             ("<p>nul \x00 here</p>", "quoted-printable")]
+    for html, cte in cases:
+        data = compose.body_part(html, None)
+        assert all(len(line) <= 998 for line in data.split(b"\r\n"))
+        msg = email.message_from_bytes(b"From: a@example.com\r\n" + data, policy=email.policy.default)
+        part = msg.get_body(("html",))
+        assert part["Content-Transfer-Encoding"] == cte
+        assert part.get_content().rstrip("\n") == html
+        assert not msg.defects and all(not p.defects for p in msg.walk())
+
+
 def test_mail_prepare_hooks_get_an_email_message_to_add_headers(mail_host, sink):
     from postroom.core.plugins import hookimpl
 
