@@ -1,26 +1,22 @@
 """Recording what sending did, as it happens: sent, failed for good, to retry with backoff,
 in doubt ("may have been delivered"), or put back untouched.
 
-A `Ledger` writes each mail's outcome in a short transaction right after the server's
-answer (overlapping the next mail's first round trip), so a crash repeats at most the
-mail in flight; the same transaction marks the next mail as in flight and re-checks that
-the claim still holds it. The other plugins hear of the outcomes through
-postroom_mail_sent / postroom_mail_failed once the batch is done.
+`write` turns a batch of outcomes into a few set-based statements; `ledger.Ledger` calls it
+(or its one-statement fast path) right after each server answer, so a crash repeats at
+most the mail in flight. `finish` completes sent mails still under a claim. The other
+plugins hear of the outcomes through postroom_mail_sent / postroom_mail_failed once the
+batch is done (`announce`).
 """
 import collections
 import datetime as dt
 import random
-import time
-
-import peewee as pw
 
 from postroom.core import scheduler
-from postroom.core.clock import naive
 from postroom.core.models import Notification
 
 from .daily_limit import reset_at
 from .models import OutgoingMail
-from .settings import ACTION_CODE, chunks, lease
+from .settings import ACTION_CODE, chunks
 
 FAILED_VIA = "Mail delivery failed via SMTP server '{}'."
 M, N = OutgoingMail, Notification
@@ -64,7 +60,8 @@ def backoff(host, attempts: int) -> dt.timedelta:
     return dt.timedelta(minutes=max(low, min(high, random.uniform(base / 2, base) if base > low else base)))
 
 
-def _info(row) -> dict:
+def info_of(row) -> dict:
+    """What the log lines and the hooks say about a mail."""
     return {"mail_id": row.id, "notification_id": row.notification_id, "message_id": row.message_id,
             "email_to": row.email_to, "ref": row.ref}
 
@@ -94,7 +91,7 @@ def write(host, outcome: Outcome, token: str) -> tuple[list, list]:
             reason += f" (last attempt: the mail's lifetime ran out at {row.expires_at:%Y-%m-%d %H:%M} UTC)"
         attempts = row.attempts + (0 if ftype == "mail_limit" and permanent else 1)
         groups[(ftype, reason, permanent, attempts, doubtful)].append(row)
-        failed_info.append(dict(_info(row), failure_type=ftype, failure_reason=reason,
+        failed_info.append(dict(info_of(row), failure_type=ftype, failure_reason=reason,
                                 permanent=permanent, attempts=attempts))
     for (ftype, reason, permanent, attempts, doubtful), rows in groups.items():
         values = {"failure_type": ftype, "failure_reason": reason, "attempts": attempts,
@@ -145,7 +142,7 @@ def write(host, outcome: Outcome, token: str) -> tuple[list, list]:
                          failure_type=None, failure_reason=None, next_attempt_at=None,
                          server=name, lease_owner=None, lease_until=None, sending_since=None
                          ).where(M.id.in_(ids) & _answered(token)).execute()
-        sent_info = [dict(_info(r), server=name, reply=reply, deleted=r.auto_delete)
+        sent_info = [dict(info_of(r), server=name, reply=reply, deleted=r.auto_delete)
                      for r, name, reply in outcome.sent]
     if retry_at:
         scheduler.trigger(host, ACTION_CODE, min(retry_at))
@@ -202,152 +199,3 @@ def announce(host, sent_info, failed_info) -> None:
 
 def _hook_info(info) -> dict:
     return {k: info[k] for k in ("mail_id", "notification_id", "message_id", "email_to", "ref")}
-
-
-_PREPARED: dict = {}
-
-
-def _run_prepared(host, key, build, *values):
-    """Run the statement `build(*values)` with SQL text peewee renders once per engine: the
-    per-mail statements are a third of a millisecond of query building each otherwise,
-    as much as the whole rest of a mail's work. Returns the cursor."""
-    cache_key = (key, host.db.engine)
-    entry = _PREPARED.get(cache_key)
-    if entry is None:
-        sentinels = [_sentinel(v, k) for k, v in enumerate(values)]
-        sql, params = build(*sentinels).sql()
-        plain = [naive(x) if isinstance(x, dt.datetime) else x for x in sentinels]
-        order = []
-        for param in params:
-            matches = [k for k, x in enumerate(plain) if type(x) is type(param) and x == param]
-            order.append(matches[0] if matches else ("const", param))
-        entry = _PREPARED[cache_key] = (sql, order)
-    sql, order = entry
-    args = [values[o] if not isinstance(o, tuple) else o[1] for o in order]
-    args = [naive(a) if isinstance(a, dt.datetime) else a for a in args]
-    return host.db.execute_sql(sql, args)
-
-
-def _sentinel(value, k):
-    if isinstance(value, dt.datetime):
-        return dt.datetime(1901, 1, 1, 0, 0, 0, 1000 + k, tzinfo=dt.timezone.utc)
-    if isinstance(value, int):
-        return -7_000_000 - k
-    return f"\x00sentinel{k}"
-
-
-class Ledger:
-    """The durable record of one claim's progress (one per server conversation).
-
-    `flush(mark=row)` writes what is pending and, in the same transaction, marks `row` in
-    flight and checks that the claim still holds it; every third of a lease it also
-    renews the claim's lease. Outcomes are announced by `announce_all()` at the end."""
-
-    def __init__(self, host, token: str, claimed_ids):
-        self.host, self.token = host, token
-        self.pending = Outcome()
-        self.sent_info, self.failed_info = [], []
-        self.owned = set(claimed_ids)
-        self.lease = lease(host)
-        self.renewed_at = self.marked_at = time.monotonic()
-
-    def flush(self, mark=None) -> bool:
-        """Write the pending outcomes (and mark `mark` in flight); returns whether `mark`
-        is still ours (True without one). A database error is retried once on a fresh
-        connection (a killed backend, a failover): the mails did leave."""
-        try:
-            return self._flush(mark)
-        except (pw.OperationalError, pw.InterfaceError) as exc:
-            self.host.log.warning("mail queue: recording outcomes of claim %s failed (%s: %s); "
-                                  "reconnecting once", self.token, type(exc).__name__, str(exc).strip()[:200])
-            self.host.db.close()
-            return self._flush(mark)
-
-    def _flush(self, mark) -> bool:
-        if mark is not None and mark.id not in self.owned:
-            if self.pending:
-                self._flush(None)
-            return False
-        host, token = self.host, self.token
-        now = host.clock.now()
-        ours = True
-        self.owned -= {r.id for r, *_ in self.pending.sent + self.pending.failed}
-        self.owned -= {r.id for r in self.pending.released}
-        self.owned -= {r[0].id for r in self.pending.deferred}
-        renew = time.monotonic() - self.renewed_at > self.lease.total_seconds() / 3
-        if self._one_sent() and not renew:
-            # The common case in one statement, one commit: this mail sent, the next one
-            # marked in flight (see `_sent_and_mark`).
-            sent_info, ours = self._sent_and_mark(now, mark)
-            self.marked_at = time.monotonic()
-            self.pending = Outcome()
-            if mark is not None and not ours:
-                self.owned.discard(mark.id)
-            log_written(host, sent_info, [])
-            self.sent_info += sent_info
-            return ours
-        with host.transaction():
-            sent_info, failed_info = write(host, self.pending, token) if self.pending else ([], [])
-            if renew:
-                held = M.update(lease_until=now + self.lease).where(M.lease_owner == token).execute()
-                if held < len(self.owned):  # another worker took some over: forget them
-                    self.owned = {i for (i,) in M.select(M.id).where(M.lease_owner == token).tuples()}
-            if mark is not None:
-                ours = _run_prepared(host, "mark", lambda at, i, t: M.update(sending_since=at).where(
-                    (M.id == i) & (M.lease_owner == t)), now, mark.id, token).rowcount == 1
-        if renew:
-            self.renewed_at = time.monotonic()
-        self.marked_at = time.monotonic()
-        self.pending = Outcome()
-        if mark is not None and not ours:
-            self.owned.discard(mark.id)
-        log_written(host, sent_info, failed_info)
-        self.sent_info += sent_info
-        self.failed_info += failed_info
-        return ours
-
-    def _one_sent(self) -> bool:
-        p = self.pending
-        return len(p.sent) == 1 and not p.failed and not p.released and not p.deferred
-
-    def _sent_and_mark(self, now, mark) -> tuple[list, bool]:
-        """One UPDATE, one commit: the sent mail becomes `sent` (still under the claim token:
-        `finish` completes it with the batch, set-based) and `mark` gets its in-flight time
-        if the claim still holds it. Returns (sent info, whether `mark` is ours). A late
-        answer for a mail put aside meanwhile takes the general path (`write`)."""
-        row, name, reply = self.pending.sent[0]
-        next_id = mark.id if mark is not None else row.id
-
-        def build(at, sent_id, marked_id, token, server):
-            this = M.id == sent_id
-            return (M.update({M.state: pw.Case(None, [(this, "sent")], M.state),
-                              M.server: pw.Case(None, [(this, server)], M.server),
-                              M.sending_since: pw.Case(None, [(this, None)], at)})
-                    .where(M.id.in_([sent_id, marked_id]) & (M.lease_owner == token))
-                    .returning(M.id))
-        applied = {r[0] for r in _run_prepared(self.host, "sent-and-mark", build, now, row.id, next_id,
-                                               self.token, name).fetchall()}
-        info = [dict(_info(row), server=name, reply=reply, deleted=row.auto_delete)]
-        if row.id not in applied:
-            with self.host.transaction():
-                info, _ = write(self.host, self.pending, self.token)
-        return info, mark is None or mark.id in applied
-
-    def still_ours(self, row) -> bool:
-        """Right before the data goes out: after a long pause since the mark (a stopped
-        process, a slow server), look again in the database."""
-        if time.monotonic() - self.marked_at < self.lease.total_seconds() / 3:
-            return True
-        now = self.host.clock.now()
-        with self.host.transaction():
-            ours = (M.update(sending_since=now, lease_until=now + self.lease)
-                    .where((M.id == row.id) & (M.lease_owner == self.token)).execute()) == 1
-        if not ours:
-            self.owned.discard(row.id)
-        return ours
-
-    def counts(self) -> collections.Counter:
-        c = collections.Counter(sent=len(self.sent_info))
-        for info in self.failed_info:
-            c["failed" if info["permanent"] else "retry"] += 1
-        return c

@@ -1,5 +1,5 @@
 """Sending: claim due mails with a lease, commit the claim, talk SMTP with no transaction
-open, and write each mail's outcome as soon as the server answered (see `outcomes.Ledger`).
+open, and write each mail's outcome as soon as the server answered (see `ledger.Ledger`).
 
 A worker killed mid-send leaves its claims behind; they are taken over once their lease
 expires, so a mail is never lost. The one mail that was in the middle of its conversation
@@ -27,7 +27,8 @@ from .claims import claim, claimable, due_condition, free
 from .hourly import count_hour
 from .metrics import count_outcomes
 from .models import OutgoingMail
-from .outcomes import FAILED_VIA, Ledger, announce, finish, smtp_reason
+from .ledger import Ledger
+from .outcomes import FAILED_VIA, announce, finish, smtp_reason
 from .settings import ACTION_CODE, batch_size, chunks
 
 MAX_SERVER_THREADS = 8
@@ -89,7 +90,7 @@ def _send_group(host, server, rows, pool, ledger, date, prepare, signer, pacer, 
             if should_stop() or stop():
                 ledger.pending.released.extend(rows[i:])
                 break
-            if row.id not in ledger.owned:
+            if not ledger.holds(row):
                 continue  # another worker took it over while we were busy
             domain = pacing.domain_of(row.email_to)
             if domain in pacer.waits:  # it asked us to slow down earlier in this batch
@@ -124,13 +125,14 @@ def _send_group(host, server, rows, pool, ledger, date, prepare, signer, pacer, 
                 ledger.pending.fail(row, "mail_email_invalid",
                                     addressing.smtputf8_refusal(row.email_to, server.name), True)
                 continue
-            ours = [True]
 
             def while_waiting(row=row):
-                ours[0] = ledger.flush(mark=row)
+                # The previous mail's outcome is committed (and this one marked in flight)
+                # while the server answers this one's commands.
+                ledger.flush(mark=row)
 
             def before_data(row=row):
-                return ours[0] and ledger.still_ours(row)
+                return ledger.holds(row) and ledger.still_ours(row)
             try:
                 envelope_from = addressing.envelope_from(host, row)
                 data = compose.final_bytes(host, row, envelope_from, date, prepare, signer)
@@ -158,19 +160,19 @@ def _send_group(host, server, rows, pool, ledger, date, prepare, signer, pacer, 
                 raise
             except smtplib.SMTPRecipientsRefused as exc:
                 code, text = next(iter(exc.recipients.values()))
-                if ours[0]:
+                if ledger.holds(row):
                     _refused(pacer, ledger.pending, row, domain, smtp_reason(server.name, exc, code, text),
                              code, text, at_rcpt=True)
             except smtplib.SMTPServerDisconnected as exc:
-                _lost(host, server, pool, ledger, row, rows[i + 1:], exc, ours[0])
+                _lost(host, server, pool, ledger, row, rows[i + 1:], exc)
                 break
             except smtplib.SMTPResponseException as exc:  # SMTPDataError, SMTPSenderRefused, ...
-                if ours[0]:
+                if ledger.holds(row):
                     _refused(pacer, ledger.pending, row, domain,
                              smtp_reason(server.name, exc, exc.smtp_code, exc.smtp_error),
                              exc.smtp_code, exc.smtp_error)
             except (smtplib.SMTPException, OSError) as exc:  # timeouts, resets before the data
-                _lost(host, server, pool, ledger, row, rows[i + 1:], exc, ours[0])
+                _lost(host, server, pool, ledger, row, rows[i + 1:], exc)
                 break
             except PostroomError as exc:  # e.g. header injection found while building it
                 ledger.pending.fail(row, "unknown", f"Mail refused before sending: {exc}", True)
@@ -196,14 +198,14 @@ def _refused(pacer, pending, row, domain, reason, code, text, at_rcpt=False):
         pending.defer(row, until, why, attempted=True)
 
 
-def _lost(host, server, pool, ledger, row, rest, exc, ours):
+def _lost(host, server, pool, ledger, row, rest, exc):
     """The connection died during `row`, before its data went out: it is retried later;
     the rest were not attempted and go back to the queue untouched."""
     _drop(pool, server)
     reason = smtp_reason(server.name, exc)
     host.log.warning("mail %s msgid=%s: connection to %s lost: %s; %s mail(s) of the batch put back",
                      row.id, row.message_id, server.label, reason, len(rest))
-    if ours:
+    if ledger.holds(row):
         ledger.pending.fail(row, "mail_smtp", reason, False)
     ledger.pending.released.extend(rest)
 
