@@ -152,17 +152,20 @@ def write(host, outcome: Outcome, token: str) -> tuple[list, list]:
     return sent_info, failed_info
 
 
-def finish(host, where) -> list[dict]:
+def finish(host, where, infos: bool = True) -> list[dict]:
     """Complete sent mails still under a claim (`where`: a claim token's, or those a dead
     worker left): their notifications become sent, auto_delete ones are deleted, the
-    others lose their claim. Set-based; returns their infos (for the hooks)."""
+    others lose their claim. Set-based; returns their infos (for the hooks) unless the
+    caller has them already (`infos=False`: nothing is read back)."""
     now = host.clock.now()
     cond = (M.state == "sent") & M.lease_owner.is_null(False) & where
+    rows = []
     with host.transaction():
-        rows = list(M.select(M.id, M.notification_id, M.message_id, M.email_to, M.ref, M.auto_delete)
-                    .where(cond).tuples())
-        if not rows:
-            return []
+        if infos:
+            rows = list(M.select(M.id, M.notification_id, M.message_id, M.email_to, M.ref, M.auto_delete)
+                        .where(cond).tuples())
+            if not rows:
+                return []
         (N.update(status="sent", failure_type=None, failure_reason=None, updated_at=now)
          .where(N.id.in_(M.select(M.notification_id).where(cond & M.notification_id.is_null(False))))
          .execute())
