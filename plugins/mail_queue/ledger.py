@@ -25,8 +25,9 @@ class Ledger:
     renews the claim's lease. The sending code announces the outcomes
     (`outcomes.announce`) once the batch is done."""
 
-    def __init__(self, host, token: str, claimed_ids):
+    def __init__(self, host, token: str, claimed_ids, stop=None):
         self.host, self.token = host, token
+        self.stop = stop or (lambda: False)  # SIGTERM: stop waiting for the database
         self.pending = Outcome()
         self.sent_info, self.failed_info = [], []
         self.owned = set(claimed_ids)
@@ -44,15 +45,34 @@ class Ledger:
         return row.id in self.owned
 
     def _write(self, pending, mark) -> bool:
-        """A database error is retried once on a fresh connection (a killed backend, a
-        failover): the mails did leave."""
-        try:
-            return self._commit(pending, mark)
-        except (pw.OperationalError, pw.InterfaceError) as exc:
-            self.host.log.warning("mail queue: recording outcomes of claim %s failed (%s: %s); "
-                                  "reconnecting once", self.token, type(exc).__name__, str(exc).strip()[:200])
-            self.host.db.close()
-            return self._commit(pending, mark)
+        """A database error (a killed backend, a restart, a failover) is retried on a fresh
+        connection, backing off, until the database answers again or the claim's lease has
+        gone by: the mails did leave, and their outcome written late still keeps them from
+        being sent a second time. SIGTERM ends the waiting (the error is raised)."""
+        deadline = time.monotonic() + self.lease.total_seconds()
+        delay, attempts = 0.1, 0
+        while True:
+            try:
+                ours = self._commit(pending, mark)
+            except (pw.OperationalError, pw.InterfaceError) as exc:
+                attempts += 1
+                if time.monotonic() + delay > deadline or self.stop():
+                    raise
+                if attempts == 1:
+                    self.host.log.warning("mail queue: recording outcomes of claim %s failed (%s: %s); "
+                                          "reconnecting until the database answers", self.token,
+                                          type(exc).__name__, str(exc).strip()[:200])
+                try:
+                    self.host.db.close()
+                except pw.PeeweeException:
+                    pass  # a connection already gone: the next statement opens a new one
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+                continue
+            if attempts:
+                self.host.log.info("mail queue: outcomes of claim %s recorded after %s failed attempt(s)",
+                                   self.token, attempts)
+            return ours
 
     def _commit(self, pending, mark) -> bool:
         if mark is not None and mark.id not in self.owned:

@@ -1,6 +1,7 @@
 """kill -9 of worker processes while four of them drain the queue: the supervisor restarts
-each one, no mail is lost, and every duplicate is a mail that was in flight in a killed
-process (at most its in-flight window, one batch, per kill), with the same Message-Id."""
+each one, no mail is lost, and every duplicate is the mail a killed process was in the
+middle of sending (at most one per kill: outcomes are recorded per mail), with the same
+Message-Id."""
 import os
 import random
 import signal
@@ -10,19 +11,20 @@ import pytest
 
 from postroom.plugins.mail_queue.models import OutgoingMail
 
-from .harness import BASE_CONFIG, enqueue, hostname, outgoing_left, receipts, wait_until
+from .harness import enqueue, hostname, outgoing_left, receipts, wait_until
 
 N = 3000          # the issue's 20,000 scaled down for CI (see test_exactly_once)
 KILLS = 4
-BATCH = int(BASE_CONFIG["mail_batch_size"])  # a worker's in-flight window
 
 
 def in_flight(dep, pid) -> set[str]:
-    """Recipients of the mails `pid` holds right now (claimed, outcome not yet recorded)."""
+    """Recipients of the mails `pid` was in the middle of sending (marked in flight, outcome
+    not yet recorded): one per conversation, so at most one here (a single server)."""
     dep.fresh()
     prefix = f"mail:{hostname()}:{pid}:"
     return {m.email_to for m in OutgoingMail.select(OutgoingMail.email_to).where(
-        (OutgoingMail.state == "outgoing") & OutgoingMail.lease_owner.startswith(prefix))}
+        (OutgoingMail.state == "outgoing") & OutgoingMail.lease_owner.startswith(prefix)
+        & OutgoingMail.sending_since.is_null(False))}
 
 
 def busy_workers(dep) -> list[int]:
@@ -47,7 +49,8 @@ def test_killing_workers_mid_drain_loses_no_mail_and_resends_only_what_was_in_fl
         victim = rng.choice(busy_workers(dep))
         os.kill(victim, signal.SIGKILL)
         windows.append(in_flight(dep, victim))
-        assert len(windows[-1]) <= BATCH  # (empty if it died between two batches)
+        # (2 when it had just taken over a dead worker's in-doubt mail; empty between mails)
+        assert len(windows[-1]) <= 2
         # The supervisor brings a new worker up in place of the dead one.
         wait_until(lambda: dep.restarts() == k + 1 and victim not in dep.workers().values(), 60,
                    what=f"worker {victim} to be restarted")
@@ -61,9 +64,13 @@ def test_killing_workers_mid_drain_loses_no_mail_and_resends_only_what_was_in_fl
     for rcpt, ids in got.items():
         assert set(ids) == {wanted[rcpt]}  # a resent mail keeps its Message-Id
     twice = {r for r, ids in got.items() if len(ids) > 1}
+    per_kill, seen = [], set()  # each duplicate counted for the first kill it was in flight at
+    for window in windows:
+        per_kill.append(len((twice & window) - seen))
+        seen |= window
+    print(f"duplicates per kill (4 workers, {dep.host.db.engine}): {per_kill}")
     assert all(len(got[r]) == 2 for r in twice)
-    for window in windows:  # each kill resends at most its victim's in-flight window
-        assert len(twice & window) <= BATCH
+    assert all(n <= 1 for n in per_kill) and len(twice) <= KILLS, per_kill
     assert twice <= set().union(*windows), twice - set().union(*windows)
     assert dep.restarts() == KILLS
 
