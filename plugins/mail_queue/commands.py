@@ -9,25 +9,14 @@ from postroom.core.clock import parse_when
 from postroom.core.errors import InvalidInput
 from postroom.core.output import created, fields, show, to_json
 
-from . import actions, claims, daily_limit, queue, sending, servers, smtp_client
+from . import actions, daily_limit, queue, sending, servers, smtp_client
+from .listing import mail_row, with_waits
 from .models import STATES, OutgoingMail
 from .settings import ACTION_NAME
 
 # scheduled_at: when a mail sent with --at is due (the queue holds it until then).
 LIST_COLUMNS = ["id", "state", "email_to", "subject", "scheduled_at", "attempts", "next_attempt_at",
                 "failure_type", "failure_reason"]
-
-
-def mail_row(m: OutgoingMail) -> dict:
-    return {"id": m.id, "state": m.state, "failure_type": m.failure_type,
-            "failure_reason": m.failure_reason, "email_to": m.email_to, "email_from": m.email_from,
-            "subject": m.subject, "message_id": m.message_id, "attempts": m.attempts,
-            "next_attempt_at": m.next_attempt_at, "scheduled_at": m.scheduled_at,
-            "expires_at": m.expires_at, "bulk": m.bulk, "auto_delete": m.auto_delete,
-            "server": m.server, "ref": m.ref, "notification_id": m.notification_id,
-            "chatter_message_id": m.chatter_message_id,
-            "created_at": m.created_at, "sent_at": m.sent_at, "updated_at": m.updated_at,
-            "lease_owner": m.lease_owner, "lease_until": m.lease_until}
 
 
 # --- mail ----------------------------------------------------------------------------
@@ -184,18 +173,7 @@ def queue_list(ctx, state, limit, as_json):
     if state:
         query = query.where(OutgoingMail.state == state)
     rows = [mail_row(m) for m in reversed(list(query.limit(limit)))]
-    show(_with_waits(host, rows), LIST_COLUMNS, as_json, "(the queue is empty)")
-
-
-def _with_waits(host, rows, due=True) -> list[dict]:
-    """Mails held back by mail_domain_concurrency say so where a reason is shown (nothing is
-    written on them: they wait untouched); an earlier failure stays readable after it."""
-    by_id = {r["id"]: r for r in rows}
-    for mail_id, why in claims.held_back_reasons(host, rows, due).items():
-        row = by_id[mail_id]
-        old = row["failure_reason"]
-        row["failure_reason"] = why + (f" (last failure: {old})" if old and not old.startswith("waiting:") else "")
-    return rows
+    show(with_waits(host, rows), LIST_COLUMNS, as_json, "(the queue is empty)")
 
 
 @queue_group.command("show")
@@ -206,7 +184,7 @@ def queue_show(ctx, mail_id, as_json):
     """Every field of one mail, with its failure details."""
     host = get_host(ctx)
     m = actions.get_mail(host, mail_id)
-    [data] = _with_waits(host, [mail_row(m)])
+    [data] = with_waits(host, [mail_row(m)])
     data["headers"] = m.headers
     data["reply_to"] = m.reply_to
     data["in_reply_to"] = m.in_reply_to
@@ -238,7 +216,7 @@ def queue_send_now(ctx, ids):
     """Send these outgoing mails now instead of waiting for the queue."""
     host = get_host(ctx)
     done = actions.send_now(host, _ids_or_fail(ids))
-    rows = _with_waits(host, [mail_row(m) for m in OutgoingMail.select().where(OutgoingMail.id.in_(done))],
+    rows = with_waits(host, [mail_row(m) for m in OutgoingMail.select().where(OutgoingMail.id.in_(done))],
                        due=False)
     gone = len(done) - len(rows)
     for r in rows:

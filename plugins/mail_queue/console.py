@@ -16,7 +16,7 @@ from postroom.core.console.paging import capped_count, page_number, paginate
 from postroom.core.models import Message, Record
 from postroom.core.web import host_of
 
-from . import actions, daily_limit, hourly
+from . import actions, daily_limit, hourly, listing
 from .models import STATES, OutgoingMail
 from .settings import ACTION_NAME
 
@@ -39,7 +39,8 @@ def _record_of(mail_or_message) -> Record | None:
 # is read and converted 50 times a page for nothing).
 LISTED = (OutgoingMail.id, OutgoingMail.state, OutgoingMail.email_to, OutgoingMail.email_from,
           OutgoingMail.subject, OutgoingMail.attempts, OutgoingMail.created_at, OutgoingMail.failure_type,
-          OutgoingMail.failure_reason, OutgoingMail.next_attempt_at)
+          OutgoingMail.failure_reason, OutgoingMail.next_attempt_at, OutgoingMail.scheduled_at,
+          OutgoingMail.lease_until)  # the last two: whether a held-back mail is due and free
 
 
 def queue_query(host, state="", sender="", recipient="", older="", newer=""):
@@ -66,20 +67,27 @@ def queue_page(request):
                "recipient": q.get("recipient", "").strip()[:200], "older": q.get("older", ""),
                "newer": q.get("newer", "")}
     # A text filter scans the addresses: no second scan to count them (newer/older pages only).
-    page = paginate(queue_query(host, **filters), page_number(request),
+    page = paginate(queue_query(host, **filters).dicts(), page_number(request),
                     count=not (filters["sender"] or filters["recipient"]))
+    # Why a mail waits, as `queue list` says it (one query for the page).
+    page.rows = listing.with_waits(host, page.rows)
     chart = hourly.chart(host)
     peak = max([max(c["sent"], c["failed"], c["waiting"]) for c in chart] + [1])
     failed, more_failed = capped_count(OutgoingMail.select(OutgoingMail.id).where(OutgoingMail.state == "exception"))
     return render(request, "mail_queue/queue.html", {
         "page": page, "filters": filters, "states": STATES, "chart": chart, "peak": peak,
-        "failed_count": failed, "more_failed": more_failed, "action_name": ACTION_NAME, "limit": daily_limit.limit_statuses(host)[0]})
+        "failed_count": failed, "more_failed": more_failed, "action_name": ACTION_NAME,
+        "limit": daily_limit.limit_statuses(host)[0], "is_waiting": listing.is_waiting})
 
 
 @viewing
 def mail_page(request):
-    mail = actions.get_mail(host_of(request), request.path_params["mail_id"])
-    return render(request, "mail_queue/mail.html", {"mail": mail, "record": _record_of(mail)})
+    host = host_of(request)
+    mail = actions.get_mail(host, request.path_params["mail_id"])
+    [row] = listing.with_waits(host, [listing.mail_row(mail)])  # as `queue show` says it
+    return render(request, "mail_queue/mail.html", {
+        "mail": mail, "reason": row["failure_reason"], "waiting": listing.is_waiting(row["failure_reason"]),
+        "record": _record_of(mail)})
 
 
 @viewing

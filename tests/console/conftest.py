@@ -17,14 +17,14 @@ def sink():
 
 @pytest.fixture
 def console(make_host, sink):
-    """console(plugins=(...), **config) → (host, base_url); operators ops@ (admin) and
-    viewer@ (read-only) exist, mail goes to `sink`."""
+    """console(plugins=(...), db_url=None, **config) → (host, base_url); operators ops@
+    (admin) and viewer@ (read-only) exist, mail goes to `sink`."""
     started = []
 
-    def factory(plugins=("mail_queue",), extra=(), available=None, **config):
+    def factory(plugins=("mail_queue",), extra=(), available=None, db_url=None, **config):
         values = {"smtp_host": sink.host, "smtp_port": sink.port, "smtp_timeout": "3"}
         values.update({k: str(v) for k, v in config.items()})
-        host = make_host(plugins=list(plugins), config=values, extra=extra, available=available)
+        host = make_host(plugins=list(plugins), db_url=db_url, config=values, extra=extra, available=available)
         records.ensure_admin(host, "admin@example.com")
         operators.add(host, "ops@example.com", PASSWORD)
         operators.add(host, "viewer@example.com", PASSWORD, role="readonly")

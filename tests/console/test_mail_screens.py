@@ -1,10 +1,12 @@
 """Screens 1-3 over real HTTP: records and chatter, envelope details, the email queue."""
 import html
+import json
 import re
 
 import pytest
 
 from postroom.core import chatter, records
+from postroom.plugins.mail_queue import claims, sending
 from postroom.plugins.mail_queue.models import OutgoingMail
 from tests.support.smtp import SMTPSink
 
@@ -192,3 +194,50 @@ def test_the_queue_filters_by_sender(failed_post, logged_in):
     client = logged_in(url)
     assert f'data-mail="{failed.id}"' in client.get("/queue/?sender=admin@example.com").text
     assert f'data-mail="{failed.id}"' not in client.get("/queue/?sender=someone-else").text
+
+
+def queue_row(page: str, mail_id: int) -> str:
+    """The queue table's row of one mail, unescaped."""
+    match = re.search(rf'<tr data-mail="{mail_id}">(.*?)</tr>', page, re.S)
+    assert match, f"mail {mail_id} is not listed"
+    return html.unescape(match.group(1))
+
+
+def test_the_queue_and_a_mail_page_say_why_a_mail_waits_as_queue_list_does(console, logged_in, cli_run, db_url):
+    host, url = console(db_url=db_url, mail_domain_concurrency="slow.example=1",
+                        mail_domain_rate="paced.example=1/s", mail_domain_window_seconds=1)
+    enqueue = host.service("mail").enqueue
+    enqueue([{"email_to": a, "subject": "News", "body_html": "<p>Hi</p>", "bulk": True}
+             for a in ("s0@slow.example", "s1@slow.example")])
+    claims.claim(host, "busy-worker", 1)  # another worker is sending s0: s1 is held back
+    enqueue([{"email_to": a, "subject": "News", "body_html": "<p>Hi</p>", "bulk": True}
+             for a in ("p0@paced.example", "p1@paced.example")])
+    sending.process_queue(host)  # p0 leaves; p1 waits for the next rate window
+    mail = {m.email_to: m.id for m in OutgoingMail.select()}
+    listed = {m["email_to"]: m["failure_reason"] for m in json.loads(
+        cli_run(host, "queue", "list", "--state", "outgoing", "--json").output)}
+    held = ("waiting: 1 mail(s) to slow.example in flight, as many as mail_domain_concurrency "
+            "allows (slow.example=1)")
+    assert listed["s1@slow.example"] == held
+    assert listed["p1@paced.example"].startswith("waiting: pacing paced.example=1/s (mail_domain_rate)")
+    client = logged_in(url)
+
+    page = client.get("/queue/?state=outgoing").text
+
+    # Each waiting mail's row gives the reason `queue list` gives, without a failure type.
+    assert held in queue_row(page, mail["s1@slow.example"])
+    assert listed["p1@paced.example"][:240] in queue_row(page, mail["p1@paced.example"])
+    assert "waiting" not in queue_row(page, mail["s0@slow.example"])  # the one in flight
+    for address in ("s1@slow.example", "p1@paced.example"):
+        details = html.unescape(client.get(f"/queue/{mail[address]}").text)
+        assert f'<p class="warning"><span class="reason">{listed[address]}</span></p>' in details
+        assert "None:" not in details
+
+
+def test_a_failed_mail_page_names_its_failure_type(failed_post, logged_in):
+    host, url, rec, msg, sink = failed_post
+    failed = OutgoingMail.get(OutgoingMail.state == "exception")
+    details = html.unescape(logged_in(url).get(f"/queue/{failed.id}").text)
+    assert f'<p class="error">mail_smtp: <span class="reason">{failed.failure_reason}</span></p>' in details
+    assert f"mail_smtp: {failed.failure_reason[:160]}" in queue_row(
+        logged_in(url).get("/queue/").text, failed.id)
