@@ -57,6 +57,16 @@ class _Env(SandboxedEnvironment):
     def is_safe_attribute(self, obj, attr, value):
         return False  # names resolve through the context's mappings (getitem) only
 
+    def getattr(self, obj, attribute):
+        # `contact.name` on a context mapping: the key first, since no attribute is ever
+        # allowed; jinja's order (attribute, then key) raised an AttributeError per use.
+        if type(obj) is dict:
+            try:
+                return obj[attribute]
+            except KeyError:
+                pass
+        return super().getattr(obj, attribute)
+
     def wrap_str_format(self, value):
         return None  # no str.format / format_map either: they are attribute access too
 

@@ -138,26 +138,24 @@ def process_batch(host, campaign, size: int) -> tuple[int, bool]:
                 (Trace.campaign == campaign) & Trace.email_normalized.in_(norms)
                 & (Trace.status != "canceled")).tuples()}
         record = mails.campaign_record(campaign)
-        rows, seen, names = [], set(), {}
+        rows, seen, names = [], set(), []
         for c, (norm, reason) in zip(contacts, parsed):
             reason = reason or _reason(c, norm, blacklisted, taken, seen)
             message_id = None
             if reason is None:
                 seen.add(norm)
-                names[c["id"]] = c["name"]
                 # Known before the mail exists, so the trace is written once, complete.
                 message_id = chatter.make_message_id(host, record)
+            names.append(c["name"] if reason is None else None)
             rows.append((campaign.id, c["id"], (c["email"] or "")[:320] or None, norm,
                          "canceled" if reason else "outgoing", reason, message_id, now))
         fields = [Trace.campaign, Trace.contact_id, Trace.email, Trace.email_normalized, Trace.status,
                   Trace.cancel_reason, Trace.message_id, Trace.created_at]
-        insert_rows(host.db, Trace, fields, rows)
-        if names:
-            outgoing = list(Trace.select(Trace.id, Trace.email, Trace.contact_id, Trace.message_id).where(
-                (Trace.campaign == campaign) & Trace.contact_id.in_(list(names))
-                & (Trace.status == "outgoing")).order_by(Trace.id).dicts())
-            for trace in outgoing:
-                trace["name"] = names.get(trace["contact_id"])  # To: "Name" <address>
+        # The new ids in row order: the outgoing traces need no second query to be read back.
+        ids_in_order = insert_rows(host.db, Trace, fields, rows, returning_ids=True)
+        outgoing = [{"id": trace_id, "email": row[2], "message_id": row[6], "name": name}  # To: "Name" <address>
+                    for trace_id, row, name in zip(ids_in_order, rows, names) if row[4] == "outgoing"]
+        if outgoing:
             mails.enqueue_traces(host, campaign, outgoing, record=record)
         # Finish in the same transaction as the last batch, so no run is needed just to
         # notice there is nobody left.
@@ -176,7 +174,7 @@ def process_batch(host, campaign, size: int) -> tuple[int, bool]:
         if not moved:
             raise _Gone()  # canceled or processed by someone else meanwhile: undo this batch
     host.log.info("campaign %s: %s recipients processed (%s mailed)%s", campaign.id, len(contacts),
-                  len(names), ", done" if finished else "")
+                  len(outgoing), ", done" if finished else "")
     return len(contacts), finished
 
 
