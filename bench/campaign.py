@@ -19,7 +19,7 @@ personalised campaign's mails/s and what personalisation costs against the plain
 personalisation_cpu_cost: steadier when other work shares the machine), import seconds and
 peak memory of each phase.
 
-    python bench/campaign.py [--contacts N] [--db URL] [--smtp HOST:PORT]
+    python bench/campaign.py [--contacts N] [--repeat R] [--db URL] [--smtp HOST:PORT]
 """
 import argparse
 import json
@@ -136,6 +136,15 @@ def run_phase(name, args, smtp):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def _best(results):
+    """The fastest run, with the lowest CPU time of all runs (each is a least-disturbed
+    figure) and the highest peak memory (memory is not disturbed by load)."""
+    best = dict(min(results, key=lambda r: r["seconds"]))
+    best["cpu_seconds"] = min(r["cpu_seconds"] for r in results)
+    best["peak_memory_mb"] = max(r["peak_memory_mb"] for r in results)
+    return best
+
+
 def fresh_pg_database(url, name):
     import psycopg
     from urllib.parse import urlparse, urlunparse
@@ -153,6 +162,8 @@ def main():
     parser.add_argument("--contacts", type=int, default=20_000)
     parser.add_argument("--db", help="database URL (default: a SQLite file in a temp folder per phase)")
     parser.add_argument("--smtp", help="HOST:PORT of a sink already running")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="rounds of the three phases, interleaved; the best of each is reported")
     parser.add_argument("--phase", choices=("drain", "campaign", "personal"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.phase:
@@ -166,14 +177,18 @@ def main():
             print(json.dumps(result))
         return
     with external_sink(args.smtp) as (smtp, kind):
-        drain = run_phase("drain", args, smtp)
-        campaign = run_phase("campaign", args, smtp)
-        personal = run_phase("personal", args, smtp)
+        # Interleaved rounds, the fastest of each phase kept (as timeit does): other work on
+        # the machine only ever slows a run down, so the best one is the least disturbed.
+        runs = {"drain": [], "campaign": [], "personal": []}
+        for _ in range(max(1, args.repeat)):
+            for name, results in runs.items():
+                results.append(run_phase(name, args, smtp))
+        drain, campaign, personal = (_best(runs[k]) for k in ("drain", "campaign", "personal"))
     drain_rate = drain["mails"] / drain["seconds"]
     campaign_rate = campaign["mails"] / campaign["seconds"]
     personal_rate = personal["mails"] / personal["seconds"]
     print(json.dumps({
-        "bench": "campaign", "contacts": args.contacts, "sink": kind,
+        "bench": "campaign", "contacts": args.contacts, "sink": kind, "rounds": max(1, args.repeat),
         "engine": "postgresql" if (args.db or "").startswith("postgresql") else "sqlite",
         "campaign_mails_per_second": round(campaign_rate, 1),
         "drain_mails_per_second": round(drain_rate, 1),
