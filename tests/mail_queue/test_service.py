@@ -160,6 +160,18 @@ def test_ascii_parts_go_as_7bit_the_others_quoted_printable_and_all_parse_back()
         assert not msg.defects and all(not p.defects for p in msg.walk())
 
 
+def test_a_7bit_body_with_lines_of_dots_arrives_intact_over_smtp(mail_host, sink):
+    host = mail_host()
+    html = "<pre>\n.\n..two\n.three\n</pre>"  # SMTP's end-of-data line, and dot-stuffing
+    host.service("mail").enqueue([{"email_to": "ann@example.org", "subject": "dots", "body_html": html}])
+    host.service("mail").process_queue()
+    [r] = sink.wait_for(1)
+    part = r.message.get_body(("html",))
+    assert part["Content-Transfer-Encoding"] == "7bit"
+    # Lines travel in their canonical CRLF form, which email's parser keeps for 7bit parts.
+    assert part.get_content().replace("\r\n", "\n").rstrip("\n") == html
+
+
 def test_mail_prepare_hooks_get_an_email_message_to_add_headers(mail_host, sink):
     from postroom.core.plugins import hookimpl
 
