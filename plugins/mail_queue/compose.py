@@ -132,7 +132,7 @@ def body_part(body_html: str, body_text: str | None = None) -> bytes:
 _WITH_FILES: collections.OrderedDict = collections.OrderedDict()
 _WITH_FILES_KEEP = 4
 _FILE_PARTS: collections.OrderedDict = collections.OrderedDict()
-_FILE_PARTS_KEEP = 8
+_FILE_PARTS_KEEP = 64 * 1024 * 1024  # bytes of encoded files kept (the last one always is)
 _FILE_SPECS = weakref.WeakKeyDictionary()  # host → {ids: specs}; attachment rows never change
 # How many MIME bodies with files were assembled and how many files were encoded (read by
 # tests and benches: one body per distinct body, one encoding per file).
@@ -175,7 +175,7 @@ def _file_part(host, spec) -> bytes:
     encoded = part.as_bytes(policy=policy.SMTP)
     stats["file_parts_encoded"] += 1
     _FILE_PARTS[spec] = encoded
-    while len(_FILE_PARTS) > _FILE_PARTS_KEEP:
+    while len(_FILE_PARTS) > 1 and sum(map(len, _FILE_PARTS.values())) > _FILE_PARTS_KEEP:
         _FILE_PARTS.popitem(last=False)
     return encoded
 
@@ -198,7 +198,8 @@ def body_with_files(host, body_html: str, specs: tuple, body_text: str | None = 
     data = b"MIME-Version: 1.0\r\n" + body
     stats["bodies_with_files_built"] += 1
     _WITH_FILES[key] = data
-    while len(_WITH_FILES) > _WITH_FILES_KEEP:
+    while len(_WITH_FILES) > 1 and (len(_WITH_FILES) > _WITH_FILES_KEEP
+                                    or sum(map(len, _WITH_FILES.values())) > _FILE_PARTS_KEEP):
         _WITH_FILES.popitem(last=False)
     return data
 
