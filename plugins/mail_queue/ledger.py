@@ -3,12 +3,11 @@ answer (while the server reads the next mail's commands), so a crash repeats at 
 mail in flight. The same commit marks the next mail in flight and checks that the claim
 still holds it; every third of a lease it renews the claim."""
 import collections
-import datetime as dt
 import time
 
 import peewee as pw
 
-from postroom.core.clock import naive
+from postroom.core.db import run_prepared
 
 from .models import OutgoingMail
 from .outcomes import Outcome, info_of, log_written, write
@@ -98,7 +97,7 @@ class Ledger:
                     if held < len(self.owned):  # another worker took some over: forget them
                         self.owned = {i for (i,) in M.select(M.id).where(M.lease_owner == token).tuples()}
                 if mark is not None:
-                    ours = _run_prepared(host, "mark", lambda at, i, t: M.update(sending_since=at).where(
+                    ours = run_prepared(host.db, "mark", lambda at, i, t: M.update(sending_since=at).where(
                         (M.id == i) & (M.lease_owner == t)), now, mark.id, token).rowcount == 1
             if renew:
                 self.renewed_at = time.monotonic()
@@ -117,7 +116,7 @@ class Ledger:
         answer for a mail put aside meanwhile takes the general path (`write`)."""
         row, name, reply = pending.sent[0]
         next_id = mark.id if mark is not None else row.id
-        applied = {r[0] for r in _run_prepared(self.host, "sent-and-mark", _sent_and_mark_statement,
+        applied = {r[0] for r in run_prepared(self.host.db, "sent-and-mark", _sent_and_mark_statement,
                                                now, row.id, next_id, self.token, name).fetchall()}
         info = [dict(info_of(row), server=name, reply=reply, deleted=row.auto_delete)]
         if row.id not in applied:
@@ -156,35 +155,3 @@ def _sent_and_mark_statement(at, sent_id, marked_id, token, server):
                       M.sending_since: pw.Case(None, [(this, None)], at)})
             .where(M.id.in_([sent_id, marked_id]) & (M.lease_owner == token))
             .returning(M.id))
-
-
-_PREPARED: dict = {}
-
-
-def _run_prepared(host, key, build, *values):
-    """Run the statement `build(*values)` with SQL text peewee renders once per engine: the
-    per-mail statements are a third of a millisecond of query building each otherwise,
-    as much as the whole rest of a mail's work. Returns the cursor."""
-    cache_key = (key, host.db.engine)
-    entry = _PREPARED.get(cache_key)
-    if entry is None:
-        sentinels = [_sentinel(v, k) for k, v in enumerate(values)]
-        sql, params = build(*sentinels).sql()
-        plain = [naive(x) if isinstance(x, dt.datetime) else x for x in sentinels]
-        order = []
-        for param in params:
-            matches = [k for k, x in enumerate(plain) if type(x) is type(param) and x == param]
-            order.append(matches[0] if matches else ("const", param))
-        entry = _PREPARED[cache_key] = (sql, order)
-    sql, order = entry
-    args = [values[o] if not isinstance(o, tuple) else o[1] for o in order]
-    args = [naive(a) if isinstance(a, dt.datetime) else a for a in args]
-    return host.db.execute_sql(sql, args)
-
-
-def _sentinel(value, k):
-    if isinstance(value, dt.datetime):
-        return dt.datetime(1901, 1, 1, 0, 0, 0, 1000 + k, tzinfo=dt.timezone.utc)
-    if isinstance(value, int):
-        return -7_000_000 - k
-    return f"\x00sentinel{k}"

@@ -20,6 +20,7 @@ import peewee as pw
 
 from postroom.core import emails, scheduler
 from postroom.core.clock import aware
+from postroom.core.db import run_prepared
 from postroom.core.errors import PostroomError
 
 from . import addressing, compose, daily_limit, pacing, servers, signing, smtp_client
@@ -223,19 +224,13 @@ SendRow = collections.namedtuple("SendRow", [f.name for f in SEND_FIELDS])
 # 0/1 booleans); peewee converting all 22 per row was a tenth of the drain's time.
 _CONVERTED = [(i, f.python_value) for i, f in enumerate(SEND_FIELDS)
               if type(f) not in (pw.AutoField, pw.IntegerField, pw.CharField, pw.TextField, pw.ForeignKeyField)]
-_CLAIMED_SQL: dict = {}
-
-
 def _claimed_rows(host, token) -> list:
     """The mails claimed under `token`, in id order, as read-only named tuples (what sending
     and postroom_mail_prepare need), with the SQL rendered once per engine."""
-    sql = _CLAIMED_SQL.get(host.db.engine)
-    if sql is None:
-        sql, _ = (OutgoingMail.select(*SEND_FIELDS).where(OutgoingMail.lease_owner == "")
-                  .order_by(OutgoingMail.id).sql())
-        _CLAIMED_SQL[host.db.engine] = sql
+    cursor = run_prepared(host.db, "claimed-rows", lambda t: OutgoingMail.select(*SEND_FIELDS).where(
+        OutgoingMail.lease_owner == t).order_by(OutgoingMail.id), token)
     rows = []
-    for raw in host.db.execute_sql(sql, [token]).fetchall():
+    for raw in cursor.fetchall():
         values = list(raw)
         for i, convert in _CONVERTED:
             if values[i] is not None:
