@@ -24,6 +24,9 @@ that kept busy: on a 2-core machine shared with other work, compare those, not o
 """
 import argparse
 import asyncio
+import contextlib
+import cProfile
+import pstats
 import json
 import os
 import random
@@ -172,19 +175,14 @@ def smtp_source_run(args, host, tmp):
     result["load_1min"] = [round(os.getloadavg()[0], 2)]
     ceilings = [ceiling_run(args)]
     latencies = []
+    profiling = ThreadProfiles(args.profile) if args.profile else contextlib.nullcontext()
     service = GatewayService(host, "127.0.0.1", free_port())
-    service.start()
-    try:
-        timed_data(service.controller.handler, latencies)
-        before_msgs, before_recs, before_sql = Message.select().count(), Record.select().count(), host.db.statements
-        cpu = process_cpu()
-        gateway = latency_figures(smtp_source(service.port, args.messages, args.sessions), latencies, args.messages)
-        gateway["cpu_ms_per_message"] = round((process_cpu() - cpu) * 1000 / args.messages, 3)
-        gateway["sql_per_message"] = round((host.db.statements - before_sql) / args.messages, 1)
-        gateway["messages_stored"] = Message.select().count() - before_msgs
-        gateway["records_created"] = Record.select().count() - before_recs
-    finally:
-        service.stop()
+    with profiling:  # the gateway's threads start and end within it
+        service.start()
+        try:
+            gateway = measure_gateway(args, host, service, latencies)
+        finally:
+            service.stop()
     result["gateway"] = gateway
     ceilings.append(ceiling_run(args))
     result["ceiling_before"], result["ceiling"] = ceilings
@@ -194,6 +192,57 @@ def smtp_source_run(args, host, tmp):
     cpu_ceiling = statistics.mean(c["cpu_ms_per_message"] for c in ceilings)
     result["cpu_ceiling_vs_gateway"] = round(cpu_ceiling / gateway["cpu_ms_per_message"], 3)
     return result
+
+
+class ThreadProfiles:
+    """cProfile in every thread started while it is on (the gateway's event loop, its pool
+    threads and its writer), merged into one pstats report when it ends: where the
+    gateway's CPU time goes, whichever thread spends it."""
+
+    def __init__(self, path):
+        self.path, self.profiles, self.lock = path, [], threading.Lock()
+
+    def __enter__(self):
+        self.run = threading.Thread.run
+        profiles, lock, run = self.profiles, self.lock, self.run
+
+        def profiled(thread):
+            profile = cProfile.Profile(time.thread_time)  # CPU, not waits (GIL, locks, I/O)
+            profile.enable()
+            try:
+                run(thread)
+            finally:
+                profile.disable()
+                with lock:
+                    profiles.append((thread.name, profile))
+        threading.Thread.run = profiled
+        return self
+
+    def __exit__(self, *exc):
+        threading.Thread.run = self.run
+        if not self.profiles:
+            return
+        stats = pstats.Stats(self.profiles[0][1])
+        for _, profile in self.profiles[1:]:
+            stats.add(profile)
+        stats.dump_stats(self.path)
+        with open(self.path + ".txt", "w") as fh:
+            stats.stream = fh
+            stats.sort_stats("tottime").print_stats(45)
+            stats.sort_stats("cumulative").print_stats(90)
+        print(f"profile of {len(self.profiles)} threads: {self.path} (.txt)", file=sys.stderr)
+
+
+def measure_gateway(args, host, service, latencies) -> dict:
+    timed_data(service.controller.handler, latencies)
+    before_msgs, before_recs, before_sql = Message.select().count(), Record.select().count(), host.db.statements
+    cpu = process_cpu()
+    gateway = latency_figures(smtp_source(service.port, args.messages, args.sessions), latencies, args.messages)
+    gateway["cpu_ms_per_message"] = round((process_cpu() - cpu) * 1000 / args.messages, 3)
+    gateway["sql_per_message"] = round((host.db.statements - before_sql) / args.messages, 1)
+    gateway["messages_stored"] = Message.select().count() - before_msgs
+    gateway["records_created"] = Record.select().count() - before_recs
+    return gateway
 
 
 def process_cpu() -> float:
@@ -284,7 +333,8 @@ def reset_decision_log(host):
     PostgreSQL forget them (VACUUM drops their index entries, ANALYZE the stale counts)."""
     for table in ("inbound_decision", "inbound_original"):
         host.db.execute_sql(f'DELETE FROM "{table}"')
-        host.db.execute_sql(f'VACUUM ANALYZE "{table}"')
+        if host.db.engine == "postgresql":
+            host.db.execute_sql(f'VACUUM ANALYZE "{table}"')
 
 
 def gateway_pids(supervisor: int, k: int) -> list[int]:
@@ -294,6 +344,8 @@ def gateway_pids(supervisor: int, k: int) -> list[int]:
 
 def backend_pids(host) -> list[int]:
     """PostgreSQL backends serving the bench database, when the server runs on this machine."""
+    if host.db.engine != "postgresql":
+        return []  # SQLite works inside the gateway processes
     rows = host.db.execute_sql("SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
                                "AND pid <> pg_backend_pid()").fetchall()
     return [pid for (pid,) in rows if os.path.exists(f"/proc/{pid}/stat")]
@@ -331,14 +383,16 @@ def main():
     parser.add_argument("--db", help="database URL (default: a fresh SQLite file)")
     parser.add_argument("--client", choices=("aiosmtplib", "smtp-source"), default="aiosmtplib",
                         help="smtp-source: Postfix's C client, every message to the alias")
+    parser.add_argument("--profile", metavar="FILE",
+                        help="with --client smtp-source (in-process gateway): cProfile every gateway "
+                             "thread, write the merged stats to FILE and FILE.txt")
     parser.add_argument("--gateways", help="with --client smtp-source and a PostgreSQL --db: e.g. 1,2 "
                                            "gateway processes on one port")
     args = parser.parse_args()
-    if args.gateways and not (args.client == "smtp-source" and (args.db or "").startswith("postgres")):
-        parser.error("--gateways needs --client smtp-source and a PostgreSQL --db (K gateways share "
-                     "one database; on SQLite one process is the writer)")
+    if args.gateways and args.client != "smtp-source":
+        parser.error("--gateways needs --client smtp-source")
     tmp = tempfile.mkdtemp(prefix="postroom-bench-")
-    url = args.db or f"sqlite:///{tmp}/bench.db"
+    url = args.db = args.db or f"sqlite:///{tmp}/bench.db"
     values = {"database": url, "log_dir": tmp, "log_level": "WARNING", "domains": "example.com",
               "inbound_workers": str(args.threads),
               # Thousands of senders share one loopback address here: no per-client loop limit.

@@ -102,6 +102,22 @@ def select_first(model, sql: str, params=()):
         cursor.close()  # ends SQLite's read of it now, not when the cursor is collected
     if row is None:
         return None
+    return _instance(model, names, row)
+
+
+def select_all(model, sql: str, params=()) -> list:
+    """Every `model` row of a hand-written SELECT (see `select_first`)."""
+    db = model._meta.database
+    cursor = db.execute_sql(sql.format(p=db.param), params)
+    try:
+        rows = cursor.fetchall()
+        names = [d[0] for d in cursor.description or ()]
+    finally:
+        cursor.close()
+    return [_instance(model, names, row) for row in rows]
+
+
+def _instance(model, names, row):
     columns = model._meta.columns
     data = {}
     for name, value in zip(names, row):

@@ -39,25 +39,43 @@ def record(host, *, peer="", mail_from="", sender="", recipients=(), message_id=
 
     `client` is the address loop protection counts for the peer (see models); `repeat`
     says how many refusals one aggregated row stands for."""
+    values = row(host, peer=peer, mail_from=mail_from, sender=sender, recipients=recipients,
+                 message_id=message_id, verdict=verdict, route=route, code=code, reason=reason,
+                 model=model, res_id=res_id, original_id=original_id, counts=counts, client=client,
+                 repeat=repeat, auth=auth, created_at=created_at)
+    # Written directly: this runs for every message, and peewee compiling the INSERT cost
+    # more than SQLite executing it.
+    row_id = insert_one(host.db, InboundDecision, values)
+    log(host, values)
+    return row_id
+
+
+def row(host, *, peer="", mail_from="", sender="", recipients=(), message_id=None,
+        verdict, route, code, reason, model=None, res_id=None, original_id=None,
+        counts=False, client="", repeat=1, auth="", created_at=None) -> dict:
+    """The column values of one decision row, as `record` writes it (for callers that
+    insert many rows in one statement: then `log` each)."""
     rcpts = unsurrogate(", ".join(recipients))
     reason, mail_from = unsurrogate(reason), unsurrogate(mail_from or "")
-    values = dict(
+    return dict(
         created_at=created_at or host.clock.now(), peer=(peer or "")[:128], mail_from=(mail_from or "")[:512],
         sender=(sender or "")[:320], recipients=rcpts, message_id=(message_id or None),
         verdict=verdict, route=route, code=code, reason=reason, model=model, res_id=res_id,
         original_id=original_id, counts=counts, envelope_sender=mail_from.lower()[:320],
         client=(client or "")[:64], repeat=repeat, auth=auth or "")
-    # Written directly: this runs for every message, and peewee compiling the INSERT cost
-    # more than SQLite executing it.
-    row_id = insert_one(host.db, InboundDecision, values)
-    if host.log.isEnabledFor(logging.INFO):  # the line's parts cost more than the row to build
-        host.log.info("inbound %s %s: peer=%s%s from=<%s> to=<%s> msgid=%s code=%s %s%s%s%s",
-                      label(verdict, mail_from), route,
-                      peer or "-", f" client={client}" if client and client != _ip(peer) else "",
-                      mail_from or "", rcpts, message_id or "-", code, reason,
-                      f" record={model},{res_id}" if model else "", f" auth=({auth})" if auth else "",
-                      f" (x{repeat} this minute)" if repeat > 1 else "")
-    return row_id
+
+
+def log(host, v: dict) -> None:
+    """The log line of a decision row (`row`'s values), at INFO."""
+    if not host.log.isEnabledFor(logging.INFO):  # the line's parts cost more than the row to build
+        return
+    peer, client, repeat, auth = v["peer"], v["client"], v["repeat"], v["auth"]
+    host.log.info("inbound %s %s: peer=%s%s from=<%s> to=<%s> msgid=%s code=%s %s%s%s%s",
+                  label(v["verdict"], v["mail_from"]), v["route"],
+                  peer or "-", f" client={client}" if client and client != _ip(peer) else "",
+                  v["mail_from"], v["recipients"], v["message_id"] or "-", v["code"], v["reason"],
+                  f" record={v['model']},{v['res_id']}" if v["model"] else "", f" auth=({auth})" if auth else "",
+                  f" (x{repeat} this minute)" if repeat > 1 else "")
 
 
 def _ip(peer: str) -> str:

@@ -22,7 +22,7 @@ import threading
 
 from aiosmtpd.controller import Controller
 
-from . import decisions, recipients, routing
+from . import batch, decisions, recipients, routing
 from .protocol import GatewayLMTP, GatewaySMTP
 from .refusals import RefusalLog
 from .settings import (BARE_LF, LOCAL_PROBLEM, SESSION_TOO_LONG, TARPIT, TEMPFAIL, TOO_MANY_COMMANDS,
@@ -291,6 +291,11 @@ class GatewayHandler:
         with self.host.offloading():  # see _deliver
             return routing.store(self.host, received, self.lmtp)
 
+    def store_many(self, received: list) -> list:
+        """The writer's batch at once (see batch.py); on its failure each `_store` alone."""
+        with self.host.offloading():  # see _deliver
+            return batch.store_batch(self.host, received, self.lmtp)
+
     async def _data(self, session, envelope, spool, rcpts, large=False):
         def work():
             # A small message is read into memory; a large one stays in its file.
@@ -329,7 +334,7 @@ class GatewayHandler:
             except BaseException as exc:  # noqa: BLE001 - answered by handle_DATA
                 loop.call_soon_threadsafe(_fail, answered, exc)
                 return
-            self.writer.submit_from(loop, lambda: self._store(received), answered)
+            self.writer.submit_from(loop, lambda: self._store(received), answered, payload=received)
         self.executor.submit(prepare)
         return answered
 
@@ -387,8 +392,8 @@ class GatewayService:
     def start(self):
         self.executor = concurrent.futures.ThreadPoolExecutor(self.workers, thread_name_prefix="inbound-db")
         self.large_executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="inbound-large")
-        self.writer = GroupWriter(self.host, batch_max=BATCH_MAX)
-        handler = GatewayHandler(self.host, self.lmtp, self.executor, self.large_executor, self.writer)
+        handler = GatewayHandler(self.host, self.lmtp, self.executor, self.large_executor)
+        handler.writer = self.writer = GroupWriter(self.host, batch_max=BATCH_MAX, store_many=handler.store_many)
         limits = {"data_size_limit": self.settings.max_size, "timeout": self.settings.timeout,
                   "enable_SMTPUTF8": True, "decode_data": False, "ident": IDENT,
                   "hostname": self.host.config.primary_domain}

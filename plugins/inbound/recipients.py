@@ -7,7 +7,7 @@ mail never reaches DATA.
 """
 import dataclasses
 
-from postroom.core.db import select_first
+from postroom.core.db import chunks, select_all, select_first
 
 from .models import InboundAlias
 
@@ -48,9 +48,10 @@ def unknown(address: str) -> Verdict:
     return Verdict(address, 550, f"5.1.1 <{address}>: Recipient address rejected: mailbox unavailable")
 
 
-def check(host, address: str) -> Verdict:
+def check(host, address: str, aliases: dict | None = None) -> Verdict:
     """The verdict for one RCPT address. Reads the database (aliases) and asks plugins;
-    run it on a worker thread, never on the event loop."""
+    run it on a worker thread, never on the event loop. `aliases` ({local part: alias or
+    None}, from `find_aliases`) answers for the local parts it holds without a query."""
     local, domain = split(address)
     if not local:
         return Verdict(address, 501, "5.1.3 Bad recipient address syntax")
@@ -69,14 +70,28 @@ def check(host, address: str) -> Verdict:
         return Verdict(address, *ok, "bounce", local, domain)
     if local == host.config.get("catchall").lower():
         return Verdict(address, *ok, "catchall", local, domain)
-    # Written directly: asked at every RCPT and again when the message is stored.
-    alias = select_first(InboundAlias, 'SELECT * FROM "inbound_alias" WHERE "local_part" = {p}', (local,))
+    if aliases is not None and local in aliases:
+        alias = aliases[local]
+    else:  # written directly: asked at every RCPT and again when the message is stored
+        alias = select_first(InboundAlias, 'SELECT * FROM "inbound_alias" WHERE "local_part" = {p}', (local,))
     if alias is not None:
         return Verdict(address, *ok, "alias", local, domain, alias=alias)
     handler = host.hook.postroom_inbound_recipient(host=host, local_part=local, domain=domain)
     if handler is not None:
         return Verdict(address, *ok, "claimed", local, domain, handler=handler)
     return unknown(address)
+
+
+def find_aliases(host, addresses) -> dict:
+    """{local part: alias or None} for the local parts of `addresses`, in one query (the
+    gateway's writer asks this once for a whole batch of messages)."""
+    locals_ = sorted({split(a)[0] for a in addresses} - {""})
+    found = dict.fromkeys(locals_)
+    for part in chunks(locals_):
+        for alias in select_all(InboundAlias, 'SELECT * FROM "inbound_alias" WHERE "local_part" IN ('
+                                + ", ".join(["{p}"] * len(part)) + ")", part):
+            found[alias.local_part] = alias
+    return found
 
 
 def system_local_parts(host) -> set:

@@ -13,6 +13,10 @@ the messages' own statements, and messages rarely fail). A failed commit (or a d
 error, after which the transaction cannot be trusted) fails every message of the batch,
 which the gateway answers 451.
 
+With `store_many`, a batch whose messages all came with a payload is first stored at once,
+set-based (the inbound gateway's `batch.store_batch`); if that fails, each message's `fn`
+runs in its own savepoint as above.
+
 `fn` may therefore run twice (the first run rolled back, its after-commit work dropped
 with it): it must write only to the database.
 """
@@ -34,8 +38,11 @@ class GroupWriter:
     """`submit(fn)` runs `fn()` on the writer thread inside a savepoint of a shared
     transaction; the returned future completes after that transaction committed."""
 
-    def __init__(self, host, batch_max: int = 64, name: str = "inbound-db-writer"):
+    def __init__(self, host, batch_max: int = 64, name: str = "inbound-db-writer", store_many=None):
         self.host = host
+        # store_many(payloads) -> [result]: the whole batch at once, set-based, when every
+        # message of it came with a payload; on any failure each `fn` runs in a savepoint.
+        self.store_many = store_many
         self.batch_max = max(1, int(batch_max))
         self._queue = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -43,16 +50,20 @@ class GroupWriter:
 
     def submit(self, fn) -> concurrent.futures.Future:
         future = concurrent.futures.Future()
-        self._queue.put((fn, future))
+        self._queue.put((fn, future, None))
         return future
 
-    def submit_from(self, loop, fn, future: asyncio.Future | None = None) -> asyncio.Future:
+    def submit_from(self, loop, fn, future: asyncio.Future | None = None, payload=None) -> asyncio.Future:
         """`submit` for a coroutine on `loop`: the batch's outcomes reach the loop in one
         wake-up, not one per message. Called on the loop, or on any thread with `future`
-        (made on the loop) to complete."""
+        (made on the loop) to complete. `payload` is what `store_many` takes for it."""
         future = loop.create_future() if future is None else future
-        self._queue.put((fn, _OnLoop(loop, future)))
+        self._queue.put((fn, _OnLoop(loop, future), payload))
         return future
+
+    def queued(self) -> int:
+        """How many submissions wait for the writer (approximate while others submit)."""
+        return self._queue.qsize()
 
     def close(self, timeout: float = 30):
         """Store what is queued, then stop the thread and close its connection."""
@@ -85,7 +96,7 @@ class GroupWriter:
             try:
                 outcomes = self._store(batch, savepoints=False)
             except _OneFailed as failed:
-                if len(batch) == 1:  # rolled back: its failure was its own
+                if len(batch) == 1 and not failed.together:  # rolled back: its failure was its own
                     outcomes = [(False, failed.__cause__)]
                 else:
                     outcomes = self._store(batch, savepoints=True)
@@ -95,11 +106,11 @@ class GroupWriter:
                     self.host.db.close()  # reconnect for the next batch
                 except Exception:  # noqa: BLE001 - already broken
                     pass
-            _settle([(future, False, exc) for _, future in batch])
+            _settle([(future, False, exc) for _, future, _ in batch])
             if not isinstance(exc, Exception):
                 raise
             return
-        _settle([(future, ok, value) for (_, future), (ok, value) in zip(batch, outcomes)])
+        _settle([(future, ok, value) for (_, future, _), (ok, value) in zip(batch, outcomes)])
 
     def _store(self, batch, savepoints: bool) -> list:
         """Run the batch in one transaction; [(ok, result or exception)] once committed.
@@ -107,7 +118,14 @@ class GroupWriter:
         rolls back the whole batch (`_OneFailed`)."""
         outcomes = []
         with self.host.transaction():
-            for fn, _ in batch:
+            if not savepoints and self.store_many is not None and all(p is not None for _, _, p in batch):
+                try:
+                    return [(True, value) for value in self.store_many([p for _, _, p in batch])]
+                except DB_ERRORS:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - whose failure is unknown: each alone
+                    raise _OneFailed(together=True) from exc
+            for fn, _, _ in batch:
                 try:
                     if savepoints:
                         with self.host.transaction():  # a savepoint: this message alone
@@ -125,7 +143,12 @@ class GroupWriter:
 
 class _OneFailed(Exception):
     """A message of a batch stored without savepoints failed: store the batch again, each
-    message in its own savepoint."""
+    message in its own savepoint. `together`: the batch was stored set-based, so which
+    message failed is unknown (even with one message, its own path may succeed)."""
+
+    def __init__(self, together: bool = False):
+        super().__init__()
+        self.together = together
 
 
 class _OnLoop:
