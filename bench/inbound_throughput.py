@@ -161,12 +161,19 @@ def smtp_source_run(args, host, tmp):
               "messages": args.messages, "sessions": args.sessions, "db_threads": args.threads,
               "cpus": os.cpu_count(), "warmup": args.warmup if args.gateways else 0}
     if args.gateways:
+        # The bare server too, before and after, so that each K has its ratio to the
+        # ceiling measured in the same run (SQLite: is K processes a deployment that helps?).
+        ceilings = [ceiling_run(args)]
         rates = {}
         for k in [int(x) for x in args.gateways.split(",")]:
             rates[k] = gateway_processes(args, host, tmp, k)
+        ceilings.append(ceiling_run(args))
         first = rates[min(rates)]
         result["gateways"] = {str(k): r for k, r in rates.items()}
         result["scaling"] = {str(k): round(r["msgs_per_s"] / first["msgs_per_s"], 3) for k, r in rates.items()}
+        result["ceiling_before"], result["ceiling"] = ceilings
+        mean = statistics.mean(c["msgs_per_s"] for c in ceilings)
+        result["gateways_vs_ceiling"] = {str(k): round(r["msgs_per_s"] / mean, 3) for k, r in rates.items()}
         return result
     # On a shared machine the load drifts during a run: the bare server is measured before
     # and after the gateway (the ratio is to the mean of the two), the load average is

@@ -58,6 +58,8 @@ def header_text(msg, name: str) -> str:
         return ""
     # compat32 keeps undecodable 8-bit header bytes as surrogates; read them as UTF-8.
     raw = unsurrogate(str(raw))
+    if "=?" not in raw:  # no encoded word: decoding gives the text back as it is, at a cost
+        return _CONTROL.sub(" ", raw).strip()
     try:
         text = unsurrogate(str(email.header.make_header(email.header.decode_header(raw))))
     except Exception:  # noqa: BLE001 - unknown charset, broken encoded word: keep the raw text

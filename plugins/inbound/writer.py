@@ -23,6 +23,8 @@ with it): it must write only to the database.
 import asyncio
 import collections
 import concurrent.futures
+import fcntl
+import os
 import queue
 import threading
 
@@ -45,6 +47,7 @@ class GroupWriter:
         self.store_many = store_many
         self.batch_max = max(1, int(batch_max))
         self._queue = queue.SimpleQueue()
+        self._turn = _WriterTurn(host)
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
@@ -87,9 +90,11 @@ class GroupWriter:
                 except queue.Empty:
                     break
             if batch:
-                self._commit(batch)
+                with self._turn:
+                    self._commit(batch)
         if not self.host.db.is_closed():
             self.host.db.close()
+        self._turn.close()
 
     def _commit(self, batch):
         try:
@@ -139,6 +144,37 @@ class GroupWriter:
                         raise _OneFailed() from exc
                     outcomes.append((False, exc))
         return outcomes
+
+
+class _WriterTurn:
+    """On SQLite, the writers of K gateway processes sharing one database file take turns
+    through a lock file beside it (flock): a writer waiting for SQLite's write lock would
+    sleep in SQLite's busy handler (1, 2, 5, 10 ... ms between tries, however soon the
+    lock is free), while one waiting on the lock file is woken the moment it is released.
+    Other writers (the CLI, RCPT refusals) keep SQLite's busy timeout. Nothing on
+    PostgreSQL, whose row locks do not serialise the gateways."""
+
+    def __init__(self, host):
+        path = getattr(host.db, "database", "") if getattr(host.db, "engine", "") == "sqlite" else ""
+        self.fd = None
+        if path and path != ":memory:":
+            try:
+                self.fd = os.open(path + "-inbound-writer.lock", os.O_RDWR | os.O_CREAT, 0o600)
+            except OSError:  # a read-only folder: SQLite's busy timeout alone, as before
+                self.fd = None
+
+    def __enter__(self):
+        if self.fd is not None:
+            fcntl.flock(self.fd, fcntl.LOCK_EX)
+
+    def __exit__(self, *exc):
+        if self.fd is not None:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+
+    def close(self):
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
 
 
 class _OneFailed(Exception):
