@@ -19,12 +19,20 @@ personalised campaign's mails/s and what personalisation costs against the plain
 personalisation_cpu_cost: steadier when other work shares the machine), import seconds and
 peak memory of each phase.
 
+With --repeat R the three phases run in R rounds, the order turned round every other
+round (drain, campaign, personal; then personal, campaign, drain; …) so a load that
+grows or fades during the run weighs on every phase alike. Each comparison is made inside
+each round (the phases of one round ran under the same load) and the median of the
+rounds is reported, with its spread (`*_spread`: lowest and highest round) and every
+round's figure (`*_rounds`); rates are the median of each phase's rounds.
+
     python bench/campaign.py [--contacts N] [--repeat R] [--db URL] [--smtp HOST:PORT]
 """
 import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -130,19 +138,45 @@ def run_phase(name, args, smtp):
     db_url = args.db
     if db_url and db_url.startswith("postgresql"):
         db_url = fresh_pg_database(db_url, name)
-    out = subprocess.run([sys.executable, __file__, "--phase", name, "--contacts", str(args.contacts),
-                          "--smtp", smtp] + (["--db", db_url] if db_url else []),
-                         check=True, capture_output=True, text=True)
+    try:
+        out = subprocess.run([sys.executable, __file__, "--phase", name, "--contacts", str(args.contacts),
+                              "--smtp", smtp] + (["--db", db_url] if db_url else []),
+                             check=True, capture_output=True, text=True)
+    finally:
+        if db_url != args.db:
+            drop_pg_database(db_url)  # the server is shared: leave no bench database behind
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def _best(results):
-    """The fastest run, with the lowest CPU time of all runs (each is a least-disturbed
-    figure) and the highest peak memory (memory is not disturbed by load)."""
-    best = dict(min(results, key=lambda r: r["seconds"]))
-    best["cpu_seconds"] = min(r["cpu_seconds"] for r in results)
-    best["peak_memory_mb"] = max(r["peak_memory_mb"] for r in results)
-    return best
+def _spread(values, digits=3):
+    """(median, [lowest, highest], every value) of one figure over the rounds."""
+    return (round(statistics.median(values), digits), [round(min(values), digits), round(max(values), digits)],
+            [round(v, digits) for v in values])
+
+
+def _rounds(runs):
+    """The comparisons made inside each round, then their medians over the rounds."""
+    def rate(r):
+        return r["mails"] / r["seconds"]
+
+    def cpu(r):
+        return r["cpu_seconds"] / r["mails"]
+
+    figures = {
+        "ratio": [rate(c) / rate(d) for c, d in zip(runs["campaign"], runs["drain"])],
+        "personalisation_cost": [1 - rate(p) / rate(c) for p, c in zip(runs["personal"], runs["campaign"])],
+        "cpu_ratio": [cpu(d) / cpu(c) for c, d in zip(runs["campaign"], runs["drain"])],
+        "personalisation_cpu_cost": [1 - cpu(c) / cpu(p) for p, c in zip(runs["personal"], runs["campaign"])],
+    }
+    out = {}
+    for name, values in figures.items():
+        out[name], out[name + "_spread"], out[name + "_rounds"] = _spread(values)
+    for name in ("campaign", "drain", "personal"):
+        out[name + "_rate"] = statistics.median(rate(r) for r in runs[name])
+        out[name + "_rates"] = [round(rate(r), 1) for r in runs[name]]
+        out[name + "_cpu"] = statistics.median(cpu(r) for r in runs[name])
+        out[name + "_seconds"] = statistics.median(r["seconds"] for r in runs[name])
+    return out
 
 
 def fresh_pg_database(url, name):
@@ -157,13 +191,22 @@ def fresh_pg_database(url, name):
     return urlunparse(p._replace(path="/" + db))
 
 
+def drop_pg_database(url):
+    import psycopg
+    from urllib.parse import urlparse
+    p = urlparse(url)
+    with psycopg.connect(host=p.hostname, port=p.port or 5432, user=p.username or "postgres",
+                         dbname="postgres", autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{p.path.lstrip("/")}"')
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--contacts", type=int, default=20_000)
     parser.add_argument("--db", help="database URL (default: a SQLite file in a temp folder per phase)")
     parser.add_argument("--smtp", help="HOST:PORT of a sink already running")
-    parser.add_argument("--repeat", type=int, default=1,
-                        help="rounds of the three phases, interleaved; the best of each is reported")
+    parser.add_argument("--repeat", type=int, default=5,
+                        help="rounds of the three phases, interleaved; the median round is reported, with the spread")
     parser.add_argument("--phase", choices=("drain", "campaign", "personal"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.phase:
@@ -177,39 +220,46 @@ def main():
             print(json.dumps(result))
         return
     with external_sink(args.smtp) as (smtp, kind):
-        # Interleaved rounds, the fastest of each phase kept (as timeit does): other work on
-        # the machine only ever slows a run down, so the best one is the least disturbed.
         runs = {"drain": [], "campaign": [], "personal": []}
-        for _ in range(max(1, args.repeat)):
-            for name, results in runs.items():
-                results.append(run_phase(name, args, smtp))
-        drain, campaign, personal = (_best(runs[k]) for k in ("drain", "campaign", "personal"))
-    drain_rate = drain["mails"] / drain["seconds"]
-    campaign_rate = campaign["mails"] / campaign["seconds"]
-    personal_rate = personal["mails"] / personal["seconds"]
+        rounds = max(1, args.repeat)
+        for i in range(rounds):
+            # Every other round the other way round: personal neither always first nor
+            # always last, so neither the machine warming up nor load coming and going
+            # favours it.
+            for name in (("drain", "campaign", "personal") if i % 2 == 0 else ("personal", "campaign", "drain")):
+                runs[name].append(run_phase(name, args, smtp))
+    fig = _rounds(runs)
+    campaign = runs["campaign"][0]
     print(json.dumps({
-        "bench": "campaign", "contacts": args.contacts, "sink": kind, "rounds": max(1, args.repeat),
+        "bench": "campaign", "contacts": args.contacts, "sink": kind, "rounds": rounds,
         "engine": "postgresql" if (args.db or "").startswith("postgresql") else "sqlite",
-        "campaign_mails_per_second": round(campaign_rate, 1),
-        "drain_mails_per_second": round(drain_rate, 1),
-        "ratio": round(campaign_rate / drain_rate, 3), "target_ratio": 0.8,
-        "personalised_mails_per_second": round(personal_rate, 1),
-        "personalisation_cost": round(1 - personal_rate / campaign_rate, 3), "target_personalisation_cost": 0.2,
-        "personalised_mails": personal["mails"],
+        "campaign_mails_per_second": round(fig["campaign_rate"], 1),
+        "drain_mails_per_second": round(fig["drain_rate"], 1),
+        "ratio": fig["ratio"], "target_ratio": 0.8, "ratio_spread": fig["ratio_spread"],
+        "personalised_mails_per_second": round(fig["personal_rate"], 1),
+        "personalisation_cost": fig["personalisation_cost"], "target_personalisation_cost": 0.2,
+        "personalisation_cost_spread": fig["personalisation_cost_spread"],
+        "personalisation_cost_rounds": fig["personalisation_cost_rounds"],
+        "personalised_mails": min(r["mails"] for r in runs["personal"]),
         # The same two comparisons in CPU time per mail of the Postroom process (less
         # sensitive to other load on the machine than the wall-clock rates above).
-        "cpu_ratio": round((drain["cpu_seconds"] / drain["mails"]) / (campaign["cpu_seconds"] / campaign["mails"]), 3),
-        "personalisation_cpu_cost": round(1 - (campaign["cpu_seconds"] / campaign["mails"])
-                                          / (personal["cpu_seconds"] / personal["mails"]), 3),
-        "cpu_ms_per_mail": {k: round(1000 * v["cpu_seconds"] / v["mails"], 3)
-                            for k, v in (("campaign", campaign), ("drain", drain), ("personalised", personal))},
-        "campaign_seconds": round(campaign["seconds"], 2), "drain_seconds": round(drain["seconds"], 2),
-        "campaign_mails": campaign["mails"], "drain_mails": drain["mails"],
-        "import_seconds": round(campaign["import_seconds"], 2),
+        "cpu_ratio": fig["cpu_ratio"], "cpu_ratio_spread": fig["cpu_ratio_spread"],
+        "personalisation_cpu_cost": fig["personalisation_cpu_cost"],
+        "personalisation_cpu_cost_spread": fig["personalisation_cpu_cost_spread"],
+        "personalisation_cpu_cost_rounds": fig["personalisation_cpu_cost_rounds"],
+        "cpu_ms_per_mail": {label: round(1000 * fig[k + "_cpu"], 3)
+                            for k, label in (("campaign", "campaign"), ("drain", "drain"), ("personal", "personalised"))},
+        "mails_per_second_rounds": {label: fig[k + "_rates"]
+                                    for k, label in (("campaign", "campaign"), ("drain", "drain"), ("personal", "personalised"))},
+        "campaign_seconds": round(fig["campaign_seconds"], 2), "drain_seconds": round(fig["drain_seconds"], 2),
+        "campaign_mails": min(r["mails"] for r in runs["campaign"]),
+        "drain_mails": min(r["mails"] for r in runs["drain"]),
+        "import_seconds": round(statistics.median(r["import_seconds"] for r in runs["campaign"]), 2),
         "seconds_by_action": campaign["seconds_by_action"],
-        "campaign_peak_memory_mb": campaign["peak_memory_mb"],
-        "campaign_peak_memory_mb_after_import": campaign["peak_memory_mb_after_import"],
-        "drain_peak_memory_mb": drain["peak_memory_mb"],
+        "personalised_seconds_by_action": runs["personal"][0]["seconds_by_action"],
+        "campaign_peak_memory_mb": max(r["peak_memory_mb"] for r in runs["campaign"]),
+        "campaign_peak_memory_mb_after_import": max(r["peak_memory_mb_after_import"] for r in runs["campaign"]),
+        "drain_peak_memory_mb": max(r["peak_memory_mb"] for r in runs["drain"]),
     }))
 
 
