@@ -14,15 +14,18 @@ trusted code (Odoo renders with a restricted engine for the same reason).
 
 `compile_template` refuses what does not compile or names an unknown variable (with the
 line); `render` raises `TemplateFailure` (an `InvalidInput`) with the line and the reason.
+A `Renderer` renders many times with the same limits (a campaign batch: three parts per
+recipient), each recipient's values one mapping that every part reads.
 """
 import ctypes
+import functools
 import threading
 import time
 
 import jinja2
 import jinja2.meta
 import jinja2.nodes
-from jinja2.sandbox import SandboxedEnvironment, SecurityError
+from jinja2.sandbox import SandboxedEnvironment, SecurityError, safe_range
 
 from .errors import InvalidInput
 
@@ -85,10 +88,6 @@ def limits(host) -> tuple[int, float]:
             host.config.getfloat("template_render_seconds", DEFAULT_SECONDS))
 
 
-def _env(host, html: bool) -> _Env:
-    return _Env(html, limits(host)[0])
-
-
 def _line_of(exc: BaseException, name: str) -> int | None:
     line = getattr(exc, "lineno", None)
     tb = exc.__traceback__
@@ -108,12 +107,20 @@ def _failure(label: str, exc: BaseException, name: str) -> TemplateFailure:
 
 def compile_template(host, source: str, label: str, known=None, html: bool = True) -> jinja2.Template:
     """The compiled template, or TemplateFailure: a syntax error (with its line) or a name
-    outside `known` (when given)."""
+    outside `known` (when given). Compiled once per source, label, names and limit: a
+    campaign compiles its templates for every batch, a notification its layout per mail."""
     if source is None:
         source = ""
     if len(source) > MAX_TEMPLATE_SIZE:
         raise TemplateFailure(f"template {label} is larger than {MAX_TEMPLATE_SIZE} characters")
-    env = _env(host, html)
+    return _compiled(source, label, None if known is None else frozenset(known), html, limits(host)[0])
+
+
+@functools.lru_cache(maxsize=128)
+def _compiled(source: str, label: str, known: frozenset | None, html: bool, max_output: int) -> jinja2.Template:
+    # Templates are read-only once built (jinja renders one from several threads), so one
+    # compiled template serves every caller; a failure is raised again each time (not kept).
+    env = _Env(html, max_output)
     try:
         tree = env.parse(source, name=label)
     except jinja2.TemplateSyntaxError as exc:
@@ -137,6 +144,15 @@ def compile_template(host, source: str, label: str, known=None, html: bool = Tru
         return env.template_class.from_code(env, code, dict(env.make_globals(None)))
     except jinja2.TemplateError as exc:
         raise _failure(label, exc, label) from None
+
+
+@functools.lru_cache(maxsize=128)
+def names_in(source: str) -> frozenset:
+    """The names a template's source reads from its context (`range` among them when it
+    uses it); for a source that compiled. A template that reads none of a recipient's
+    values renders the same for every recipient: no random filter, clock or I/O is
+    offered, so the sandbox's output depends on the values read and nothing else."""
+    return frozenset(jinja2.meta.find_undeclared_variables(_Env(False, DEFAULT_MAX_OUTPUT).parse(source or "")))
 
 
 # --- the render time limit -------------------------------------------------------------
@@ -182,34 +198,68 @@ class _Watchdog:
 _watchdog = _Watchdog()
 
 
+class Renderer:
+    """Renders compiled templates many times (a campaign: subject, HTML and text for each
+    recipient) with the limits read once. Each recipient's values are one `namespace`:
+    the globals and the values shared by every render (`shared`, referenced, never
+    copied into a new mapping per template) plus that recipient's own, handed to each of
+    the templates as their context as it is (templates cannot write to it: `{% set %}`
+    writes to each render's own locals)."""
+
+    def __init__(self, host, shared: dict | None = None):
+        self.max_output, self.seconds = limits(host)
+        self.shared = {"range": safe_range, **(shared or {})}  # the only global (bounded)
+
+    def namespace(self, **values) -> dict:
+        """The context of one recipient's renders: the shared values and `values`."""
+        namespace = self.shared.copy()
+        namespace.update(values)
+        return namespace
+
+    def render(self, template: jinja2.Template, namespace: dict, label: str) -> str:
+        """Render within the output and time limits; TemplateFailure (with the line)."""
+        max_output = self.max_output
+        # shared=True: the namespace is the context's parent as it is (jinja would copy
+        # globals and values into a new dict for every render).
+        context = template.new_context(namespace, shared=True)
+        out, size = [], 0
+        tid = _watchdog.arm(self.seconds)
+        try:
+            try:
+                # root_render_func, not generate(): one generator less per chunk; a
+                # failure goes through jinja's handle_exception as generate() does, so the
+                # traceback carries the template's lines.
+                for chunk in template.root_render_func(context):
+                    size += len(chunk)
+                    if size > max_output:
+                        raise TemplateFailure(f"template {label}: output larger than {max_output} characters "
+                                              f"(template_max_output)")
+                    out.append(chunk)
+            except TemplateFailure:
+                raise
+            except Exception:
+                template.environment.handle_exception()
+            finally:
+                fired = _watchdog.disarm(tid)
+        except _Timeout:
+            fired = True
+        except TemplateFailure:
+            raise
+        except RecursionError:
+            raise TemplateFailure(f"template {label}: recursion too deep") from None
+        except (jinja2.TemplateError, SecurityError, ArithmeticError, TypeError, ValueError,
+                LookupError, OverflowError, MemoryError) as exc:
+            raise _failure(label, exc, template.name or label) from None
+        if fired:
+            raise TemplateFailure(f"template {label}: rendering took longer than {self.seconds:g} s "
+                                  f"(template_render_seconds)")
+        return "".join(out)
+
+
 def render(host, template: jinja2.Template, context: dict, label: str) -> str:
     """Render within the output and time limits; TemplateFailure (with the line) on error."""
-    max_output, seconds = limits(host)
-    out, size = [], 0
-    tid = _watchdog.arm(seconds)
-    try:
-        try:
-            for chunk in template.generate(context):
-                size += len(chunk)
-                if size > max_output:
-                    raise TemplateFailure(f"template {label}: output larger than {max_output} characters "
-                                          f"(template_max_output)")
-                out.append(chunk)
-        finally:
-            fired = _watchdog.disarm(tid)
-    except _Timeout:
-        fired = True
-    except TemplateFailure:
-        raise
-    except RecursionError:
-        raise TemplateFailure(f"template {label}: recursion too deep") from None
-    except (jinja2.TemplateError, SecurityError, ArithmeticError, TypeError, ValueError,
-            LookupError, OverflowError, MemoryError) as exc:
-        raise _failure(label, exc, template.name or label) from None
-    if fired:
-        raise TemplateFailure(f"template {label}: rendering took longer than {seconds:g} s "
-                              f"(template_render_seconds)")
-    return "".join(out)
+    renderer = Renderer(host)
+    return renderer.render(template, renderer.namespace(**context), label)
 
 
 def parse_vars(pairs) -> dict:

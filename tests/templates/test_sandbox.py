@@ -62,3 +62,48 @@ def test_unknown_variables_and_syntax_errors_name_their_line(host):
         render(host, "a\nb\n{{ contact.phone }}")
     with pytest.raises(TemplateFailure, match=r"body, line 2"):
         render(host, "ok\n{% if %}")
+
+
+def test_a_template_compiled_under_one_output_limit_is_not_reused_under_another(make_host):
+    roomy = make_host(config={"template_max_output": "100000"})
+    tight = make_host(config={"template_max_output": "1000"})
+    source = "{{ 'x' * 2000 }}"
+    assert templates.render_source(roomy, source, CONTEXT, "body") == "x" * 2000
+    with pytest.raises(TemplateFailure, match="exceed 1000"):
+        templates.render_source(tight, source, CONTEXT, "body")
+    assert templates.render_source(roomy, source, CONTEXT, "body") == "x" * 2000
+
+
+def test_one_namespace_serves_several_renders_and_no_template_writes_to_it(host):
+    renderer = templates.Renderer(host, {"shop": {"name": "ACME"}})
+    first = templates.compile_template(host, "{% set shop = 'evil' %}{{ shop }} {{ contact.name }}", "subject",
+                                       html=False)
+    second = templates.compile_template(host, "<p>{{ shop.name }} for {{ contact.name }}</p>", "body")
+    namespace = renderer.namespace(contact={"name": "Ann <Smith>"})
+    assert renderer.render(first, namespace, "subject") == "evil Ann <Smith>"
+    assert renderer.render(second, namespace, "body") == "<p>ACME for Ann &lt;Smith&gt;</p>"
+    assert namespace["shop"] == {"name": "ACME"} and renderer.shared["shop"] == {"name": "ACME"}
+
+
+@pytest.mark.parametrize("source,says", [
+    ("{{ ''.__class__.__mro__ }}", "unsafe"),
+    ("{% for i in range(10000) %}{{ 'abcdefghijklmnopqrstuvwxyz' }}{% endfor %}", "output larger"),
+    ("a\n{{ contact.phone }}", "body, line 2"),
+])
+def test_a_renderer_refuses_what_render_refuses(host, source, says):
+    renderer = templates.Renderer(host)
+    with pytest.raises(TemplateFailure) as refused:
+        renderer.render(templates.compile_template(host, source, "body"), renderer.namespace(**CONTEXT), "body")
+    assert says in str(refused.value)
+
+
+def test_a_renderer_stops_a_template_that_loops_for_ever(host):
+    renderer = templates.Renderer(host)
+    looping = templates.compile_template(host, "{% for i in range(100000) %}{% for j in range(100000) %}"
+                                               "{% endfor %}{% endfor %}", "body")
+    started = time.monotonic()
+    with pytest.raises(TemplateFailure, match="took longer than 0.5 s"):
+        renderer.render(looping, renderer.namespace(**CONTEXT), "body")
+    assert time.monotonic() - started < 5
+    assert renderer.render(templates.compile_template(host, "{{ contact.email }}", "body"),
+                           renderer.namespace(**CONTEXT), "body") == "ann@example.org"
