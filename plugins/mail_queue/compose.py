@@ -69,31 +69,39 @@ def _encoded(text: str, boundary: bytes) -> tuple[bytes, bytes]:
     allows goes as 7bit, as it is (quoted-printable cost more than everything else in a
     personalised body); anything else quoted-printable, which never holds "==" runs. 7bit
     content is checked not to hold the boundary (derived from the body, so it never does)."""
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    # Each step only when needed: a personalised campaign builds one body per recipient,
+    # and every pass over its text counted.
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
     if (text.isascii() and "\x00" not in text
             and (len(text) <= MAX_LINE or max(map(len, text.split("\n"))) <= MAX_LINE)):
-        data = text.replace("\n", "\r\n").encode("ascii")
+        data = text.encode("ascii").replace(b"\n", b"\r\n")
         if boundary not in data:
             return b"7bit", data
     return b"quoted-printable", _qp(text)
 
 
-_PART_HEAD = b'Content-Type: text/%s; charset="utf-8"\r\nContent-Transfer-Encoding: %s\r\n\r\n'
-
-
-def _text_part(subtype: bytes, text: str, boundary: bytes) -> bytes:
-    """One text/* part (headers and content); its content ends with a line break, as
-    `email` writes it."""
-    cte, data = _encoded(text.rstrip("\n") + "\n", boundary)
-    return _PART_HEAD % (subtype, cte) + data
+def _text_part(subtype: bytes, text: str, boundary: bytes) -> list[bytes]:
+    """One text/* part (headers and content) as pieces to join; its content ends with
+    one line break, as `email` writes it."""
+    if not text.endswith("\n") or text.endswith("\n\n"):
+        text = text.rstrip("\n") + "\n"
+    cte, data = _encoded(text, boundary)
+    return [b'Content-Type: text/', subtype, b'; charset="utf-8"\r\nContent-Transfer-Encoding: ', cte,
+            b"\r\n\r\n", data]
 
 
 def _multipart(subtype: bytes, boundary: bytes, parts) -> bytes:
-    """A multipart entity: its Content-Type line, a blank line, the parts between
-    delimiters. Each part ends with CRLF, which the next delimiter line takes as its own."""
+    """A multipart entity: its Content-Type line, a blank line, the parts (bytes, or
+    lists of pieces) between delimiters, joined once. Each part ends with CRLF, which the
+    next delimiter line takes as its own."""
     out = [b'Content-Type: multipart/', subtype, b'; boundary="', boundary, b'"\r\n\r\n']
     for part in parts:
-        out += (b"--", boundary, b"\r\n", part)
+        out += (b"--", boundary, b"\r\n")
+        if type(part) is list:
+            out += part
+        else:
+            out.append(part)
     out += (b"--", boundary, b"--\r\n")
     return b"".join(out)
 
@@ -104,7 +112,8 @@ def _boundary(*values) -> bytes:
     digest = hashlib.sha1()
     for value in values:
         text = value if isinstance(value, str) else repr(value)
-        digest.update(text.encode("utf-8", "surrogatepass") + b"\x00")
+        digest.update(text.encode("utf-8", "surrogatepass"))
+        digest.update(b"\x00")  # apart, not concatenated: no copy of the body
     return ("==postroom-" + digest.hexdigest()[:24]).encode()
 
 
