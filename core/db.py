@@ -88,11 +88,15 @@ def insert_one(db, model, values: dict) -> int:
 _ONE_ROW = {}
 
 
-def select_first(model, sql: str, params=()):
+def select_first(model, sql: str, params=(), memo: dict | None = None):
     """The first `model` row of a hand-written SELECT (its columns named as the model's,
     `{p}` in `sql` standing for the engine's placeholder), or None. Values are converted by
     each field's `python_value`, as a peewee query would, without its query compiler (which
-    costs more than SQLite answering a lookup by an indexed column)."""
+    costs more than SQLite answering a lookup by an indexed column).
+
+    `memo` (a dict the caller keeps, for rows it only reads): a row read again with the
+    same values gives the instance built the first time (building one cost more than the
+    query: the row is still read each time, so nothing is stale)."""
     db = model._meta.database
     cursor = db.execute_sql(sql.format(p=db.param), params)
     try:
@@ -102,11 +106,27 @@ def select_first(model, sql: str, params=()):
         cursor.close()  # ends SQLite's read of it now, not when the cursor is collected
     if row is None:
         return None
-    return _instance(model, names, row)
+    return _instance(model, names, row) if memo is None else _remembered(memo, model, names, row)
 
 
-def select_all(model, sql: str, params=()) -> list:
-    """Every `model` row of a hand-written SELECT (see `select_first`)."""
+def _remembered(memo, model, names, row):
+    key = (tuple(names), tuple(row))
+    try:
+        found = memo.get(key)
+    except TypeError:  # a value that cannot be a key (a driver's dict, say): built each time
+        return _instance(model, names, row)
+    if found is None:
+        if len(memo) >= _MEMO_MAX:
+            memo.clear()
+        found = memo[key] = _instance(model, names, row)
+    return found
+
+
+_MEMO_MAX = 10_000
+
+
+def select_all(model, sql: str, params=(), memo: dict | None = None) -> list:
+    """Every `model` row of a hand-written SELECT (see `select_first`, and its `memo`)."""
     db = model._meta.database
     cursor = db.execute_sql(sql.format(p=db.param), params)
     try:
@@ -114,6 +134,8 @@ def select_all(model, sql: str, params=()) -> list:
         names = [d[0] for d in cursor.description or ()]
     finally:
         cursor.close()
+    if memo is not None:
+        return [_remembered(memo, model, names, row) for row in rows]
     return [_instance(model, names, row) for row in rows]
 
 

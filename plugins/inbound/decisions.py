@@ -133,24 +133,25 @@ def recent_counts(host, minutes: int, envelope="", sender="", client="", caps=No
     now = host.clock.now()
     since = InboundDecision.created_at.db_value(now - dt.timedelta(minutes=minutes))
     known = _counted.setdefault(host, {})
-    columns, params, bases = [], [], []
+    true = InboundDecision.counts.db_value(True)
+    shape, params, bases = [], [], []
     for name, column in keys:
         cap = caps.get(name)
-        count = (f"(SELECT COUNT(*) FROM (SELECT 1 FROM inbound_decision WHERE {column} = {p} "
-                 f"AND counts = {p} AND created_at >= {p}{f' LIMIT {int(cap)}' if cap is not None else ''}) AS c_{name})")
-        count_params = [values[name], InboundDecision.counts.db_value(True), since]
+        count_params = [values[name], true, since]
         basis = known.get((column, values[name], minutes)) if cap is not None else None
         if basis is not None and basis[2] > now:
             basis = None  # the clock went back: rows before the counted window may be back in it
         bases.append(basis)
+        shape.append((name, column, cap, basis is None))
         if basis is None:
-            columns.append(count)
             params += count_params
-        else:  # counted again only once its bound reaches the cap
-            columns.append(f"CASE WHEN {p} + q.seq - {p} < {p} THEN -1 ELSE {count} END")
+        else:
             params += [basis[0], basis[1], int(cap)] + count_params
-    row = host.db.execute_sql(f"SELECT q.seq, {', '.join(columns)} FROM ({_SEQUENCE_SQL[host.db.engine]}) AS q",
-                              params).fetchone()
+    key = (host.db.engine, p, tuple(shape))
+    sql = _COUNT_SQL.get(key)
+    if sql is None:  # the text of each shape is built once (it was most of a call's cost)
+        sql = _COUNT_SQL[key] = _count_sql(host.db.engine, p, shape)
+    row = host.db.execute_sql(sql, params).fetchone()
     seq, found = int(row[0] or 0), {}
     if len(known) > _COUNTED_MAX:
         known.clear()
@@ -165,6 +166,19 @@ def recent_counts(host, minutes: int, envelope="", sender="", client="", caps=No
     return {name: found.get(name, 0) for name in ("envelope", "from", "peer")}
 
 
+def _count_sql(engine, p, shape) -> str:
+    """The statement of `recent_counts` for one shape: (name, column, cap, counted afresh)
+    per key."""
+    columns = []
+    for name, column, cap, afresh in shape:
+        count = (f"(SELECT COUNT(*) FROM (SELECT 1 FROM inbound_decision WHERE {column} = {p} "
+                 f"AND counts = {p} AND created_at >= {p}{f' LIMIT {int(cap)}' if cap is not None else ''}) AS c_{name})")
+        # Otherwise counted again only once its bound reaches the cap.
+        columns.append(count if afresh else f"CASE WHEN {p} + q.seq - {p} < {p} THEN -1 ELSE {count} END")
+    return f"SELECT q.seq, {', '.join(columns)} FROM ({_SEQUENCE_SQL[engine]}) AS q"
+
+
+_COUNT_SQL: dict = {}
 # The last id handed out for a decision row; ids only move forward (SERIAL, AUTOINCREMENT),
 # so its growth since a count bounds how many rows may have come since.
 _SEQUENCE_SQL = {

@@ -12,6 +12,10 @@ from postroom.core.db import chunks, select_all, select_first
 from .models import InboundAlias
 
 KINDS = ("alias", "bounce", "catchall", "postmaster", "claimed")
+# Alias instances by their row's values, shared by every caller (who only read them): the
+# row is read at every RCPT and again when the message is stored, and building the model
+# instance cost more than the query.
+_ALIASES: dict = {}
 
 
 @dataclasses.dataclass
@@ -73,7 +77,8 @@ def check(host, address: str, aliases: dict | None = None) -> Verdict:
     if aliases is not None and local in aliases:
         alias = aliases[local]
     else:  # written directly: asked at every RCPT and again when the message is stored
-        alias = select_first(InboundAlias, 'SELECT * FROM "inbound_alias" WHERE "local_part" = {p}', (local,))
+        alias = select_first(InboundAlias, 'SELECT * FROM "inbound_alias" WHERE "local_part" = {p}', (local,),
+                             memo=_ALIASES)
     if alias is not None:
         return Verdict(address, *ok, "alias", local, domain, alias=alias)
     handler = host.hook.postroom_inbound_recipient(host=host, local_part=local, domain=domain)
@@ -89,7 +94,7 @@ def find_aliases(host, addresses) -> dict:
     found = dict.fromkeys(locals_)
     for part in chunks(locals_):
         for alias in select_all(InboundAlias, 'SELECT * FROM "inbound_alias" WHERE "local_part" IN ('
-                                + ", ".join(["{p}"] * len(part)) + ")", part):
+                                + ", ".join(["{p}"] * len(part)) + ")", part, memo=_ALIASES):
             found[alias.local_part] = alias
     return found
 
