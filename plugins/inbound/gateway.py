@@ -200,7 +200,20 @@ class GatewayHandler:
                         pass
                     if attempt or not retry:
                         raise
-        return await asyncio.get_running_loop().run_in_executor(executor or self.executor, call)
+        # The result comes back with one call_soon_threadsafe, without the future chaining
+        # of run_in_executor (a pool hop at every RCPT: its bookkeeping was most of it).
+        loop = asyncio.get_running_loop()
+        answered = loop.create_future()
+
+        def run():
+            try:
+                result = call()
+            except BaseException as exc:  # noqa: BLE001 - raised where it is awaited
+                loop.call_soon_threadsafe(_fail, answered, exc)
+            else:
+                loop.call_soon_threadsafe(_succeed, answered, result)
+        (executor or self.executor).submit(run)
+        return await answered
 
     def _peer(self, session):
         peer = session.peer
@@ -352,6 +365,11 @@ class GatewayHandler:
 def _fail(future, exc):
     if not future.done():
         future.set_exception(exc)
+
+
+def _succeed(future, result):
+    if not future.done():  # cancelled meanwhile: the client went away
+        future.set_result(result)
 
 
 class _Controller(Controller):
