@@ -4,7 +4,6 @@ A token is `<value>-<signature>`, the signature an HMAC-SHA256 (truncated, base3
 purpose and value under the deployment's secret, which `init` creates and the database keeps,
 so every worker of a deployment signs alike and nobody outside can forge one.
 """
-import base64
 import hmac
 import secrets
 
@@ -32,11 +31,20 @@ def secret(host) -> bytes:
     return row.value.encode()
 
 
+# Lower-case RFC 4648 base32 of every 10-bit value (two characters): the 16 characters of
+# a signature are 8 lookups (base64.b32encode is written in Python and cost as much as the
+# HMAC itself; one signature per mail sent, two per campaign recipient).
+_B32 = "abcdefghijklmnopqrstuvwxyz234567"  # RFC 4648's base32 alphabet, lower case
+_B32_PAIRS = [a + b for a in _B32 for b in _B32]
+_SHIFTS = tuple(range(SIG_CHARS * 5 - 10, -1, -10))
+
+
 def _sig(host, purpose: str, value: str) -> str:
     # One-shot hmac.digest, and base32 of only the bytes the kept characters encode
-    # (16 characters = 10 bytes): the same signature at half the cost, per mail sent.
+    # (16 characters = 10 bytes): the same signature at a fraction of the cost.
     mac = hmac.digest(secret(host), f"{purpose}:{value}".encode(), "sha256")
-    return base64.b32encode(mac[:SIG_CHARS * 5 // 8]).decode().lower()
+    bits = int.from_bytes(mac[:SIG_CHARS * 5 // 8], "big")
+    return "".join([_B32_PAIRS[(bits >> shift) & 1023] for shift in _SHIFTS])
 
 
 def sign(host, purpose: str, value: str) -> str:

@@ -5,7 +5,7 @@ import datetime as dt
 import peewee as pw
 
 from postroom.core import emails, tokens
-from postroom.core.db import chunks
+from postroom.core.db import chunks, ids_in
 
 from .mails import UNSUBSCRIBE_PURPOSE, trace_of, unsubscribe_local
 from .models import Blacklist, BounceEvent, Trace
@@ -28,7 +28,7 @@ def mails_sent(host, mails) -> None:
     with host.transaction():
         for part in chunks(ids):
             (Trace.update(status="sent", sent_at=now, updated_at=now)
-             .where(Trace.id.in_(part) & (Trace.status == "outgoing")).execute())
+             .where(ids_in(Trace.id, part) & (Trace.status == "outgoing")).execute())
 
 
 def mails_failed(host, mails) -> None:

@@ -39,34 +39,51 @@ def public_url(host) -> str | None:
     return (host.config.get("public_url") or "").strip().rstrip("/") or None
 
 
-def list_unsubscribe_headers(host, trace_id: int | None, campaign_id: int, token: str | None = None) -> dict:
+class Unsubscribe:
+    """The configuration's share of every recipient's unsubscribe address and link
+    (`public_url`, the local part, the primary domain), read once per batch rather than
+    three times per recipient; `headers` and `url` add the recipient's token."""
+
+    def __init__(self, host):
+        self.base = public_url(host)
+        self.mailto_head = f"mailto:{unsubscribe_local(host)}+"
+        self.mailto_tail = f"@{host.config.primary_domain}?subject=unsubscribe"
+
+    def headers(self, token: str) -> dict:
+        mailto = f"<{self.mailto_head}{token}{self.mailto_tail}>"
+        if self.base is None:
+            return {"List-Unsubscribe": mailto}
+        return {"List-Unsubscribe": f"<{self.base}/u/{token}>, {mailto}",
+                "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}
+
+    def url(self, token: str) -> str:
+        if self.base is not None:
+            return f"{self.base}/u/{token}"
+        return f"{self.mailto_head}{token}{self.mailto_tail}"
+
+
+def list_unsubscribe_headers(host, trace_id: int | None, campaign_id: int, token: str | None = None,
+                             links: Unsubscribe | None = None) -> dict:
     """List-Unsubscribe (web link first, then mailto) and, with a web link, RFC 8058's
     List-Unsubscribe-Post that lets a mailbox provider unsubscribe in one click. `token`:
-    the recipient's `unsubscribe_token`, when the caller has it already."""
-    token = token or unsubscribe_token(host, trace_id, campaign_id)
-    mailto = f"<mailto:{unsubscribe_local(host)}+{token}@{host.config.primary_domain}?subject=unsubscribe>"
-    base = public_url(host)
-    if base is None:
-        return {"List-Unsubscribe": mailto}
-    return {"List-Unsubscribe": f"<{base}/u/{token}>, {mailto}",
-            "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}
+    the recipient's `unsubscribe_token`, when the caller has it already; `links`: the
+    batch's `Unsubscribe`."""
+    return (links or Unsubscribe(host)).headers(token or unsubscribe_token(host, trace_id, campaign_id))
 
 
-def unsubscribe_url(host, trace_id: int | None, campaign_id: int, token: str | None = None) -> str:
+def unsubscribe_url(host, trace_id: int | None, campaign_id: int, token: str | None = None,
+                    links: Unsubscribe | None = None) -> str:
     """What a template's `unsubscribe_url` is: the signed web link when `public_url` is
     set, else the signed mailto address."""
-    token = token or unsubscribe_token(host, trace_id, campaign_id)
-    base = public_url(host)
-    if base is not None:
-        return f"{base}/u/{token}"
-    return f"mailto:{unsubscribe_local(host)}+{token}@{host.config.primary_domain}?subject=unsubscribe"
+    return (links or Unsubscribe(host)).url(token or unsubscribe_token(host, trace_id, campaign_id))
 
 
-def body_for(host, campaign, trace_id: int | None, body: str | None = None) -> str:
+def body_for(host, campaign, trace_id: int | None, body: str | None = None,
+             links: Unsubscribe | None = None) -> str:
     """The recipient's body (`body`, rendered; default the campaign's), with tracking links
     and pixel for a real recipient of a tracked campaign (never for a test copy)."""
     body = campaign.body_html if body is None else body
-    base = public_url(host)
+    base = links.base if links is not None else public_url(host)
     if not campaign.track or trace_id is None or base is None:
         return body
     from .tracking import personalise
@@ -87,22 +104,23 @@ def attachment_ids(campaign) -> list[int]:
 
 def build(host, campaign, address: str, name: str | None, trace_id: int | None, test: bool = False,
           record=None, message_id: str | None = None, files: list[int] | None = None,
-          rendered: tuple | None = None, token: str | None = None) -> dict:
+          rendered: tuple | None = None, token: str | None = None, links: Unsubscribe | None = None) -> dict:
     """The dict `mail.enqueue` takes for one recipient. The Message-Id names the campaign's
     record, so replies thread onto the campaign's chatter. `files`: the campaign's
     attachment ids (looked up when not given; a batch passes them once). `rendered`: the
     recipient's (subject, body, text) from `rendering.render`; `token`: their
-    `unsubscribe_token` when already made (one HMAC per recipient, not two)."""
+    `unsubscribe_token` when already made (one HMAC per recipient, not two); `links`: the
+    batch's `Unsubscribe`."""
     record = record if record is not None else campaign_record(campaign)
     files = attachment_ids(campaign) if files is None else files
     return {
         "email_to": address,
         "recipient_name": name or None,  # To: "Ann Smith" <ann@…>
         "subject": rendered[0] if rendered else campaign.subject,
-        "body_html": body_for(host, campaign, trace_id, rendered[1] if rendered else None),
+        "body_html": body_for(host, campaign, trace_id, rendered[1] if rendered else None, links),
         "body_text": rendered[2] if rendered else None,
         "email_from": campaign.email_from,
-        "headers": list_unsubscribe_headers(host, trace_id, campaign.id, token)
+        "headers": list_unsubscribe_headers(host, trace_id, campaign.id, token, links)
         | {"Precedence": "bulk", "Auto-Submitted": "auto-generated"},
         "ref": trace_ref(trace_id) if trace_id is not None else None,
         "message_id": message_id or chatter.make_message_id(host, record),
@@ -126,16 +144,17 @@ def enqueue_traces(host, campaign, traces: list[dict], record=None) -> None:
         compiled = rendering.compile_campaign(host, campaign)
     except templates.TemplateFailure as exc:  # it compiled when created: a plugin's names changed
         compiled, failed = None, [(t["id"], str(exc)) for t in traces]
+    links = Unsubscribe(host)
     for t in traces if compiled is not None else ():
         token = unsubscribe_token(host, t["id"], campaign.id)
         try:
-            rendered = rendering.render(host, compiled, campaign, t.get("name"), t["email"],
-                                        unsubscribe_url(host, t["id"], campaign.id, token))
+            rendered = rendering.render(host, compiled, campaign, t.get("name"), t["email"], links.url(token))
         except templates.TemplateFailure as exc:
             failed.append((t["id"], str(exc)))
             continue
         batch.append(build(host, campaign, t["email"], t.get("name"), t["id"], record=record,
-                           message_id=t.get("message_id"), files=files, rendered=rendered, token=token))
+                           message_id=t.get("message_id"), files=files, rendered=rendered, token=token,
+                           links=links))
     _render_failed(host, campaign, failed)
     traces = [t for t in traces if t["id"] not in {i for i, _ in failed}]
     if not batch:

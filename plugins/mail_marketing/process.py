@@ -11,7 +11,7 @@ import datetime as dt
 import peewee as pw
 
 from postroom.core import chatter, emails, scheduler, services
-from postroom.core.db import insert_rows
+from postroom.core.db import insert_rows, values_present
 from postroom.core.errors import InvalidInput
 
 from . import mails
@@ -130,13 +130,9 @@ def process_batch(host, campaign, size: int) -> tuple[int, bool]:
                         .order_by(Contact.id).limit(size).dicts())
         parsed = [_normalized(c["email"]) for c in contacts]
         norms = list({n for n, _ in parsed if n})
-        blacklisted, taken = set(), set()
-        if norms:
-            blacklisted = {e for (e,) in Blacklist.select(Blacklist.email_normalized)
-                           .where(Blacklist.email_normalized.in_(norms)).tuples()}
-            taken = {e for (e,) in Trace.select(Trace.email_normalized).where(
-                (Trace.campaign == campaign) & Trace.email_normalized.in_(norms)
-                & (Trace.status != "canceled")).tuples()}
+        blacklisted = values_present(Blacklist, Blacklist.email_normalized, norms)
+        taken = values_present(Trace, Trace.email_normalized, norms,
+                               '"campaign_id" = {p} AND "status" <> {p}', (campaign.id, "canceled"))
         record = mails.campaign_record(campaign)
         rows, seen, names = [], set(), []
         for c, (norm, reason) in zip(contacts, parsed):

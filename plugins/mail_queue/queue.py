@@ -2,6 +2,7 @@
 (What an operator does with queued mail is `actions`.)"""
 import datetime as dt
 import email.utils
+import operator
 
 import peewee as pw
 
@@ -15,12 +16,15 @@ from .addressing import catchall, default_from, reply_to_for
 from .models import OutgoingMail
 from .settings import ACTION_CODE, ATTACHMENT_HOLDER, lifetime
 
-def _row(host, mail: dict, now, from_default, expires_default) -> dict:
+_KEYS = frozenset({"email_to", "subject", "body_html", "email_from", "headers", "ref", "scheduled_at",
+                   "message_id", "notification_id", "auto_delete", "bulk", "reply_to", "message",
+                   "attachment_ids", "body_text", "recipient_name"})
+
+
+def _row(host, mail: dict, now, from_default, expires_default, reply_default) -> dict:
     if not isinstance(mail, dict):
         raise InvalidInput("each mail must be a dict")
-    unknown = set(mail) - {"email_to", "subject", "body_html", "email_from", "headers", "ref",
-                           "scheduled_at", "message_id", "notification_id", "auto_delete", "bulk",
-                           "reply_to", "message", "attachment_ids", "body_text", "recipient_name"}
+    unknown = mail.keys() - _KEYS
     if unknown:
         raise InvalidInput(f"unknown mail keys: {', '.join(sorted(unknown))}")
     to_text = mail.get("email_to")
@@ -55,7 +59,7 @@ def _row(host, mail: dict, now, from_default, expires_default) -> dict:
     emails.check_header_text("Message-Id", message_id)
     if not (message_id.startswith("<") and message_id.endswith(">") and "@" in message_id):
         raise InvalidInput(f"Message-Id must look like <left@right>, not {message_id!r}")
-    reply_to = mail.get("reply_to") or catchall(host)
+    reply_to = mail.get("reply_to") or reply_default
     emails.check_header_text("Reply-To", reply_to)
     start = max(now, scheduled) if scheduled else now
     return {"email_to": address, "recipient_name": name or None, "subject": subject,
@@ -94,9 +98,8 @@ def insert_rows(host, rows: list[dict]) -> list[int]:
     if not rows:
         return []
     fields = [OutgoingMail._meta.fields[name] for name in rows[0]]
-    names = list(rows[0])
-    return db_insert_rows(host.db, OutgoingMail, fields, [tuple(r[n] for n in names) for r in rows],
-                          returning_ids=True)
+    values = operator.itemgetter(*rows[0])
+    return db_insert_rows(host.db, OutgoingMail, fields, [values(r) for r in rows], returning_ids=True)
 
 
 def enqueue(host, mails: list[dict]) -> list[int]:
@@ -104,7 +107,8 @@ def enqueue(host, mails: list[dict]) -> list[int]:
     now = host.clock.now()
     from_default = default_from(host)
     life = lifetime(host)
-    rows = [_row(host, m, now, from_default, life) for m in mails]
+    reply_default = catchall(host)
+    rows = [_row(host, m, now, from_default, life, reply_default) for m in mails]
     if not rows:
         return []
     _check_attachments(rows)
