@@ -156,7 +156,9 @@ def enqueue_traces(host, campaign, traces: list[dict], record=None) -> None:
                            message_id=t.get("message_id"), files=files, rendered=rendered, token=token,
                            links=links))
     _render_failed(host, campaign, failed)
-    traces = [t for t in traces if t["id"] not in {i for i, _ in failed}]
+    if failed:
+        not_rendered = {i for i, _ in failed}
+        traces = [t for t in traces if t["id"] not in not_rendered]
     if not batch:
         return
     host.hook.postroom_campaign_batch(host=host, campaign=campaign, mails=batch)
