@@ -116,7 +116,9 @@ def compile_template(host, source: str, label: str, known=None, html: bool = Tru
     return _compiled(source, label, None if known is None else frozenset(known), html, limits(host)[0])
 
 
-@functools.lru_cache(maxsize=128)
+# A few dozen: a campaign batch needs three, a notification its layout; each entry holds a
+# source of up to MAX_TEMPLATE_SIZE and its compiled code, so the bound is kept small.
+@functools.lru_cache(maxsize=32)
 def _compiled(source: str, label: str, known: frozenset | None, html: bool, max_output: int) -> jinja2.Template:
     # Templates are read-only once built (jinja renders one from several threads), so one
     # compiled template serves every caller; a failure is raised again each time (not kept).
@@ -146,7 +148,7 @@ def _compiled(source: str, label: str, known: frozenset | None, html: bool, max_
         raise _failure(label, exc, label) from None
 
 
-@functools.lru_cache(maxsize=128)
+@functools.lru_cache(maxsize=32)
 def names_in(source: str) -> frozenset:
     """The names a template's source reads from its context (`range` among them when it
     uses it); for a source that compiled. A template that reads none of a recipient's
