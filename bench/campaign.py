@@ -11,7 +11,8 @@ peak memory is its own; the campaign's peak must stay flat as the list grows (th
 streams, processing works in bounded batches: compare --contacts 10000 and 100000).
 
 A third phase sends the same campaign with a personalised subject and body (the contact's
-name and address, their unsubscribe link: rendered per recipient in the template sandbox).
+name and address, the subject they got, their unsubscribe link and a plugin's value:
+rendered per recipient in the template sandbox).
 
 Prints one JSON line: campaign mails/s, drain mails/s, their ratio (target >= 0.8), the
 personalised campaign's mails/s and what personalisation costs against the plain campaign
@@ -42,13 +43,24 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 
+from postroom.core.plugins import hookimpl  # noqa: E402
 from smtp_sink import external_sink  # noqa: E402
 
 BODY = "<h1>News</h1><p>Hello from the bench.</p><p>" + "This month's news from the shop. " * 20 + "</p>"
-# The same campaign personalised per recipient (sandboxed Jinja2, rendered per recipient).
-PERSONAL_BODY = ("<h1>News for {{ contact.name }}</h1><p>Hello {{ contact.name }} ({{ contact.email }}).</p><p>"
-                 + "This month's news from the shop. " * 20
+# The same campaign personalised per recipient (sandboxed Jinja2, rendered per recipient),
+# reading every kind of name a campaign offers: the contact's, the subject they got, their
+# unsubscribe link and a plugin's value (BenchShop's).
+PERSONAL_BODY = ("<h1>{{ campaign.subject }}</h1><p>Hello {{ contact.name }} ({{ contact.email }}), "
+                 "from {{ shop.name }}.</p><p>" + "This month's news from the shop. " * 20
                  + '</p><p><a href="{{ unsubscribe_url }}">Unsubscribe</a></p>')
+
+
+class BenchShop:
+    """A plugin that adds a value to campaign templates."""
+
+    @hookimpl(optionalhook=True)
+    def postroom_campaign_template_context(self, host, campaign):
+        return {"shop": {"name": "the shop"}}
 
 
 def peak_mb() -> float:
@@ -62,7 +74,7 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def open_host(work, db_url, smtp, n):
+def open_host(work, db_url, smtp, n, extra=()):
     from postroom.core.config import Config
     from postroom.core.host import Host
     smtp_host, _, smtp_port = smtp.rpartition(":")
@@ -71,7 +83,7 @@ def open_host(work, db_url, smtp, n):
                      "smtp_port": smtp_port, "daily_limit": str(10 * n),
                      "cron_time_budget": "3600", "marketing_batch_size": "1000",
                      "marketing_run_limit": "20000", "mail_batch_size": "1000"})
-    return Host(config).open()
+    return Host(config, extra=extra).open()
 
 
 def phase_drain(work, db_url, smtp, n):
@@ -100,7 +112,8 @@ def write_csv(path, n):
 def phase_campaign(work, db_url, smtp, n, body=BODY, subject="Benchmark news"):
     """Import n contacts, then time the campaign from `send` until every trace is sent."""
     from postroom.core import scheduler
-    host = open_host(work, db_url, smtp, n)
+    # Both campaigns with the plugin, so both ask it for its values once per batch.
+    host = open_host(work, db_url, smtp, n, extra=[BenchShop()])
     host.enable_plugin("mail_marketing")
     from postroom.plugins.mail_marketing import campaigns, lists
     csv_path = os.path.join(work, "contacts.csv")
