@@ -34,10 +34,11 @@ def extras(host, campaign) -> dict:
 
 @dataclasses.dataclass
 class Compiled:
-    """A campaign's templates for one batch. A part whose template reads nothing of a
-    recipient's own (no `contact`, no `unsubscribe_url`; for the subject, `campaign` too;
-    for the body, `campaign` when the subject is the same for all) is rendered here, once
-    for the batch, and kept as its text (`static_*`); only the others render per recipient."""
+    """A campaign's templates for one batch. A part that reads nothing of a recipient's own
+    (neither `contact` nor `unsubscribe_url`, no plugin value that is not plain data, and,
+    for the body, `campaign` only when the subject is the same for all) is rendered here,
+    once for the batch, and kept as its text (`static_*`); only the others render per
+    recipient."""
     subject: object
     body: object
     extras: dict
