@@ -5,7 +5,8 @@ With `mail_domain_concurrency` (`gmail.com=2, *=10`, like Postfix's
 `smtp_destination_concurrency_limit` and its per-destination overrides) a claim also keeps
 each recipient domain under its limit of mails in flight. In flight means leased: claimed
 by a worker whose lease still runs and not yet answered (a sent mail stops counting at
-its answer). The count comes from the leased rows themselves, so it holds across every
+its answer, once in the outcome journal). The count comes from the leased rows themselves
+(and the journal), so it holds across every
 worker and process of the deployment; claims that count are serialised (PostgreSQL: an
 advisory lock for the claim's transaction; SQLite: its write lock), since two claims
 counting at once would each see room for the same slots. What the limit holds back stays
@@ -19,6 +20,7 @@ from postroom.core import scheduler
 from postroom.core.db import is_postgres
 from postroom.core.errors import ConfigError
 
+from . import journal
 from .models import OutgoingMail
 from .pacing import domain_of
 from .settings import ACTION_CODE, domain_concurrency, lease
@@ -76,11 +78,14 @@ def recipient_domain(db):
 
 
 def in_flight(host, now) -> dict:
-    """{domain: mails in flight}: outgoing mails under a lease that still runs. One query,
-    through the lease index (leased rows are a few batches, whatever the queue's size)."""
+    """{domain: mails in flight}: outgoing mails under a lease that still runs, less those
+    their worker journaled as sent (`journal.sent_ids`: answered, their row not yet
+    applied). One query, through the lease index (leased rows are a few batches, whatever
+    the queue's size; the journal is read once)."""
     domain = recipient_domain(host.db)
     query = (M.select(domain.alias("domain"), pw.fn.COUNT(M.id))
-             .where((M.lease_owner > "") & (M.lease_until >= now) & (M.state == "outgoing"))
+             .where((M.lease_owner > "") & (M.lease_until >= now) & (M.state == "outgoing")
+                    & M.id.not_in(journal.sent_ids()))
              .group_by(pw.SQL("1")))  # by position: PostgreSQL takes a repeated expression with
     return dict(query.tuples())       # its own parameters for a different one
 
@@ -136,7 +141,8 @@ def claim(host, owner: str, limit: int, where=None, due=True) -> tuple[str, int]
     statement carries a list of thousands of ids.
 
     On PostgreSQL the candidates are locked FOR UPDATE SKIP LOCKED so workers never wait
-    on each other nor take the same row; SQLite's write lock serialises claims. Under
+    on each other nor take the same row; SQLite's write lock serialises claims. What the
+    workers whose lease ran out journaled is applied first (`journal.apply_expired`). Under
     `mail_domain_concurrency` the claim takes only what each domain's limit leaves."""
     now = host.clock.now()
     token = f"{owner}:{uuid.uuid4().hex[:12]}"
@@ -145,6 +151,9 @@ def claim(host, owner: str, limit: int, where=None, due=True) -> tuple[str, int]
         cond &= where
     limits = concurrency_limits(host)
     with host.transaction():
+        # A dead worker's journal first: the mails it sent must not look claimable (and its
+        # mail in flight is then taken over as in doubt).
+        journal.apply_expired(host, now)
         if limits:
             if is_postgres(host.db):
                 host.db.execute_sql("SELECT pg_advisory_xact_lock(%s)", (CONCURRENCY_LOCK,))

@@ -85,6 +85,8 @@ def mail_page(request):
     host = host_of(request)
     mail = actions.get_mail(host, request.path_params["mail_id"])
     [row] = listing.with_waits(host, [listing.mail_row(mail)])  # as `queue show` says it
+    for key in ("state", "server", "sent_at"):  # sent but not yet applied from the journal
+        setattr(mail, key, row[key])
     return render(request, "mail_queue/mail.html", {
         "mail": mail, "reason": row["failure_reason"], "waiting": listing.is_waiting(row["failure_reason"]),
         "record": _record_of(mail)})

@@ -1,14 +1,15 @@
-"""The ledger of one claim's progress: each mail's outcome committed right after the server's
-answer (while the server reads the next mail's commands), so a crash repeats at most the
-mail in flight. The same commit marks the next mail in flight and checks that the claim
-still holds it; every third of a lease it renews the claim."""
+"""The ledger of one claim's progress: each mail's outcome made durable right after the
+server's answer (while the server reads the next mail's commands), so a crash repeats at
+most the mail in flight. A sent mail, the common case, is appended to the outcome journal
+(`journal.py`) with the next mail's in-flight mark, in one statement that also checks the
+claim still holds them; the journal is applied to the mails set-based at the end of the
+batch. Every third of a lease the ledger renews the claim."""
 import collections
 import time
 
 import peewee as pw
 
-from postroom.core.db import run_prepared
-
+from . import journal
 from .models import OutgoingMail
 from .outcomes import Outcome, info_of, log_written, write
 from .settings import lease
@@ -19,10 +20,11 @@ M = OutgoingMail
 class Ledger:
     """The durable record of one claim's progress (one per server conversation).
 
-    `flush(mark=row)` writes what is pending and, in the same transaction, marks `row` in
-    flight and checks that the claim still holds it; every third of a lease it also
-    renews the claim's lease. The sending code announces the outcomes
-    (`outcomes.announce`) once the batch is done."""
+    `flush(mark=row)` writes what is pending and, in the same commit, marks `row` in flight
+    and checks that the claim still holds it; every third of a lease it also renews the
+    claim's lease. `apply()` writes what the journal holds to the mails (the end of the
+    batch; a long batch also every `journal.APPLY_EVERY` seconds). The sending code
+    announces the outcomes (`outcomes.announce`) once the batch is done."""
 
     def __init__(self, host, token: str, claimed_ids, stop=None):
         self.host, self.token = host, token
@@ -31,28 +33,59 @@ class Ledger:
         self.sent_info, self.failed_info = [], []
         self.owned = set(claimed_ids)
         self.lease = lease(host)
-        self.renewed_at = self.marked_at = time.monotonic()
+        self.renewed_at = self.marked_at = self.applied_at = time.monotonic()
+        self.journaled = []        # (row, server name, reply) sent, in the journal, not applied
+        self.journal_ids = set()   # mails with journal rows of this ledger (sent or in flight)
+        self.flying = None         # the mail marked in flight last (its mark must outlive `apply`)
 
     def flush(self, mark=None) -> bool:
         """Write the pending outcomes (and mark `mark` in flight); returns whether `mark`
         is still ours (True without one)."""
         pending, self.pending = self.pending, Outcome()
-        return self._write(pending, mark)
+        ours = self._retrying(lambda: self._commit(pending, mark))
+        if self.journaled and time.monotonic() - self.applied_at > journal.APPLY_EVERY:
+            self.apply()
+        return ours
+
+    def apply(self, others=()) -> None:
+        """Write the journaled sent mails of this ledger (and of `others`, the claim's other
+        ledgers, whose work is done) to mail_queue_mail, set-based, and delete their journal
+        rows, in one transaction."""
+        ledgers = [self, *others]
+        sent = [s for ledger in ledgers for s in ledger.journaled]
+        if not sent and not any(ledger.journal_ids for ledger in ledgers):
+            return
+        # Mid-batch, the mail in flight keeps its mark: a crash now must still show it.
+        keep = {self.flying} if not others and self.flying is not None else set()
+        ids = None if others else self.journal_ids - keep
+
+        def commit():
+            with self.host.transaction():
+                if sent:
+                    done = Outcome()
+                    done.sent = sent
+                    write(self.host, done, self.token)
+                journal.forget(self.token, ids)
+        self._retrying(commit)
+        for ledger in ledgers:
+            ledger.journaled, ledger.journal_ids = [], set()
+        self.journal_ids = keep
+        self.applied_at = time.monotonic()
 
     def holds(self, row) -> bool:
         """Whether the claim still holds `row`, as far as this ledger knows."""
         return row.id in self.owned
 
-    def _write(self, pending, mark) -> bool:
-        """A database error (a killed backend, a restart, a failover) is retried on a fresh
-        connection, backing off, until the database answers again or the claim's lease has
-        gone by: the mails did leave, and their outcome written late still keeps them from
-        being sent a second time. SIGTERM ends the waiting (the error is raised)."""
+    def _retrying(self, commit):
+        """Run `commit()` and return what it returns. A database error (a killed backend, a
+        restart, a failover) is retried on a fresh connection, backing off, until the
+        database answers again or the claim's lease has gone by: the mails did leave, and
+        their outcome written late still keeps them from being sent a second time. SIGTERM ends the waiting (the error is raised)."""
         deadline = time.monotonic() + self.lease.total_seconds()
         delay, attempts = 0.1, 0
         while True:
             try:
-                ours = self._commit(pending, mark)
+                done = commit()
             except (pw.OperationalError, pw.InterfaceError) as exc:
                 attempts += 1
                 if time.monotonic() + delay > deadline or self.stop():
@@ -71,7 +104,7 @@ class Ledger:
             if attempts:
                 self.host.log.info("mail queue: outcomes of claim %s recorded after %s failed attempt(s)",
                                    self.token, attempts)
-            return ours
+            return done
 
     def _commit(self, pending, mark) -> bool:
         if mark is not None and mark.id not in self.owned:
@@ -86,8 +119,8 @@ class Ledger:
         renew = time.monotonic() - self.renewed_at > self.lease.total_seconds() / 3
         if _one_sent(pending) and not renew:
             # The common case in one statement, one commit: this mail sent, the next one
-            # marked in flight (see `_sent_and_mark`).
-            sent_info, ours = self._sent_and_mark(pending, now, mark)
+            # marked in flight, in the journal (see `_journal_sent`).
+            sent_info, ours = self._journal_sent(pending, now, mark)
             failed_info = []
         else:
             with host.transaction():
@@ -97,11 +130,13 @@ class Ledger:
                     if held < len(self.owned):  # another worker took some over: forget them
                         self.owned = {i for (i,) in M.select(M.id).where(M.lease_owner == token).tuples()}
                 if mark is not None:
-                    ours = run_prepared(host.db, "mark", lambda at, i, t: M.update(sending_since=at).where(
-                        (M.id == i) & (M.lease_owner == t)), now, mark.id, token).rowcount == 1
+                    ours = journal.mark(host.db, token, now, mark.id)
+                    if ours:
+                        self.journal_ids.add(mark.id)
             if renew:
                 self.renewed_at = time.monotonic()
         self.marked_at = time.monotonic()
+        self.flying = mark.id if mark is not None and ours else None
         if mark is not None and not ours:
             self.owned.discard(mark.id)
         log_written(host, sent_info, failed_info)
@@ -109,20 +144,22 @@ class Ledger:
         self.failed_info += failed_info
         return ours
 
-    def _sent_and_mark(self, pending, now, mark) -> tuple[list, bool]:
-        """One UPDATE, one commit: the sent mail becomes `sent` (still under the claim token:
-        `finish` completes it with the batch, set-based) and `mark` gets its in-flight time
-        if the claim still holds it. Returns (sent info, whether `mark` is ours). A late
-        answer for a mail put aside meanwhile takes the general path (`write`)."""
+    def _journal_sent(self, pending, now, mark) -> tuple[list, bool]:
+        """One INSERT, one commit: the sent mail and `mark`'s in-flight time go to the journal
+        if the claim still holds them (applied with the batch, set-based). Returns (sent
+        info, whether `mark` is ours). A late answer for a mail put aside meanwhile takes the
+        general path (`write`)."""
         row, name, reply = pending.sent[0]
-        next_id = mark.id if mark is not None else row.id
-        applied = {r[0] for r in run_prepared(self.host.db, "sent-and-mark", _sent_and_mark_statement,
-                                               now, row.id, next_id, self.token, name).fetchall()}
+        journaled = journal.append(self.host.db, self.token, now, row.id, name,
+                                   mark.id if mark is not None else None)
+        self.journal_ids |= journaled
         info = [dict(info_of(row), server=name, reply=reply, deleted=row.auto_delete)]
-        if row.id not in applied:
+        if row.id in journaled:
+            self.journaled.append(pending.sent[0])
+        else:
             with self.host.transaction():
                 info, _ = write(self.host, pending, self.token)
-        return info, mark is None or mark.id in applied
+        return info, mark is None or mark.id in journaled
 
     def still_ours(self, row) -> bool:
         """Right before the data goes out: after a long pause since the mark (a stopped
@@ -146,12 +183,3 @@ class Ledger:
 
 def _one_sent(p) -> bool:
     return len(p.sent) == 1 and not p.failed and not p.released and not p.deferred
-
-
-def _sent_and_mark_statement(at, sent_id, marked_id, token, server):
-    this = M.id == sent_id
-    return (M.update({M.state: pw.Case(None, [(this, "sent")], M.state),
-                      M.server: pw.Case(None, [(this, server)], M.server),
-                      M.sending_since: pw.Case(None, [(this, None)], at)})
-            .where(M.id.in_([sent_id, marked_id]) & (M.lease_owner == token))
-            .returning(M.id))

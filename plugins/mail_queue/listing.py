@@ -1,7 +1,8 @@
 """What the queue shows of a mail, on the command line (`queue list`, `queue show`,
 `queue send-now`) and in the console (the queue table, a mail's page): its fields as a row,
-and why it waits when it waits."""
-from . import claims
+and why it waits when it waits, and a mail sent but not yet applied from the outcome journal
+as sent."""
+from . import claims, journal
 from .models import OutgoingMail
 
 
@@ -29,7 +30,10 @@ def with_waits(host, rows, due=True) -> list[dict]:
     failure_reason), where the mails held back by mail_domain_concurrency say so in
     `failure_reason` (nothing is written on them: they wait untouched); an earlier failure
     stays readable after it. The reasons of the rate window and of a back-off are already
-    stored there (`pacing`). One query whatever the number of rows."""
+    stored there (`pacing`). A mail whose worker journaled it as sent shows as sent, with
+    its server and time, though its row still says outgoing (`journal.overlay`). Two
+    queries whatever the number of rows."""
+    journal.overlay(rows)
     by_id = {r["id"]: r for r in rows}
     for mail_id, why in claims.held_back_reasons(host, rows, due).items():
         row = by_id[mail_id]

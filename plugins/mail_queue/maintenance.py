@@ -12,7 +12,7 @@ from postroom.core import vacuum as core_vacuum
 from postroom.core.doctor import Check
 from postroom.core.models import CronAction, Notification
 
-from . import daily_limit, hourly, servers, smtp_client
+from . import daily_limit, hourly, journal, servers, smtp_client
 from .addressing import default_from, sender_problem
 from .models import DailyCount, HourlyCount, OutgoingMail
 from .settings import ACTION_CODE, ACTION_NAME, ATTACHMENT_HOLDER
@@ -70,6 +70,11 @@ def vacuum(host, batch_size, dry_run):
     # vacuumed above); while it is queued its rows, and so their content, stay.
     gone_files, more_files = attachments.remove_orphans(ATTACHMENT_HOLDER, OutgoingMail.select(OutgoingMail.id),
                                                         batch_size)
+    # Outcome-journal rows no claim holds any more (a worker killed after its mails were
+    # failed or put back): internal bookkeeping nothing reads, so not reported as removed.
+    stale = journal.forget_orphans()
+    if stale:
+        host.log.info("mail queue vacuum: %s stale outcome-journal row(s) removed", stale)
     gone = result["removed"]["mails"]
     if not gone and not gone_counters and not gone_files and not result["remaining"] and not more_files:
         return None

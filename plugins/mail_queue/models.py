@@ -155,4 +155,21 @@ class DomainPace(BaseModel):
         table_name = "mail_queue_domain_pace"
 
 
-MODELS = [OutgoingMail, MailServer, DailyCount, DkimKey, OutcomeCount, HourlyCount, DomainPace]
+class OutcomeJournal(BaseModel):
+    """The per-mail outcomes of claims still at work, appended right after each server answer
+    (`journal.py`): `sent` (with the server), or `sending` (the mail handed to SMTP next).
+    No key and no index, so each append writes one small page instead of the mail's row and
+    the state indexes; the claim applies its rows to mail_queue_mail set-based and deletes
+    them, and a worker taking over an expired claim applies what the dead worker left."""
+    mail_id = pw.IntegerField()
+    token = pw.CharField(max_length=128)  # the claim's lease_owner
+    outcome = pw.CharField(max_length=8)  # sent | sending
+    server = pw.CharField(max_length=128, null=True)
+    at = UTCDateTimeField()
+
+    class Meta:
+        table_name = "mail_queue_progress"
+        primary_key = False
+
+
+MODELS = [OutgoingMail, MailServer, DailyCount, DkimKey, OutcomeCount, HourlyCount, DomainPace, OutcomeJournal]

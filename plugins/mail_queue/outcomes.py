@@ -2,8 +2,9 @@
 in doubt ("may have been delivered"), or put back untouched.
 
 `write` turns a batch of outcomes into a few set-based statements; `ledger.Ledger` calls it
-(or its one-statement fast path) right after each server answer, so a crash repeats at
-most the mail in flight. `finish` completes sent mails still under a claim. The other
+right after each server answer (or, for a mail sent, appends it to the outcome journal and
+calls it for the batch), so a crash repeats at most the mail in flight. `finish` completes
+sent mails still under a dead worker's claim. The other
 plugins hear of the outcomes through postroom_mail_sent / postroom_mail_failed once the
 batch is done (`announce`).
 """
@@ -14,6 +15,7 @@ import random
 from postroom.core import scheduler
 from postroom.core.models import Notification
 
+from . import journal
 from .daily_limit import reset_at
 from .models import OutgoingMail
 from .settings import ACTION_CODE, chunks
@@ -152,15 +154,19 @@ def write(host, outcome: Outcome, token: str) -> tuple[list, list]:
     return sent_info, failed_info
 
 
-def finish(host, where, infos: bool = True) -> list[dict]:
+def finish(host, where, infos: bool = True, dead_before=None) -> list[dict]:
     """Complete sent mails still under a claim (`where`: a claim token's, or those a dead
     worker left): their notifications become sent, auto_delete ones are deleted, the
-    others lose their claim. Set-based; returns their infos (for the hooks) unless the
-    caller has them already (`infos=False`: nothing is read back)."""
+    others lose their claim. With `dead_before`, what claims whose lease ended before then
+    only journaled is applied first (`journal.apply_expired`), in the same transaction.
+    Set-based; returns their infos (for the hooks) unless the caller has them already
+    (`infos=False`: nothing is read back)."""
     now = host.clock.now()
     cond = (M.state == "sent") & M.lease_owner.is_null(False) & where
     rows = []
     with host.transaction():
+        if dead_before is not None:
+            journal.apply_expired(host, dead_before)
         if infos:
             rows = list(M.select(M.id, M.notification_id, M.message_id, M.email_to, M.ref, M.auto_delete)
                         .where(cond).tuples())

@@ -1,5 +1,6 @@
 """Sending: claim due mails with a lease, commit the claim, talk SMTP with no transaction
-open, and write each mail's outcome as soon as the server answered (see `ledger.Ledger`).
+open, and make each mail's outcome durable as soon as the server answered (in the outcome
+journal, applied to the mails with the batch: see `ledger.Ledger` and `journal`).
 
 A worker killed mid-send leaves its claims behind; they are taken over once their lease
 expires, so a mail is never lost. The one mail that was in the middle of its conversation
@@ -293,7 +294,9 @@ def deliver(host, token, pool, run=None) -> collections.Counter:
                 future.result()
     pacer.save()
     first.flush()
-    finish(host, OutgoingMail.lease_owner == token, infos=False)  # the ledgers have them
+    # The journal, to the mails: set-based, one transaction, completing the sent ones (their
+    # notifications, auto_delete); nothing of this claim is left for `finish`.
+    first.apply(others=ledgers[1:])
     with host.transaction():  # the /metrics counters and the chart's hour: one upsert each per batch
         sent = sum(len(ledger.sent_info) for ledger in ledgers)
         failed = [info for ledger in ledgers for info in ledger.failed_info]
@@ -339,8 +342,10 @@ def process_queue(host, limit=None, run=None) -> dict:
         raise PostroomError("the mail queue cannot run inside a transaction (it talks SMTP); "
                             "call it after the commit")
     daily_limit.requeue_after_reset(host)
-    # Sent mails a dead worker could not complete (its lease ran out): complete them.
-    left = finish(host, OutgoingMail.lease_until < host.clock.now())
+    # Sent mails a dead worker could not complete (its lease ran out), with what it had
+    # only journaled: complete them.
+    now = host.clock.now()
+    left = finish(host, OutgoingMail.lease_until < now, dead_before=now)
     if left:
         host.log.info("mail queue: completed %s sent mail(s) left by a stopped worker", len(left))
         announce(host, left, [])

@@ -3,6 +3,7 @@ no mail is lost, a crash repeats at most the one mail that was in the middle of 
 conversation (with the same Message-Id), a paused worker repeats none, and SIGTERM is
 honoured within seconds even while a server stalls."""
 import collections
+import json
 import os
 import signal
 import subprocess
@@ -12,7 +13,8 @@ import time
 import pytest
 
 from postroom.core.clock import SystemClock
-from postroom.plugins.mail_queue.models import OutgoingMail
+from postroom.plugins.mail_queue import journal
+from postroom.plugins.mail_queue.models import OutcomeJournal, OutgoingMail
 from tests.support.smtp import SMTPSink, TricklingServer
 
 WORKER = os.path.join(os.path.dirname(__file__), "crash_worker.py")
@@ -70,10 +72,11 @@ def _receipts(sink):
 
 
 def _in_flight(host):
-    """Recipients of the mails a killed worker had in the middle of a conversation."""
+    """Recipients of the mails a killed worker had in the middle of a conversation (marked in
+    flight in the outcome journal, or by `sending_since`, and not answered)."""
     host.db.close()
-    return {m.email_to for m in OutgoingMail.select().where(
-        (OutgoingMail.state == "outgoing") & OutgoingMail.sending_since.is_null(False))}
+    ids = journal.in_flight()
+    return {m.email_to for m in OutgoingMail.select().where(OutgoingMail.id.in_(ids or [0]))}
 
 
 KILLS = 3
@@ -106,6 +109,51 @@ def test_each_kill_of_a_draining_worker_repeats_at_most_one_mail_with_the_same_m
     assert all(len(got[r]) == 2 for r in twice)
     assert twice <= set().union(*windows)  # every repeat was the mail in flight at a kill
     assert all(n <= 1 for n in per_kill) and len(twice) <= KILLS
+
+
+@pytest.mark.heavy
+def test_a_worker_killed_mid_batch_leaves_its_sent_mails_in_the_journal_and_the_next_resends_only_the_one_in_flight(
+        make_host, db_url, cli_run):
+    # One claim of 60 mails, killed after about 20: what it sent is only in the outcome
+    # journal (the batch never ended), yet the listing says sent, and the next worker
+    # applies the journal before it takes the claim over.
+    with SMTPSink(pipelining=True, data_delay=0.02) as sink:
+        host = _host(make_host, db_url, sink, mail_lease_seconds=3, mail_batch_size=60)
+        ids = host.service("mail").enqueue([{"email_to": f"r{i}@example.org", "subject": f"News {i}",
+                                             "body_html": f"<p>{i}</p>", "auto_delete": False}
+                                            for i in range(60)])
+        wanted = {m.email_to: m.message_id for m in OutgoingMail.select().where(OutgoingMail.id.in_(ids))}
+        proc = _worker(host)
+        _wait(lambda: len(sink.received()) >= 20 or proc.poll() is not None, 60, "the worker to send 20 mails")
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        host.db.close()
+        delivered = {r.rcpt_tos[0] for r in sink.received()}
+        flying = {m.email_to for m in OutgoingMail.select().where(OutgoingMail.id.in_(journal.in_flight() or [0]))}
+        assert len(flying) <= 1
+        rows = {m.email_to: m for m in OutgoingMail.select()}
+        journaled = {m.email_to for m in OutgoingMail.select().join(
+            OutcomeJournal, on=(OutcomeJournal.mail_id == OutgoingMail.id)).where(OutcomeJournal.outcome == "sent")}
+        assert len(journaled) >= 15 and journaled <= delivered
+        assert all(rows[r].state == "outgoing" and rows[r].lease_owner for r in journaled)  # not applied yet
+        listed = {r["email_to"]: r for r in json.loads(cli_run(host, "queue", "list", "--json").output)}
+        assert {r for r, row in listed.items() if row["state"] == "sent"} == journaled  # as the operator sees it
+        assert all(listed[r]["server"] and listed[r]["sent_at"] for r in journaled)
+        one = sorted(journaled)[0]
+        shown = json.loads(cli_run(host, "queue", "show", str(rows[one].id), "--json").output)
+        assert shown["state"] == "sent"
+        time.sleep(3.5)  # its lease runs out: the next worker takes the claim over
+        _drain(host)
+        got = _receipts(sink)
+        host.db.close()
+        states = {m.email_to: m.state for m in OutgoingMail.select()}
+        left_in_journal = OutcomeJournal.select().count()
+    assert set(got) == set(wanted)
+    assert all(set(mids) == {wanted[r]} for r, mids in got.items())  # a repeat keeps its Message-Id
+    twice = {r for r, mids in got.items() if len(mids) > 1}
+    print(f"re-sent after a kill mid-batch ({db_url.split(':')[0]}): {sorted(twice)}, in flight: {sorted(flying)}")
+    assert twice <= flying and not twice & journaled  # nothing the journal had as sent went again
+    assert set(states.values()) == {"sent"} and left_in_journal == 0
 
 
 @pytest.mark.heavy

@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from postroom.plugins.mail_queue import journal
 from postroom.plugins.mail_queue.models import OutgoingMail
 
 from .harness import enqueue, hostname, outgoing_left, receipts, wait_until
@@ -18,13 +19,12 @@ KILLS = 4
 
 
 def in_flight(dep, pid) -> set[str]:
-    """Recipients of the mails `pid` was in the middle of sending (marked in flight, outcome
-    not yet recorded): one per conversation, so at most one here (a single server)."""
+    """Recipients of the mails `pid` was in the middle of sending (marked in flight in the
+    outcome journal or by `sending_since`, outcome not yet recorded): one per conversation, so at most one here (a single server)."""
     dep.fresh()
     prefix = f"mail:{hostname()}:{pid}:"
-    return {m.email_to for m in OutgoingMail.select(OutgoingMail.email_to).where(
-        (OutgoingMail.state == "outgoing") & OutgoingMail.lease_owner.startswith(prefix)
-        & OutgoingMail.sending_since.is_null(False))}
+    ids = journal.in_flight(OutgoingMail.lease_owner.startswith(prefix))
+    return {m.email_to for m in OutgoingMail.select(OutgoingMail.email_to).where(OutgoingMail.id.in_(ids or [0]))}
 
 
 def busy_workers(dep) -> list[int]:
