@@ -17,9 +17,11 @@ import peewee as pw
 
 from postroom.core.db import chunks
 
+from postroom.core.models import Notification
+
 from .models import OutcomeJournal, OutgoingMail
 
-J, M = OutcomeJournal, OutgoingMail
+J, M, N = OutcomeJournal, OutgoingMail, Notification
 # A long batch (a slow server) applies what it journaled at least this often, so the mails
 # it sent stop showing as outgoing to anything reading mail_queue_mail directly.
 APPLY_EVERY = 10.0
@@ -59,14 +61,38 @@ def mark(db, token: str, now, mail_id: int) -> bool:
     return bool(cursor.fetchall())
 
 
-def forget(token: str, ids=None) -> None:
-    """Delete the claim's journal rows (only those of `ids` when given), in the caller's
-    transaction, once their outcomes are written to mail_queue_mail."""
-    if ids is None:
-        J.delete().where(J.token == token).execute()
-        return
-    for chunk in chunks(sorted(set(ids))):
-        J.delete().where((J.token == token) & J.mail_id.in_(chunk)).execute()
+def apply_claim(host, token: str, now, servers, notified: bool, deleted: bool, kept, final: bool) -> None:
+    """Write what the live claim `token` journaled as sent through `servers` to its mails, in
+    the caller's transaction, as `outcomes.write` writes sent mails (notifications sent,
+    auto_delete mails deleted, the others `sent` and free), each statement driven by the
+    journal rather than by a list of ids (rendering 200 ids a statement cost more than
+    running it). The caller says what there is: `notified` (some have a notification),
+    `deleted` (some are auto_delete), `kept` (the servers of the others). Then those rows
+    go, and with `final` (the claim's work is done) every row of the claim; mid-batch the
+    marks of mails in flight stay, and so do the rows of the claim's other servers (their
+    own ledgers apply them)."""
+    servers = sorted(set(servers))
+    ours = (J.token == token) & (J.outcome == "sent")
+    sent = J.select(J.mail_id).where(ours & J.server.in_(servers))
+    mine = (M.lease_owner == token) & (M.state == "outgoing") & M.id.in_(sent)
+    if notified:
+        (N.update(status="sent", failure_type=None, failure_reason=None, updated_at=now)
+         .where(N.id.in_(M.select(M.notification_id).where(mine & M.notification_id.is_null(False))))
+         .execute())
+    if deleted:
+        M.delete().where(mine & M.auto_delete).execute()
+    for name in sorted(set(kept)):
+        by = J.select(J.mail_id).where(ours & (J.server == name))
+        (M.update(state="sent", sent_at=now, updated_at=now, attempts=M.attempts + 1, failure_type=None,
+                  failure_reason=None, next_attempt_at=None, server=name, lease_owner=None,
+                  lease_until=None, sending_since=None)
+         .where((M.lease_owner == token) & (M.state == "outgoing") & M.id.in_(by)).execute())
+    J.delete().where((J.token == token) if final else (ours & J.server.in_(servers))).execute()
+
+
+def forget(token: str) -> None:
+    """Delete the claim's journal rows, in the caller's transaction."""
+    J.delete().where(J.token == token).execute()
 
 
 def _held(now=None):

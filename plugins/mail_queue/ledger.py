@@ -36,7 +36,6 @@ class Ledger:
         self.renewed_at = self.marked_at = self.applied_at = time.monotonic()
         self.journaled = []        # (row, server name, reply) sent, in the journal, not applied
         self.journal_ids = set()   # mails with journal rows of this ledger (sent or in flight)
-        self.flying = None         # the mail marked in flight last (its mark must outlive `apply`)
 
     def flush(self, mark=None) -> bool:
         """Write the pending outcomes (and mark `mark` in flight); returns whether `mark`
@@ -47,29 +46,29 @@ class Ledger:
             self.apply()
         return ours
 
-    def apply(self, others=()) -> None:
-        """Write the journaled sent mails of this ledger (and of `others`, the claim's other
-        ledgers, whose work is done) to mail_queue_mail, set-based, and delete their journal
-        rows, in one transaction."""
+    def apply(self, others=(), final: bool = False) -> None:
+        """Write the journaled sent mails of the claim to mail_queue_mail, set-based, and
+        delete their journal rows, in one transaction (`journal.apply_claim`). `final`: the
+        claim's work is done (this ledger's and `others'`, the claim's other ledgers): every
+        journal row of the claim goes; mid-batch the marks of mails in flight stay."""
         ledgers = [self, *others]
         sent = [s for ledger in ledgers for s in ledger.journaled]
-        if not sent and not any(ledger.journal_ids for ledger in ledgers):
+        if not sent and not (final and any(ledger.journal_ids for ledger in ledgers)):
             return
-        # Mid-batch, the mail in flight keeps its mark: a crash now must still show it.
-        keep = {self.flying} if not others and self.flying is not None else set()
-        ids = None if others else self.journal_ids - keep
+        notified = any(row.notification_id for row, _, _ in sent)
+        deleted = any(row.auto_delete for row, _, _ in sent)
+        servers = {name for _, name, _ in sent}
+        kept = {name for row, name, _ in sent if not row.auto_delete}
 
         def commit():
             with self.host.transaction():
-                if sent:
-                    done = Outcome()
-                    done.sent = sent
-                    write(self.host, done, self.token)
-                journal.forget(self.token, ids)
+                journal.apply_claim(self.host, self.token, self.host.clock.now(), servers, notified,
+                                    deleted, kept, final)
         self._retrying(commit)
         for ledger in ledgers:
-            ledger.journaled, ledger.journal_ids = [], set()
-        self.journal_ids = keep
+            ledger.journaled = []
+            if final:
+                ledger.journal_ids = set()
         self.applied_at = time.monotonic()
 
     def holds(self, row) -> bool:
@@ -136,7 +135,6 @@ class Ledger:
             if renew:
                 self.renewed_at = time.monotonic()
         self.marked_at = time.monotonic()
-        self.flying = mark.id if mark is not None and ours else None
         if mark is not None and not ours:
             self.owned.discard(mark.id)
         log_written(host, sent_info, failed_info)

@@ -296,7 +296,7 @@ def deliver(host, token, pool, run=None) -> collections.Counter:
     first.flush()
     # The journal, to the mails: set-based, one transaction, completing the sent ones (their
     # notifications, auto_delete); nothing of this claim is left for `finish`.
-    first.apply(others=ledgers[1:])
+    first.apply(others=ledgers[1:], final=True)
     with host.transaction():  # the /metrics counters and the chart's hour: one upsert each per batch
         sent = sum(len(ledger.sent_info) for ledger in ledgers)
         failed = [info for ledger in ledgers for info in ledger.failed_info]
