@@ -26,10 +26,9 @@ J, M, N = OutcomeJournal, OutgoingMail, Notification
 # it sent stop showing as outgoing to anything reading mail_queue_mail directly.
 APPLY_EVERY = 10.0
 
-_APPEND = ('INSERT INTO "mail_queue_progress" ("mail_id", "token", "outcome", "server", "at") '
-           'SELECT "id", {p}, CASE WHEN "id" = {p} THEN \'sent\' ELSE \'sending\' END, '
-           'CASE WHEN "id" = {p} THEN {p} END, {p} '
-           'FROM "mail_queue_mail" WHERE "id" IN ({p}, {p}) AND "lease_owner" = {p} RETURNING "mail_id"')
+_COLUMNS = 'INSERT INTO "mail_queue_progress" ("mail_id", "token", "outcome", "server", "at") VALUES '
+_SENT = _COLUMNS + "({p}, {p}, 'sent', {p}, {p})"
+_SENT_AND_MARK = _SENT + ", ({p}, {p}, 'sending', NULL, {p})"
 _MARK = ('INSERT INTO "mail_queue_progress" ("mail_id", "token", "outcome", "at") '
          'SELECT "id", {p}, \'sending\', {p} '
          'FROM "mail_queue_mail" WHERE "id" = {p} AND "lease_owner" = {p} RETURNING "mail_id"')
@@ -44,14 +43,19 @@ def _sql(db, template):
     return sql
 
 
-def append(db, token: str, now, sent_id: int, server: str, marked_id=None) -> set:
-    """Journal `sent_id` as sent through `server` and `marked_id` (if any) as in flight, for
-    those the claim `token` still holds; one statement (its own commit outside a
-    transaction). Returns the ids journaled."""
-    marked = sent_id if marked_id is None else marked_id
+def append(db, token: str, now, sent_id: int, server: str, marked_id=None) -> None:
+    """Journal `sent_id` as sent through `server` and `marked_id` (if any) as in flight under
+    the claim `token`: one small INSERT (its own commit outside a transaction). It reads
+    nothing: the ledger knows what its claim holds (a claim renewed less than a third of a
+    lease ago cannot have been taken over, and a renewal re-reads what it holds), and a
+    row whose claim was lost meanwhile is never applied (every reader matches a journal
+    row to its mail's lease_owner); reading the two mails' rows here cost more than the
+    insert (their pages are cold between two SMTP conversations)."""
     at = J.at.db_value(now)
-    cursor = db.execute_sql(_sql(db, _APPEND), (token, sent_id, sent_id, server, at, sent_id, marked, token))
-    return {r[0] for r in cursor.fetchall()}
+    if marked_id is None:
+        db.execute_sql(_sql(db, _SENT), (sent_id, token, server, at))
+    else:
+        db.execute_sql(_sql(db, _SENT_AND_MARK), (sent_id, token, server, at, marked_id, token, at))
 
 
 def mark(db, token: str, now, mail_id: int) -> bool:
@@ -61,7 +65,7 @@ def mark(db, token: str, now, mail_id: int) -> bool:
     return bool(cursor.fetchall())
 
 
-def apply_claim(host, token: str, now, servers, notified: bool, deleted: bool, kept, final: bool) -> None:
+def apply_claim(host, token: str, now, servers, notified: bool, deleted: bool, kept, final: bool) -> int:
     """Write what the live claim `token` journaled as sent through `servers` to its mails, in
     the caller's transaction, as `outcomes.write` writes sent mails (notifications sent,
     auto_delete mails deleted, the others `sent` and free), each statement driven by the
@@ -70,8 +74,9 @@ def apply_claim(host, token: str, now, servers, notified: bool, deleted: bool, k
     `deleted` (some are auto_delete), `kept` (the servers of the others). Then those rows
     go, and with `final` (the claim's work is done) every row of the claim; mid-batch the
     marks of mails in flight stay, and so do the rows of the claim's other servers (their
-    own ledgers apply them)."""
+    own ledgers apply them). Returns how many mails it applied (deleted or updated)."""
     servers = sorted(set(servers))
+    applied = 0
     ours = (J.token == token) & (J.outcome == "sent")
     sent = J.select(J.mail_id).where(ours & J.server.in_(servers))
     mine = (M.lease_owner == token) & (M.state == "outgoing") & M.id.in_(sent)
@@ -80,14 +85,15 @@ def apply_claim(host, token: str, now, servers, notified: bool, deleted: bool, k
          .where(N.id.in_(M.select(M.notification_id).where(mine & M.notification_id.is_null(False))))
          .execute())
     if deleted:
-        M.delete().where(mine & M.auto_delete).execute()
+        applied += M.delete().where(mine & M.auto_delete).execute()
     for name in sorted(set(kept)):
         by = J.select(J.mail_id).where(ours & (J.server == name))
-        (M.update(state="sent", sent_at=now, updated_at=now, attempts=M.attempts + 1, failure_type=None,
-                  failure_reason=None, next_attempt_at=None, server=name, lease_owner=None,
-                  lease_until=None, sending_since=None)
-         .where((M.lease_owner == token) & (M.state == "outgoing") & M.id.in_(by)).execute())
+        applied += (M.update(state="sent", sent_at=now, updated_at=now, attempts=M.attempts + 1,
+                             failure_type=None, failure_reason=None, next_attempt_at=None, server=name,
+                             lease_owner=None, lease_until=None, sending_since=None)
+                    .where((M.lease_owner == token) & (M.state == "outgoing") & M.id.in_(by)).execute())
     J.delete().where((J.token == token) if final else (ours & J.server.in_(servers))).execute()
+    return applied
 
 
 def forget(token: str) -> None:

@@ -62,8 +62,14 @@ class Ledger:
 
         def commit():
             with self.host.transaction():
-                journal.apply_claim(self.host, self.token, self.host.clock.now(), servers, notified,
-                                    deleted, kept, final)
+                applied = journal.apply_claim(self.host, self.token, self.host.clock.now(), servers,
+                                              notified, deleted, kept, final)
+                if applied < len({row.id for row, _, _ in sent}):
+                    # A mail whose claim was lost while its answer was awaited (another worker
+                    # took it over and put it aside as in doubt): its answer is the truth.
+                    late = Outcome()
+                    late.sent = sent
+                    write(self.host, late, self.token)
         self._retrying(commit)
         for ledger in ledgers:
             ledger.journaled = []
@@ -125,9 +131,11 @@ class Ledger:
             with host.transaction():
                 sent_info, failed_info = write(host, pending, token) if pending else ([], [])
                 if renew:
-                    held = M.update(lease_until=now + self.lease).where(M.lease_owner == token).execute()
-                    if held < len(self.owned):  # another worker took some over: forget them
-                        self.owned = {i for (i,) in M.select(M.id).where(M.lease_owner == token).tuples()}
+                    M.update(lease_until=now + self.lease).where(M.lease_owner == token).execute()
+                    # What another worker took over (this lease ran out before the renewal)
+                    # is no longer ours: read it back, since the sent mails' journal INSERT
+                    # checks nothing and relies on this (see `_journal_sent`).
+                    self.owned &= {i for (i,) in M.select(M.id).where(M.lease_owner == token).tuples()}
                 if mark is not None:
                     ours = journal.mark(host.db, token, now, mark.id)
                     if ours:
@@ -143,21 +151,18 @@ class Ledger:
         return ours
 
     def _journal_sent(self, pending, now, mark) -> tuple[list, bool]:
-        """One INSERT, one commit: the sent mail and `mark`'s in-flight time go to the journal
-        if the claim still holds them (applied with the batch, set-based). Returns (sent
-        info, whether `mark` is ours). A late answer for a mail put aside meanwhile takes the
-        general path (`write`)."""
+        """One INSERT, one commit: the sent mail and `mark`'s in-flight time go to the
+        journal (applied with the batch, set-based). `_commit` has checked that the ledger
+        holds `mark`, and no renewal is due: the claim was renewed (or taken) less than a
+        third of a lease ago, so no other worker can hold its mails. Returns (sent info,
+        True)."""
         row, name, reply = pending.sent[0]
-        journaled = journal.append(self.host.db, self.token, now, row.id, name,
-                                   mark.id if mark is not None else None)
-        self.journal_ids |= journaled
-        info = [dict(info_of(row), server=name, reply=reply, deleted=row.auto_delete)]
-        if row.id in journaled:
-            self.journaled.append(pending.sent[0])
-        else:
-            with self.host.transaction():
-                info, _ = write(self.host, pending, self.token)
-        return info, mark is None or mark.id in journaled
+        journal.append(self.host.db, self.token, now, row.id, name, mark.id if mark is not None else None)
+        self.journal_ids.add(row.id)
+        if mark is not None:
+            self.journal_ids.add(mark.id)
+        self.journaled.append(pending.sent[0])
+        return [dict(info_of(row), server=name, reply=reply, deleted=row.auto_delete)], True
 
     def still_ours(self, row) -> bool:
         """Right before the data goes out: after a long pause since the mark (a stopped
