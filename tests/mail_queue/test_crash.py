@@ -137,7 +137,8 @@ def test_a_worker_killed_mid_batch_leaves_its_sent_mails_in_the_journal_and_the_
         assert len(journaled) >= 15 and journaled <= delivered
         assert all(rows[r].state == "outgoing" and rows[r].lease_owner for r in journaled)  # not applied yet
         listed = {r["email_to"]: r for r in json.loads(cli_run(host, "queue", "list", "--json").output)}
-        assert {r for r, row in listed.items() if row["state"] == "sent"} == journaled  # as the operator sees it
+        applied = {r for r, m in rows.items() if m.state == "sent"}  # written directly (at a lease renewal)
+        assert {r for r, row in listed.items() if row["state"] == "sent"} == journaled | applied  # as the operator sees it
         assert all(listed[r]["server"] and listed[r]["sent_at"] for r in journaled)
         one = sorted(journaled)[0]
         shown = json.loads(cli_run(host, "queue", "show", str(rows[one].id), "--json").output)
@@ -152,7 +153,7 @@ def test_a_worker_killed_mid_batch_leaves_its_sent_mails_in_the_journal_and_the_
     assert all(set(mids) == {wanted[r]} for r, mids in got.items())  # a repeat keeps its Message-Id
     twice = {r for r, mids in got.items() if len(mids) > 1}
     print(f"re-sent after a kill mid-batch ({db_url.split(':')[0]}): {sorted(twice)}, in flight: {sorted(flying)}")
-    assert twice <= flying and not twice & journaled  # nothing the journal had as sent went again
+    assert twice <= flying and not twice & (journaled | applied)  # nothing recorded as sent went again
     assert set(states.values()) == {"sent"} and left_in_journal == 0
 
 
