@@ -26,6 +26,10 @@ from .settings import LINE_TOO_LONG, TOO_BIG
 TRANSACTION = frozenset({"MAIL", "RCPT", "DATA", "QUIT", "BDAT"})
 XFORWARD_ATTRS = ("NAME", "ADDR", "PORT", "PROTO", "HELO", "IDENT", "SOURCE")
 _XTEXT = re.compile(r"\+([0-9A-Fa-f]{2})")
+# (argument, local part limit) -> aiosmtpd's (address, rest); an argument is at most a
+# command line (512 bytes), so this stays within a few megabytes.
+_ADDRESSES: dict = {}
+_ADDRESSES_MAX = 4096
 
 
 def xtext_decode(value: str) -> str:
@@ -70,6 +74,20 @@ class _Guarded:
             self._admitted = False
             self.event_handler.release(self)
         super().connection_lost(error)
+
+    def _getaddr(self, arg):
+        """aiosmtpd's parse of a MAIL FROM / RCPT TO argument, remembered per argument: the
+        email package's address parser was a third of the event loop's time, and the same
+        senders and recipients come back all day (an MTA in front relays them over and
+        over). The answer depends on the argument and the local part limit only."""
+        key = (arg, self.local_part_limit)
+        found = _ADDRESSES.get(key)
+        if found is None:
+            found = super()._getaddr(arg)
+            if len(_ADDRESSES) >= _ADDRESSES_MAX:  # many different ones: start again
+                _ADDRESSES.clear()
+            _ADDRESSES[key] = found
+        return found
 
     async def smtp_XFORWARD(self, arg):
         """Postfix XFORWARD: `XFORWARD ADDR=192.0.2.7 NAME=mx.client.test ...`."""

@@ -166,3 +166,27 @@ def test_postgresql_going_away_mid_session_answers_451_and_nothing_is_half_store
         assert client.data(message())[0] == 250
     host.db.close()
     assert Record.select().count() == 1
+
+
+ADDRESS_ARGUMENTS = ["<support@example.com>", "<support@example.com> NOTIFY=NEVER", "support@example.com",
+                     "<a b@example.com>", "<support@example.com", "<>", "<\"quoted local\"@example.com>",
+                     "<x@[127.0.0.1]>", "<@relay.test:support@example.com>", "<support@@example.com>"]
+
+
+@pytest.mark.parametrize("arg", ADDRESS_ARGUMENTS)
+def test_an_address_argument_parses_as_aiosmtpd_parses_it_every_time(host, arg):
+    from aiosmtpd.smtp import SMTP
+    from postroom.plugins.inbound.protocol import GatewaySMTP
+    plain, ours = SMTP(None), GatewaySMTP(None)
+    assert ours._getaddr(arg) == plain._getaddr(arg)
+    assert ours._getaddr(arg) == plain._getaddr(arg)  # the remembered answer, the same
+
+
+def test_a_malformed_recipient_is_refused_on_every_try_and_a_good_one_accepted(host, gateway):
+    service = gateway(host)
+    with smtp(service) as client:
+        for _ in range(3):
+            client.mail("ann@client.test")
+            assert client.docmd("RCPT TO:<support@@example.com>")[0] == 553
+            assert client.rcpt("support@example.com")[0] == 250
+            client.rset()
