@@ -94,13 +94,25 @@ def _column_values(field, values) -> list:
     return out
 
 
-def ids_in(field, ids):
-    """`field IN (ids)` for integer ids, the ids written into the SQL as literals: peewee
-    compiling one parameter per id cost more than the UPDATE it served (5 ms for 500 ids).
-    Anything but an integer is refused, so nothing else reaches the SQL text."""
-    if not ids:
-        return field.in_([])
-    return field.in_(pw.SQL("(" + ",".join(str(operator.index(i)) for i in ids) + ")"))
+def update_ids(model, ids, values: dict, where: str = "", params=()) -> int:
+    """UPDATE `model` SET `values` ({field: value}, each through the field's `db_value`) for
+    the rows whose id is one of `ids` (also matching `where`, raw SQL with `{p}` for each
+    of `params`, when given); returns the rows changed. One statement per CHUNK ids, its
+    SQL written directly: peewee compiling one parameter per id cost more than the UPDATE
+    (5 ms for 500 ids). The text depends only on the chunk's size, so the driver's
+    statement cache keeps one per size, not one per chunk."""
+    db = model._meta.database
+    fields = list(values)
+    assignments = ", ".join(f'"{f.column_name}" = {db.param}' for f in fields)
+    converted = [f.db_value(values[f]) for f in fields]
+    extra = f" AND ({where.format(p=db.param)})" if where else ""
+    key = model._meta.primary_key.column_name
+    changed = 0
+    for part in chunks(ids):
+        sql = (f'UPDATE "{model._meta.table_name}" SET {assignments} WHERE "{key}" IN ('
+               + ", ".join([db.param] * len(part)) + ")" + extra)
+        changed += db.execute_sql(sql, converted + [operator.index(i) for i in part] + list(params)).rowcount
+    return changed
 
 
 def values_present(model, field, values, where: str = "", params=()) -> set:

@@ -5,7 +5,7 @@ import datetime as dt
 import peewee as pw
 
 from postroom.core import emails, tokens
-from postroom.core.db import chunks, ids_in
+from postroom.core.db import chunks, update_ids
 
 from .mails import UNSUBSCRIBE_PURPOSE, trace_of, unsubscribe_local
 from .models import Blacklist, BounceEvent, Trace
@@ -20,15 +20,14 @@ def _trace_ids(mails) -> list[int]:
 
 
 def mails_sent(host, mails) -> None:
-    """Outgoing traces of the sent mails → `sent`, one UPDATE per chunk."""
+    """Outgoing traces of the sent mails → `sent`, one UPDATE per chunk (`core.db.update_ids`)."""
     ids = _trace_ids(mails)
     if not ids:
         return
     now = host.clock.now()
     with host.transaction():
-        for part in chunks(ids):
-            (Trace.update(status="sent", sent_at=now, updated_at=now)
-             .where(ids_in(Trace.id, part) & (Trace.status == "outgoing")).execute())
+        update_ids(Trace, ids, {Trace.status: "sent", Trace.sent_at: now, Trace.updated_at: now},
+                   '"status" = {p}', ("outgoing",))
 
 
 def mails_failed(host, mails) -> None:

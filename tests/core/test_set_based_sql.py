@@ -1,10 +1,10 @@
-"""core.db's hand-written set-based statements (insert_rows, values_present, ids_in) store
+"""core.db's hand-written set-based statements (insert_rows, values_present, update_ids) store
 and find what peewee's own statements would, on both engines."""
 import datetime as dt
 
 import pytest
 
-from postroom.core.db import CHUNK, ids_in, insert_rows, values_present
+from postroom.core.db import CHUNK, insert_rows, update_ids, values_present
 from postroom.core.models import Partner, Record
 
 
@@ -69,12 +69,18 @@ def test_values_present_names_only_the_values_some_matching_row_holds(make_host,
                           ("P4", "P5")) == {"p4@example.com"}
 
 
-def test_ids_in_selects_by_integer_ids_and_refuses_anything_else(make_host, db_url):
+def test_update_ids_changes_only_the_named_rows_that_match(make_host, db_url):
     host = make_host(db_url=db_url)
-    ids = _partners(host, [(f"P{i}", None) for i in range(5)])
-    chosen = ids[1:4]
-    assert sorted(p.id for p in Partner.select().where(ids_in(Partner.id, chosen))) == chosen
-    assert list(Partner.select().where(ids_in(Partner.id, []))) == []
-    for bad in (["1) OR (1=1"], [1.5], ["3"]):
-        with pytest.raises(TypeError):
-            ids_in(Partner.id, bad)
+    ids = _partners(host, [(f"P{i}", None) for i in range(2 * CHUNK + 5)])
+    later = host.clock.now() + dt.timedelta(days=1)
+    chosen = ids[1:-1]  # more than one chunk
+    with host.transaction():
+        Partner.update(active=False).where(Partner.id == ids[2]).execute()
+        changed = update_ids(Partner, chosen, {Partner.name: "renamed", Partner.created_at: later,
+                                               Partner.message_bounce: 3}, '"active" = {p}', (True,))
+    assert changed == len(chosen) - 1
+    rows = {p.id: p for p in Partner.select()}
+    renamed = sorted(i for i, p in rows.items() if p.name == "renamed")
+    assert renamed == sorted(set(chosen) - {ids[2]})
+    assert all(rows[i].created_at == later and rows[i].message_bounce == 3 for i in renamed)
+    assert update_ids(Partner, [], {Partner.name: "nobody"}) == 0
