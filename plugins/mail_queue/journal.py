@@ -2,10 +2,12 @@
 the server's answer without rewriting the mail's row and its indexes for each mail.
 
 Each answer appends one small statement: the mail just sent (`sent`, with its server) and
-the mail handed to SMTP next (`sending`, its in-flight mark), both only for mails the claim
-still holds (the statement reads lease_owner, as the UPDATE it replaces checked it). The
-journal has no key and no index, so the append writes one page; changing the mail's state
-touched the row and three state indexes (measured on SQLite: 40 us against 200 us a mail).
+the mail handed to SMTP next (`sending`, its in-flight mark). The append reads nothing: the
+ledger appends only while its claim was renewed less than a third of a lease ago (so no
+other worker can hold those mails), and every reader matches a journal row to its mail's
+lease_owner, so a row whose claim was lost is never applied. The journal has no key and
+no index, so the append writes one page; changing the mail's state touched the row and
+three state indexes (measured on SQLite: 18-24 us against 97-104 us a mail).
 
 Its rows are applied to mail_queue_mail set-based, by the claim itself (`ledger.Ledger`:
 at the end of its batch, and every APPLY_EVERY seconds of a long one), or, when the worker
