@@ -1,9 +1,10 @@
 """The ledger of one claim's progress: each mail's outcome made durable right after the
 server's answer (while the server reads the next mail's commands), so a crash repeats at
 most the mail in flight. A sent mail, the common case, is appended to the outcome journal
-(`journal.py`) with the next mail's in-flight mark, in one statement that also checks the
-claim still holds them; the journal is applied to the mails set-based at the end of the
-batch. Every third of a lease the ledger renews the claim."""
+(`journal.py`) with the next mail's in-flight mark, in one statement, while the claim was
+renewed less than a third of a lease ago (so no other worker can hold them); the journal
+is applied to the mails set-based at the end of the batch. Every third of a lease the
+ledger renews the claim and reads back what it still holds."""
 import collections
 import time
 
