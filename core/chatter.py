@@ -38,6 +38,18 @@ def email_channel_enabled(host) -> bool:
     return bool(host.hook.postroom_email_channel(host=host))
 
 
+def notification_kind_sql(email_channel: bool, partner: str = "") -> tuple[str, str]:
+    """SQL for a new notification's (type, status) from its partner's row (`partner`: the
+    table's alias and a dot, if the query names one): a partner who wants email gets an
+    email notification ready for the queue when an email channel is on (mail_queue), every
+    other an inbox one, already delivered. One rule for every set-based fan-out."""
+    if not email_channel:
+        return "'inbox'", "'sent'"
+    wants = f"""{partner}"notification_type" = 'email'"""
+    return (f"CASE WHEN {wants} THEN 'email' ELSE 'inbox' END",
+            f"CASE WHEN {wants} THEN 'ready' ELSE 'sent' END")
+
+
 def post_message(host, record: Record, body: str, subject: str | None = None,
                  author: Partner | None = None, email_from: str | None = None,
                  partner_ids=(), note: bool = False, message_type: str = "comment",
@@ -135,11 +147,7 @@ def _fan_out(db, message, record, author, partner_ids, note, email_channel, now,
     if author is not None:
         condition += f' AND "id" <> {p}'
         params.append(author.id)
-    if email_channel:
-        kind = """CASE WHEN "notification_type" = 'email' THEN 'email' ELSE 'inbox' END"""
-        status = """CASE WHEN "notification_type" = 'email' THEN 'ready' ELSE 'sent' END"""
-    else:
-        kind, status = "'inbox'", "'sent'"
+    kind, status = notification_kind_sql(email_channel)
     sql = ('INSERT INTO "notification" ("message_id", "partner_id", "notification_type", "status", '
            f'"is_read", "updated_at") SELECT {p}, "id", {kind}, {status}, {p}, {p} FROM "partner" '
            f"WHERE {condition}")

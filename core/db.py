@@ -160,16 +160,26 @@ def select_first(model, sql: str, params=(), memo: dict | None = None):
     `memo` (a dict the caller keeps, for rows it only reads): a row read again with the
     same values gives the instance built the first time (building one cost more than the
     query: the row is still read each time, so nothing is stale)."""
+    names, rows = _read(model, sql, params, one=True)
+    if not rows:
+        return None
+    return _instance(model, names, rows[0]) if memo is None else _remembered(memo, model, names, rows[0])
+
+
+def _read(model, sql: str, params, one: bool):
+    """(column names, rows) of a hand-written SELECT on `model`'s database: the first row
+    only with `one`."""
     db = model._meta.database
     cursor = db.execute_sql(sql.format(p=db.param), params)
     try:
-        row = cursor.fetchone()
-        names = [d[0] for d in cursor.description or ()]
+        if one:
+            row = cursor.fetchone()
+            rows = [] if row is None else [row]
+        else:
+            rows = cursor.fetchall()
+        return [d[0] for d in cursor.description or ()], rows
     finally:
         cursor.close()  # ends SQLite's read of it now, not when the cursor is collected
-    if row is None:
-        return None
-    return _instance(model, names, row) if memo is None else _remembered(memo, model, names, row)
 
 
 def _remembered(memo, model, names, row):
@@ -190,13 +200,7 @@ _MEMO_MAX = 10_000
 
 def select_all(model, sql: str, params=(), memo: dict | None = None) -> list:
     """Every `model` row of a hand-written SELECT (see `select_first`, and its `memo`)."""
-    db = model._meta.database
-    cursor = db.execute_sql(sql.format(p=db.param), params)
-    try:
-        rows = cursor.fetchall()
-        names = [d[0] for d in cursor.description or ()]
-    finally:
-        cursor.close()
+    names, rows = _read(model, sql, params, one=False)
     if memo is not None:
         return [_remembered(memo, model, names, row) for row in rows]
     return [_instance(model, names, row) for row in rows]

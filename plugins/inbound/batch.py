@@ -277,11 +277,7 @@ def _fan_out(host, message_ids, subtype, now) -> dict:
     subscribed = f'{find}(f."subtypes", {p}) > 0'
     if subtype.default:
         subscribed = f'(f."subtypes" IS NULL OR {subscribed})'
-    if chatter.email_channel_enabled(host):
-        kind = """CASE WHEN pa."notification_type" = 'email' THEN 'email' ELSE 'inbox' END"""
-        status = """CASE WHEN pa."notification_type" = 'email' THEN 'ready' ELSE 'sent' END"""
-    else:
-        kind, status = "'inbox'", "'sent'"
+    kind, status = chatter.notification_kind_sql(chatter.email_channel_enabled(host), "pa.")
     sql = ('INSERT INTO "notification" ("message_id", "partner_id", "notification_type", "status", '
            f'"is_read", "updated_at") SELECT m."id", pa."id", {kind}, {status}, {p}, {p} '
            'FROM "message" m JOIN "follower" f ON f."record_id" = m."record_id" '
