@@ -15,16 +15,21 @@ trusted code (Odoo renders with a restricted engine for the same reason).
 `compile_template` refuses what does not compile or names an unknown variable (with the
 line); `render` raises `TemplateFailure` (an `InvalidInput`) with the line and the reason.
 A `Renderer` renders many times with the same limits (a campaign batch: three parts per
-recipient), each recipient's values one mapping that every part reads.
+recipient), each recipient's values one mapping that every part reads. A template that is
+only text and `{{ name }}` / `{{ name.key }}` outputs (a mail merge: most campaigns) is
+rendered by joining its pieces (`_plan`), with what Jinja2 would output for them; any other
+value, or a name missing, goes through Jinja2 (which then gives the answer or the error).
 """
 import ctypes
 import functools
+import re
 import threading
 import time
 
 import jinja2
 import jinja2.meta
 import jinja2.nodes
+import markupsafe
 from jinja2.sandbox import SandboxedEnvironment, SecurityError, safe_range
 
 from .errors import InvalidInput
@@ -143,9 +148,72 @@ def _compiled(source: str, label: str, known: frozenset | None, html: bool, max_
         # A plain dict, not jinja's ChainMap over the environment's globals (which never
         # change here): every render copies the globals, and a ChainMap copy cost half of
         # a short template's render (a campaign renders three per recipient).
-        return env.template_class.from_code(env, code, dict(env.make_globals(None)))
+        template = env.template_class.from_code(env, code, dict(env.make_globals(None)))
     except jinja2.TemplateError as exc:
         raise _failure(label, exc, label) from None
+    template.postroom_plan = _plan(tree)
+    return template
+
+
+def _lookup(node) -> tuple | None:
+    """("contact", "name") for `contact.name` (any depth of attributes on a name), else None."""
+    keys = []
+    while isinstance(node, jinja2.nodes.Getattr):
+        keys.append(node.attr)
+        node = node.node
+    if not isinstance(node, jinja2.nodes.Name) or node.ctx != "load":
+        return None
+    return (node.name, *reversed(keys))
+
+
+def _plan(tree) -> tuple | None:
+    """The template as pieces when it is only text and outputs of names and their
+    attributes: its text (str, as Jinja2 emits it: after whitespace control, never
+    escaped) and lookups (tuples). None for anything else (filters, tags, expressions):
+    those render through Jinja2."""
+    pieces = []
+    for node in tree.body:
+        if not isinstance(node, jinja2.nodes.Output):
+            return None
+        for child in node.nodes:
+            if isinstance(child, jinja2.nodes.TemplateData):
+                pieces.append(child.data)
+                continue
+            lookup = _lookup(child)
+            if lookup is None:
+                return None
+            pieces.append(lookup)
+    return tuple(pieces)
+
+
+_MISSING = object()
+_SPECIAL = re.compile(r"[&<>'\"]")  # what markupsafe.escape replaces
+
+
+def _joined(plan: tuple, namespace: dict, html: bool) -> str | None:
+    """A planned template's output: each value as Jinja2 outputs it (escaped for HTML), when
+    every value is found and is a string or an int read from plain dicts (what the sandbox's
+    `getattr` reads first); else None, and Jinja2 renders it (a missing name is then its
+    error, an object its own lookup)."""
+    out = []
+    for piece in plan:
+        if type(piece) is str:
+            out.append(piece)
+            continue
+        value = namespace.get(piece[0], _MISSING)
+        for key in piece[1:]:
+            if type(value) is not dict:
+                return None
+            value = value.get(key, _MISSING)
+        if type(value) is str:
+            # markupsafe's escape only when there is something to escape (its Markup
+            # object cost more than the rest of the lookup).
+            out.append(str(markupsafe.escape(value)) if html and _SPECIAL.search(value) else value)
+        elif type(value) is int:
+            out.append(str(value))
+        else:
+            return None
+    return "".join(out)
 
 
 @functools.lru_cache(maxsize=32)
@@ -221,6 +289,16 @@ class Renderer:
     def render(self, template: jinja2.Template, namespace: dict, label: str) -> str:
         """Render within the output and time limits; TemplateFailure (with the line)."""
         max_output = self.max_output
+        plan = getattr(template, "postroom_plan", None)
+        if plan is not None:
+            # Text and lookups only: no loop, so no time limit to watch; the output is
+            # bounded by its values' sizes, checked once joined.
+            text = _joined(plan, namespace, template.environment.autoescape)
+            if text is not None:
+                if len(text) > max_output:
+                    raise TemplateFailure(f"template {label}: output larger than {max_output} characters "
+                                          f"(template_max_output)")
+                return text
         # shared=True: the namespace is the context's parent as it is (jinja would copy
         # globals and values into a new dict for every render).
         context = template.new_context(namespace, shared=True)

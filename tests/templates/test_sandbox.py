@@ -107,3 +107,44 @@ def test_a_renderer_stops_a_template_that_loops_for_ever(host):
     assert time.monotonic() - started < 5
     assert renderer.render(templates.compile_template(host, "{{ contact.email }}", "body"),
                            renderer.namespace(**CONTEXT), "body") == "ann@example.org"
+
+
+MERGE_VALUES = {"contact": {"name": "Ann <Smith> & \"Co\" 'x'", "email": "ann@example.org"},
+                "campaign": {"subject": "Ünïcode news", "id": 42},
+                "shop": {"address": {"city": "Zürich"}, "tags": ["a", "b"], "open": True, "owner": None,
+                         "rating": 4.5},
+                "unsubscribe_url": "https://example.com/u/t1-abc?x=1&y=2"}
+
+
+@pytest.mark.parametrize("source", [
+    "<p>Dear {{ contact.name }} ({{ contact.email }})</p>",
+    "{{ campaign.subject }} #{{ campaign.id }}\n",
+    '<a href="{{ unsubscribe_url }}">Unsubscribe</a> from {{ shop.address.city }}',
+    "  {{- contact.name -}}  \n{# a comment #}{% raw %}{{ not a name }}{% endraw %}\n\n",
+    "{{ shop.tags }} {{ shop.open }} {{ shop.owner }} {{ shop.rating }}",  # not str/int: Jinja2's own
+    "plain text, no names",
+    "",
+])
+@pytest.mark.parametrize("html", [True, False])
+def test_a_mail_merge_template_renders_exactly_what_jinja_renders(host, source, html):
+    renderer = templates.Renderer(host)
+    template = templates.compile_template(host, source, "body", html=html)
+    namespace = renderer.namespace(**MERGE_VALUES)
+    assert renderer.render(template, namespace, "body") == template.render(namespace)
+
+
+def test_a_mail_merge_template_is_joined_without_jinja_and_refuses_what_jinja_refuses(host):
+    merge = templates.compile_template(host, "Hi {{ contact.name }}\n{{ contact.phone }}", "body")
+    assert merge.postroom_plan is not None
+    assert templates.compile_template(host, "{{ contact.name|upper }}", "body").postroom_plan is None
+    assert templates.compile_template(host, "{% if 1 %}x{% endif %}", "body").postroom_plan is None
+    renderer = templates.Renderer(host)
+    with pytest.raises(TemplateFailure, match=r"body, line 2: .*'phone'"):
+        renderer.render(merge, renderer.namespace(**CONTEXT), "body")
+    # Attribute access stays refused as the sandbox refuses it, a key of that name aside.
+    unsafe = templates.compile_template(host, "{{ contact.__class__ }}", "body")
+    with pytest.raises(TemplateFailure, match="unsafe"):
+        renderer.render(unsafe, renderer.namespace(**CONTEXT), "body")
+    big = templates.compile_template(host, "{{ contact.name }}{{ contact.name }}", "body")
+    with pytest.raises(TemplateFailure, match="output larger than 100000"):
+        renderer.render(big, renderer.namespace(contact={"name": "x" * 60000}), "body")
