@@ -182,3 +182,29 @@ def test_a_variable_set_in_the_subject_does_not_reach_the_body(mk, run, sink, tm
     html = r.message.get_body(("html",)).get_content()
     assert r.message["Subject"] == "News for Ann"
     assert "evil.example" not in html and 'href="mailto:unsubscribe+t' in html
+
+
+def test_each_recipient_s_text_part_carries_their_name_and_keeps_the_links(mk, run, sink, tmp_path, db_url):
+    host = mk(db_url=db_url, extra=[ShopContext()])
+    make_list(run, host, tmp_path, "news", ["ann@example.org,Ann <Smith> & Co", "bob@example.org,Bob"])
+    cid = create(run, host, tmp_path,
+                 "<h1>{{ campaign.subject }}</h1><p>Hello {{ contact.name }}, from {{ shop.name }}.</p>"
+                 '<p>See <a href="https://shop.example/offers?for={{ contact.email }}">our offers</a>, '
+                 "{{ contact.name|upper }}.</p>"
+                 '<p><a href="{{ unsubscribe_url }}">Unsubscribe</a></p>')
+    run(host, "campaign", "send", cid)
+    drain(host)
+    got = {r.rcpt_tos[0]: r.message for r in sink.wait_for(2)}
+    for address, name in (("ann@example.org", "Ann <Smith> & Co"), ("bob@example.org", "Bob")):
+        message = got[address]
+        token = message["List-Unsubscribe"].split("unsubscribe+")[1].split("@")[0]
+        text = message.get_body(("plain",)).get_content()
+        assert f"News for {name}" in text and f"Hello {name}, from ACME Tools." in text
+        assert f"our offers <https://shop.example/offers?for={address}>, {name.upper()}." in text
+        assert f"Unsubscribe <mailto:unsubscribe+{token}@" in text
+        html = message.get_body(("html",)).get_content()
+        def escaped(text):
+            return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+        assert f"Hello {escaped(name)}, from ACME Tools." in html and f"{escaped(name.upper())}." in html
+        assert f'href="https://shop.example/offers?for={address}"' in html
+        assert f'href="mailto:unsubscribe+{token}@' in html
