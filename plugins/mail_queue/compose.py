@@ -26,7 +26,7 @@ from email.message import MIMEPart
 from postroom.core import attachments, emails
 from postroom.core.html import to_text
 
-from . import signing
+from . import signing, textpack
 
 _HEADER_NAME = re.compile(r"^[!-9;-~]+$")  # RFC 5322 ftext: printable ASCII except ':'
 # Headers Postroom writes itself; an enqueuer's `headers` may not replace them.
@@ -130,8 +130,9 @@ def _alternative(body_html: str, body_text: str | None, base: bytes, related=())
 @functools.lru_cache(maxsize=256)
 def body_part(body_html: str, body_text: str | None = None) -> bytes:
     """MIME-Version, Content-Type and the multipart/alternative body (text derived from the
-    HTML when not given), built once per body. The result parses back with `email` into
-    the same parts (tests check it)."""
+    HTML when not given; `body_text` as the queue stores it, see textpack), built once per
+    body. The result parses back with `email` into the same parts (tests check it)."""
+    body_text = textpack.unpack(body_html, body_text)
     return b"MIME-Version: 1.0\r\n" + _alternative(body_html, body_text, _boundary(body_html, body_text))
 
 
@@ -193,11 +194,13 @@ def body_with_files(host, body_html: str, specs: tuple, body_text: str | None = 
     """The MIME body with its attachments: multipart/mixed around the text/HTML
     alternative, inline images (with a Content-ID) in a multipart/related beside the HTML
     (no mixed part when every file is inline). Each file is encoded once and its part
-    reused for every body; a body is assembled once and reused for every recipient."""
+    reused for every body; a body is assembled once and reused for every recipient.
+    `body_text` as the queue stores it (see textpack)."""
     key = (body_html, specs, body_text)
     if key in _WITH_FILES:
         _WITH_FILES.move_to_end(key)
         return _WITH_FILES[key]
+    body_text = textpack.unpack(body_html, body_text)
     base = _boundary(body_html, body_text, specs)
     related = [_file_part(host, s) for s in specs if _inline(s)]
     files = [_file_part(host, s) for s in specs if not _inline(s)]

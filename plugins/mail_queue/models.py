@@ -25,7 +25,9 @@ class OutgoingMail(BaseModel):
     recipient_name = pw.CharField(max_length=256, null=True)
     subject = pw.CharField(max_length=998, null=True)
     body_html = pw.TextField(default="")
-    body_text = pw.TextField(null=True)  # the text/plain part; None: derived from body_html
+    # The text/plain part; None: derived from body_html. Stored deflated against body_html
+    # when that is shorter (textpack: compose reads it back).
+    body_text = pw.TextField(null=True)
     headers = JSONField(null=True)
     attachment_ids = JSONField(null=True)  # [core Attachment id, ...], held by the enqueuer
     message_id = pw.CharField(max_length=512)

@@ -11,7 +11,7 @@ from postroom.core.db import insert_rows as db_insert_rows
 from postroom.core.errors import InvalidInput
 from postroom.core.models import Message, Notification, Partner
 
-from . import compose, sending
+from . import compose, sending, textpack
 from .addressing import catchall, default_from, reply_to_for
 from .models import OutgoingMail
 from .settings import ACTION_CODE, ATTACHMENT_HOLDER, lifetime
@@ -62,8 +62,9 @@ def _row(host, mail: dict, now, from_default, expires_default, reply_default) ->
     reply_to = mail.get("reply_to") or reply_default
     emails.check_header_text("Reply-To", reply_to)
     start = max(now, scheduled) if scheduled else now
+    body_html = mail.get("body_html") or ""
     return {"email_to": address, "recipient_name": name or None, "subject": subject,
-            "body_html": mail.get("body_html") or "", "body_text": mail.get("body_text") or None,
+            "body_html": body_html, "body_text": textpack.pack(body_html, mail.get("body_text") or None),
             "email_from": email_from,
             "headers": compose.check_headers(mail.get("headers")) or None, "ref": ref,
             "scheduled_at": scheduled, "message_id": message_id,
