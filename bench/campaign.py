@@ -27,7 +27,10 @@ each round (the phases of one round ran under the same load) and the median of t
 rounds is reported, with its spread (`*_spread`: lowest and highest round) and every
 round's figure (`*_rounds`); rates are the median of each phase's rounds.
 
-    python bench/campaign.py [--contacts N] [--repeat R] [--db URL] [--smtp HOST:PORT]
+With --profile DIR each phase runs under cProfile and leaves DIR/<phase>-<round>.prof
+(read with `python -m pstats`); its figures then are the profiled run's, not to compare.
+
+    python bench/campaign.py [--contacts N] [--repeat R] [--db URL] [--smtp HOST:PORT] [--profile DIR]
 """
 import argparse
 import json
@@ -146,13 +149,17 @@ def phase_campaign(work, db_url, smtp, n, body=BODY, subject="Benchmark news"):
             "peak_memory_mb_after_import": peak_after_import, "peak_memory_mb": peak_mb()}
 
 
-def run_phase(name, args, smtp):
+def run_phase(name, args, smtp, round_no=0):
     """Run one phase in a child process on its own database; returns its JSON result."""
     db_url = args.db
     if db_url and db_url.startswith("postgresql"):
         db_url = fresh_pg_database(db_url, name)
+    profile = []
+    if args.profile:
+        os.makedirs(args.profile, exist_ok=True)
+        profile = ["-m", "cProfile", "-o", os.path.join(args.profile, f"{name}-{round_no}.prof")]
     try:
-        out = subprocess.run([sys.executable, __file__, "--phase", name, "--contacts", str(args.contacts),
+        out = subprocess.run([sys.executable, *profile, __file__, "--phase", name, "--contacts", str(args.contacts),
                               "--smtp", smtp] + (["--db", db_url] if db_url else []),
                              check=True, capture_output=True, text=True)
     finally:
@@ -220,6 +227,7 @@ def main():
     parser.add_argument("--smtp", help="HOST:PORT of a sink already running")
     parser.add_argument("--repeat", type=int, default=5,
                         help="rounds of the three phases, interleaved; the median round is reported, with the spread")
+    parser.add_argument("--profile", metavar="DIR", help="run each phase under cProfile, its stats in DIR")
     parser.add_argument("--phase", choices=("drain", "campaign", "personal"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.phase:
@@ -240,7 +248,7 @@ def main():
             # always last, so neither the machine warming up nor load coming and going
             # favours it.
             for name in (("drain", "campaign", "personal") if i % 2 == 0 else ("personal", "campaign", "drain")):
-                runs[name].append(run_phase(name, args, smtp))
+                runs[name].append(run_phase(name, args, smtp, i))
     fig = _rounds(runs)
     campaign = runs["campaign"][0]
     print(json.dumps({
