@@ -65,3 +65,17 @@ def client_ports(pid: int, port: int) -> set[int]:
 def listens(pid: int, port: int) -> bool:
     """Whether `pid` holds a socket listening on local `port`."""
     return any(state == "0A" for state, _ in _tcp_rows(pid, port))
+
+
+def thread_cpu_seconds(native_id: int) -> float:
+    """User + system CPU seconds of one thread of this process (0 once it is gone)."""
+    return cpu_seconds_of(f"/proc/self/task/{native_id}/stat")
+
+
+def cpu_seconds_of(path: str) -> float:
+    try:
+        with open(path) as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / TICK

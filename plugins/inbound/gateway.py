@@ -5,7 +5,10 @@ on a small thread pool through `loop.run_in_executor`, each thread with its own 
 to the host's database. After DATA a pool thread parses the message and checks its sender;
 the one writer thread (`writer.GroupWriter`) then stores it together with the other
 messages waiting, one savepoint each in one transaction. A DATA reply is sent once the
-outcome is committed. The limits on
+outcome is committed. On SQLite an RCPT that reads alone accepts (an alias, the catchall,
+the bounce address, within the loop limits) is answered on the loop itself, from its own
+connection, which never waits for a lock (see `_accepted_here`): the pool's round trip for
+it, two thread switches under the GIL, was as long as the read. The limits on
 strangers (connections, session length, idle commands, tarpit) are decided on the loop
 from in-memory counters, without touching the database.
 """
@@ -75,6 +78,8 @@ class GatewayHandler:
         self.per_peer = collections.Counter()
         self.refusals = RefusalLog(s.refusal_burst, s.tarpit_refusals, s.tarpit_minutes)
         self.large_lane = asyncio.Semaphore(1)  # see handle_DATA
+        # See `_accepted_here`; with no pool (a handler run on its own) everything is asked inline.
+        self.rcpt_on_loop = getattr(host.db, "engine", "") == "sqlite" and executor is not None
 
     # --- limits on strangers, decided on the loop thread --------------------------------
 
@@ -242,6 +247,11 @@ class GatewayHandler:
             return "250 2.1.5 Ok (duplicate recipient: delivered once)"
         if len(envelope.rcpt_tos) >= self.settings.max_recipients:
             return TOO_MANY_RCPT
+        if self.rcpt_on_loop:
+            line = self._accepted_here(envelope.mail_from or "", address, self.client_of(session))
+            if line is not None:
+                envelope.rcpt_tos.append(address)
+                return line
         try:
             line = await self._db(self._rcpt, self._peer(session), envelope.mail_from or "", address,
                                   self.client_of(session), self.is_trusted(session), retry=True)
@@ -251,6 +261,34 @@ class GatewayHandler:
         if line.startswith("250"):
             envelope.rcpt_tos.append(address)
         return line
+
+    def _accepted_here(self, mail_from, address, client) -> str | None:
+        """The 250 line for an address the database accepts by reads alone, asked on the
+        loop thread (SQLite only: a local file, no network), else None and the pool asks
+        (`_rcpt`): a refusal is written down, a plugin's claim may do anything. The loop's
+        connection waits for no lock (busy timeout 0): a database locked for a while (a
+        migration, an exclusive lock) is the pool's to wait for, never the loop's."""
+        db = self.host.db
+        try:
+            if db.is_closed():
+                db.connect()
+                db.execute_sql("PRAGMA busy_timeout = 0")
+            verdict = recipients.check(self.host, address, plugins=False)
+            if verdict is None or not verdict.accepted:
+                return None
+            if verdict.kind in ("alias", "catchall") and routing.loop_refusal(
+                    self.host, (mail_from or "").lower(), client=client):
+                return None
+            return verdict.line
+        except DB_ERRORS:
+            with contextlib.suppress(Exception):  # reconnect next time; the pool answers this one
+                db.close()
+            return None
+
+    def close_loop_connection(self):
+        """Close the loop thread's own connection (run on the loop: connections are per thread)."""
+        if not self.host.db.is_closed():
+            self.host.db.close()
 
     def _rcpt(self, peer, mail_from, address, client, trusted) -> str:
         verdict = recipients.check(self.host, address)
@@ -362,6 +400,10 @@ class GatewayHandler:
         return LOCAL_PROBLEM
 
 
+async def _call(fn):
+    return fn()
+
+
 def _fail(future, exc):
     if not future.done():
         future.set_exception(exc)
@@ -424,6 +466,10 @@ class GatewayService:
     def stop(self):
         if self.controller is not None:
             handler = self.controller.handler
+            if self.controller.loop.is_running():
+                with contextlib.suppress(Exception):  # best effort at shutdown
+                    asyncio.run_coroutine_threadsafe(_call(handler.close_loop_connection),
+                                                     self.controller.loop).result(timeout=10)
             self.controller.stop()
             self.controller = None
             if self.executor is not None:

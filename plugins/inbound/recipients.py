@@ -52,10 +52,11 @@ def unknown(address: str) -> Verdict:
     return Verdict(address, 550, f"5.1.1 <{address}>: Recipient address rejected: mailbox unavailable")
 
 
-def check(host, address: str, aliases: dict | None = None) -> Verdict:
+def check(host, address: str, aliases: dict | None = None, plugins: bool = True) -> Verdict | None:
     """The verdict for one RCPT address. Reads the database (aliases) and asks plugins;
     run it on a worker thread, never on the event loop. `aliases` ({local part: alias or
-    None}, from `find_aliases`) answers for the local parts it holds without a query."""
+    None}, from `find_aliases`) answers for the local parts it holds without a query.
+    With `plugins=False`, None instead of asking them (a plugin's claim may do anything)."""
     local, domain = split(address)
     if not local:
         return Verdict(address, 501, "5.1.3 Bad recipient address syntax")
@@ -81,6 +82,8 @@ def check(host, address: str, aliases: dict | None = None) -> Verdict:
                              memo=_ALIASES)
     if alias is not None:
         return Verdict(address, *ok, "alias", local, domain, alias=alias)
+    if not plugins:
+        return None
     handler = host.hook.postroom_inbound_recipient(host=host, local_part=local, domain=domain)
     if handler is not None:
         return Verdict(address, *ok, "claimed", local, domain, handler=handler)
