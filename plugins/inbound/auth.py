@@ -66,6 +66,12 @@ def _aligned(a: str, b: str) -> bool:
     return bool(a and b) and (a == b or a.endswith("." + b) or b.endswith("." + a))
 
 
+def looks_up(host, mail) -> bool:
+    """Whether `check` asks DNS for this mail (else it answers at once, from the mail alone)."""
+    from_domain = (mail.from_address or "").rpartition("@")[2]
+    return bool(from_domain) and _looked_up(host, from_domain)
+
+
 def check(host, mail, mail_from: str, client_ip: str, helo: str = "") -> AuthResult:
     """SPF for the envelope sender (or HELO) from `client_ip`, the DKIM signatures, and DMARC
     for the From domain. Network work: call it outside any database transaction."""

@@ -1,14 +1,14 @@
 """The SMTP/LMTP gateway on aiosmtpd.
 
-The event loop only speaks SMTP: every database touch (RCPT checks, routing, logging) runs
-on a small thread pool through `loop.run_in_executor`, each thread with its own connection
-to the host's database. After DATA a pool thread parses the message and checks its sender;
-the one writer thread (`writer.GroupWriter`) then stores it together with the other
-messages waiting, one savepoint each in one transaction. A DATA reply is sent once the
-outcome is committed. On SQLite an RCPT that reads alone accepts (an alias, the catchall,
+The event loop speaks SMTP; the database work (RCPT checks, routing, logging) runs on a
+small thread pool through `loop.run_in_executor`, each thread with its own connection to
+the host's database. On SQLite an RCPT that reads alone accept (an alias, the catchall,
 the bounce address, within the loop limits) is answered on the loop itself, from its own
 connection, which never waits for a lock (see `_accepted_here`): the pool's round trip for
-it, two thread switches under the GIL, was as long as the read. The limits on
+it, two thread switches under the GIL, cost more than the read. After DATA the one writer
+thread (`writer.GroupWriter`) parses the message and checks its sender (a pool thread
+does when that asks DNS), then stores it together with the other messages waiting, in
+one transaction. A DATA reply is sent once the outcome is committed. The limits on
 strangers (connections, session length, idle commands, tarpit) are decided on the loop
 from in-memory counters, without touching the database.
 """
@@ -332,12 +332,6 @@ class GatewayHandler:
         finally:
             session.xforward = {}  # XFORWARD names the client of one transaction
 
-    def _prepare(self, session, envelope, rcpts, spool):
-        spool.seek(0)
-        return routing.prepare(self.host, peer=self._peer(session), mail_from=envelope.mail_from or "",
-                               rcpts=rcpts, data=spool.read(), client=self.client_of(session),
-                               helo=self._helo(session))
-
     def _store(self, received):
         with self.host.offloading():  # see _deliver
             return routing.store(self.host, received, self.lmtp)
@@ -374,20 +368,39 @@ class GatewayHandler:
         return self._answer(results)
 
     def _prepare_and_store(self, session, envelope, rcpts, spool) -> asyncio.Future:
-        """The future of a small message's outcome: a pool thread parses it and hands it
-        straight to the writer, so the loop wakes once for the answer, not also in between."""
+        """The future of a small message's outcome: the writer parses it before storing it
+        with its batch (`parse_for_writer`), so the loop wakes once for the answer and no
+        other thread in between, unless the sender's authentication needs DNS."""
         loop = asyncio.get_running_loop()
-        answered = loop.create_future()
+        spool.seek(0)  # read here: the spool is closed when the session goes
+        job = _Job(self._peer(session), envelope.mail_from or "", rcpts, spool.read(), self.client_of(session),
+                   self._helo(session), loop, loop.create_future())
+        self.writer.submit_from(loop, lambda: self._store(job.received), job.answered, payload=job)
+        return job.answered
 
-        def prepare():
-            try:
-                received = self._prepare(session, envelope, rcpts, spool)
-            except BaseException as exc:  # noqa: BLE001 - answered by handle_DATA
-                loop.call_soon_threadsafe(_fail, answered, exc)
-                return
-            self.writer.submit_from(loop, lambda: self._store(received), answered, payload=received)
-        self.executor.submit(prepare)
-        return answered
+    def parse_for_writer(self, job):
+        """The writer's `prepare`: the Received to store for `job`, parsed on the writer
+        thread (CPU only, outside any transaction); None when its sender's authentication
+        asks DNS, which a pool thread does before handing it back to the writer (network
+        work must not hold up the writer's other messages)."""
+        if job.received is None:
+            job.received = routing.parsed(self.host, peer=job.peer, mail_from=job.mail_from, rcpts=job.rcpts,
+                                          data=job.data, client=job.client)
+            job.data = None  # kept as the parsed mail's raw bytes
+            if routing.looks_up(self.host, job.received):
+                self.executor.submit(self._authenticate, job)
+                return None
+            routing.authenticate(self.host, job.received, job.helo)
+        return job.received
+
+    def _authenticate(self, job):
+        """On a pool thread: the DNS work of `job`'s sender authentication, then back to the writer."""
+        try:
+            routing.authenticate(self.host, job.received, job.helo)
+        except BaseException as exc:  # noqa: BLE001 - answered by handle_DATA
+            job.loop.call_soon_threadsafe(_fail, job.answered, exc)
+            return
+        self.writer.submit_from(job.loop, lambda: self._store(job.received), job.answered, payload=job)
 
     def _answer(self, results) -> str:
         if self.lmtp:  # one reply per recipient, in RCPT order (RFC 2033)
@@ -398,6 +411,16 @@ class GatewayHandler:
         self.host.log.error("inbound session error: %s: %s", type(error).__name__, error,
                             exc_info=error)
         return LOCAL_PROBLEM
+
+
+class _Job:
+    """A small message on its way through the writer: what the loop read of it, then its parse."""
+    __slots__ = ("peer", "mail_from", "rcpts", "data", "client", "helo", "loop", "answered", "received")
+
+    def __init__(self, peer, mail_from, rcpts, data, client, helo, loop, answered):
+        self.peer, self.mail_from, self.rcpts, self.data = peer, mail_from, rcpts, data
+        self.client, self.helo, self.loop, self.answered = client, helo, loop, answered
+        self.received = None
 
 
 async def _call(fn):
@@ -453,7 +476,8 @@ class GatewayService:
         self.executor = concurrent.futures.ThreadPoolExecutor(self.workers, thread_name_prefix="inbound-db")
         self.large_executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="inbound-large")
         handler = GatewayHandler(self.host, self.lmtp, self.executor, self.large_executor)
-        handler.writer = self.writer = GroupWriter(self.host, batch_max=BATCH_MAX, store_many=handler.store_many)
+        handler.writer = self.writer = GroupWriter(self.host, batch_max=BATCH_MAX, store_many=handler.store_many,
+                                                   prepare=handler.parse_for_writer)
         limits = {"data_size_limit": self.settings.max_size, "timeout": self.settings.timeout,
                   "enable_SMTPUTF8": True, "decode_data": False, "ident": IDENT,
                   "hostname": self.host.config.primary_domain}

@@ -333,19 +333,44 @@ class Received:
 def prepare(host, *, peer="", mail_from="", rcpts=(), data=b"", client="", helo="") -> Received:
     """Parse `data` once and run the sender authentication (DNS work); touches no transaction,
     so it may run on any thread while another one writes."""
+    received = parsed(host, peer=peer, mail_from=mail_from, rcpts=rcpts, data=data, client=client)
+    authenticate(host, received, helo)
+    return received
+
+
+def parsed(host, *, peer="", mail_from="", rcpts=(), data=b"", client="") -> Received:
+    """`prepare`'s first half: `data` parsed, not yet authenticated (no network)."""
     asked = list(rcpts)
     received = Received(peer, mail_from, asked, unique_recipients(asked), client)
     try:
         try:
-            received.mail = mail = parse(data, host.config.domains, host.config.get("bounce").lower())
+            received.mail = parse(data, host.config.domains, host.config.get("bounce").lower())
         except Exception as exc:  # noqa: BLE001 - whatever the parser chokes on is the message's fault
             raise Unparseable() from exc
-        # DNS work, before any transaction opens. Bounces are judged by their tokens instead.
-        if mail_from and not is_daemon(mail_from):
-            received.auth_result = auth.check(host, mail, mail_from, client, helo)
     except (Unparseable, *UNPARSEABLE_ERRORS) as exc:
         received.error = exc
     return received
+
+
+def _authenticated(received) -> bool:
+    """Whether the sender of a parsed message is authenticated. Bounces are judged by their
+    tokens instead."""
+    return received.error is None and bool(received.mail_from) and not is_daemon(received.mail_from)
+
+
+def looks_up(host, received) -> bool:
+    """Whether `authenticate` asks DNS for this message (network: not on a thread others wait for)."""
+    return _authenticated(received) and auth.looks_up(host, received.mail)
+
+
+def authenticate(host, received: Received, helo="") -> None:
+    """`prepare`'s second half: the sender authentication, DNS work, before any transaction."""
+    if not _authenticated(received):
+        return
+    try:
+        received.auth_result = auth.check(host, received.mail, received.mail_from, received.client, helo)
+    except UNPARSEABLE_ERRORS as exc:
+        received.error = exc
 
 
 def store(host, received: Received, lmtp=False) -> list[tuple]:

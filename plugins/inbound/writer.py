@@ -17,6 +17,13 @@ With `store_many`, a batch whose messages all came with a payload is first store
 set-based (the inbound gateway's `batch.store_batch`); if that fails, each message's `fn`
 runs in its own savepoint as above.
 
+With `prepare`, each submission's payload is first passed through `prepare(payload)` on
+the writer thread, outside the transaction and the writers' turn: what it returns is
+stored; None means it took the submission elsewhere (it submits it again later, or settles
+its future itself). The gateway parses messages there: handing each one to a pool thread
+and from it to the writer cost more than the parse itself (two thread switches under
+the GIL).
+
 `fn` may therefore run twice (the first run rolled back, its after-commit work dropped
 with it): it must write only to the database.
 """
@@ -40,8 +47,10 @@ class GroupWriter:
     """`submit(fn)` runs `fn()` on the writer thread inside a savepoint of a shared
     transaction; the returned future completes after that transaction committed."""
 
-    def __init__(self, host, batch_max: int = 64, name: str = "inbound-db-writer", store_many=None):
+    def __init__(self, host, batch_max: int = 64, name: str = "inbound-db-writer", store_many=None,
+                 prepare=None):
         self.host = host
+        self.prepare = prepare  # see the module docstring
         # store_many(payloads) -> [result]: the whole batch at once, set-based, when every
         # message of it came with a payload; on any failure each `fn` runs in a savepoint.
         self.store_many = store_many
@@ -89,12 +98,30 @@ class GroupWriter:
                     item = self._queue.get_nowait()
                 except queue.Empty:
                     break
+            if self.prepare is not None:
+                batch = self._prepared(batch)
             if batch:
                 with self._turn:
                     self._commit(batch)
         if not self.host.db.is_closed():
             self.host.db.close()
         self._turn.close()
+
+    def _prepared(self, batch) -> list:
+        """The batch with each payload through `prepare`; a submission it fails on gets that
+        failure, one it takes elsewhere leaves the batch."""
+        kept = []
+        for fn, future, payload in batch:
+            if payload is not None:
+                try:
+                    payload = self.prepare(payload)
+                except Exception as exc:  # noqa: BLE001 - that message's own failure
+                    _settle([(future, False, exc)])
+                    continue
+                if payload is None:
+                    continue
+            kept.append((fn, future, payload))
+        return kept
 
     def _commit(self, batch):
         try:
