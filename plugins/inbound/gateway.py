@@ -2,10 +2,10 @@
 
 The event loop speaks SMTP; the database work (RCPT checks, routing, logging) runs on a
 small thread pool through `loop.run_in_executor`, each thread with its own connection to
-the host's database. On SQLite an RCPT that reads alone accept (an alias, the catchall,
-the bounce address, within the loop limits) is answered on the loop itself, from its own
-connection, which never waits for a lock (see `_accepted_here`): the pool's round trip for
-it, two thread switches under the GIL, cost more than the read. After DATA the one writer
+the host's database. On SQLite an RCPT the database accepts by reads alone (an alias,
+the catchall, the bounce address, within the loop limits) is answered on the loop itself,
+from its own connection, which never waits for a lock (see `_accepted_here`): the pool's
+round trip for it, two thread switches under the GIL, cost more than the read. After DATA the one writer
 thread (`writer.GroupWriter`) parses the message and checks its sender (a pool thread
 does when that asks DNS), then stores it together with the other messages waiting, in
 one transaction. A DATA reply is sent once the outcome is committed. The limits on
@@ -80,6 +80,7 @@ class GatewayHandler:
         self.large_lane = asyncio.Semaphore(1)  # see handle_DATA
         # See `_accepted_here`; with no pool (a handler run on its own) everything is asked inline.
         self.rcpt_on_loop = getattr(host.db, "engine", "") == "sqlite" and executor is not None
+        self._loop_connection = None  # the connection whose busy timeout was set to 0
 
     # --- limits on strangers, decided on the loop thread --------------------------------
 
@@ -270,9 +271,10 @@ class GatewayHandler:
         migration, an exclusive lock) is the pool's to wait for, never the loop's."""
         db = self.host.db
         try:
-            if db.is_closed():
-                db.connect()
+            connection = db.connection()  # the loop thread's own, opened on first use
+            if connection is not self._loop_connection:
                 db.execute_sql("PRAGMA busy_timeout = 0")
+                self._loop_connection = connection
             verdict = recipients.check(self.host, address, plugins=False)
             if verdict is None or not verdict.accepted:
                 return None

@@ -3,6 +3,8 @@
 aliases that trust the sender (a spoofed partner no longer passes)."""
 import json
 import socket
+import threading
+import time
 
 import dkim
 import pytest
@@ -124,3 +126,30 @@ def test_a_dns_timeout_is_a_temporary_failure_never_a_pass(inbound_host, gateway
         silent.close()
     assert code == 451 and b"4.7.5" in text and b"DNS timeout" in text
     assert Record.get().messages.count() == 0
+
+
+def test_a_sender_check_waiting_on_dns_holds_up_no_other_message(inbound_host, gateway):
+    """The writer parses and stores the messages; one whose sender check asks DNS waits for
+    it on a pool thread, and a message needing no lookup is answered meanwhile."""
+    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    silent.bind(("127.0.0.1", 0))  # takes the queries and never answers
+    try:
+        host = inbound_host(dns_resolver=f"127.0.0.1:{silent.getsockname()[1]}", dns_timeout="1")
+        aliases.add_alias(host, "support", "generic")
+        service = gateway(host)
+        answered = {}
+
+        def send(name, mail_from, sender):
+            data = message(sender=sender, message_id=f"<{name}@client.test>")
+            answered[name] = (transaction(service, mail_from, ["support@example.com"], data)[1][0],
+                              time.monotonic())
+        slow = threading.Thread(target=send, args=("slow", f"ceo@{PARTNER}", f"CEO <ceo@{PARTNER}>"))
+        slow.start()
+        time.sleep(0.3)  # its DNS queries are out
+        started = time.monotonic()
+        send("quick", "postmaster@client.test", "Postmaster <postmaster@client.test>")  # no lookup
+        slow.join(30)
+    finally:
+        silent.close()
+    assert answered["quick"][0] == 250 and answered["quick"][1] - started < 0.5
+    assert answered["quick"][1] < answered["slow"][1]
