@@ -40,6 +40,7 @@ def xtext_decode(value: str) -> str:
 
 class _Guarded:
     def __init__(self, handler, **kwargs):
+        self._idle_due, self._idle_armed = 0.0, False  # see _reset_timeout
         super().__init__(handler, **kwargs)
         self._smtp_methods = {name: self._guard(name, method) for name, method in self._smtp_methods.items()}
         self._admitted = False
@@ -75,6 +76,26 @@ class _Guarded:
             self._admitted = False
             self.event_handler.release(self)
         super().connection_lost(error)
+
+    def _reset_timeout(self, duration=None):
+        """aiosmtpd's idle timeout, moved on at every command without a new timer each
+        time (a timer cancelled and a new one scheduled per command: 6% of the event loop's
+        profiled time): the one timer, when it fires, waits again for whatever is left.
+        `_timeout_handle` stays set, as aiosmtpd's connection_lost expects."""
+        due = self.loop.time() + (duration or self._timeout_duration)
+        self._idle_due = due
+        if not self._idle_armed or self._timeout_handle.when() > due:
+            if self._timeout_handle is not None:
+                self._timeout_handle.cancel()
+            self._timeout_handle = self.loop.call_at(due, self._idle_over)
+            self._idle_armed = True
+
+    def _idle_over(self):
+        if self.loop.time() < self._idle_due:  # a command came since it was set
+            self._timeout_handle = self.loop.call_at(self._idle_due, self._idle_over)
+            return
+        self._idle_armed = False
+        self._timeout_cb()
 
     def _getaddr(self, arg):
         """aiosmtpd's parse of a MAIL FROM / RCPT TO argument, remembered per argument: the
