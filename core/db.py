@@ -71,17 +71,32 @@ def insert_rows(db, model, fields, rows, returning_ids: bool = False) -> list[in
 
 
 # Fields whose db_value gives back a value of this type (and None) unchanged.
-_AS_IS = {pw.CharField: str, pw.TextField: str, pw.IntegerField: int, pw.BigIntegerField: int}
+_AS_IS = {pw.CharField: str, pw.TextField: str, pw.IntegerField: int, pw.BigIntegerField: int,
+          pw.BooleanField: bool, pw.AutoField: int}
+_NONE = type(None)
+
+
+def _as_is_kind(field):
+    """The type `field.db_value` keeps as it is, or None: a foreign key's is its target's."""
+    if isinstance(field, pw.ForeignKeyField):
+        field = field.rel_field
+    kind = _AS_IS.get(type(field))
+    if kind is None and isinstance(field, pw.AutoField):  # AutoIncrementField (below)
+        kind = int
+    return kind
 
 
 def _column_values(field, values) -> list:
-    """`field.db_value` of each of one column's values. A column of plain text or integers
-    goes as it is; the others are converted once per distinct value (a batch's rows share
-    their timestamps and flags, and converting a datetime costs microseconds); unhashable
+    """`field.db_value` of each of one column's values. A column of plain text, integers,
+    flags or ids goes as it is; the others are converted once per distinct value (a batch's
+    rows share their timestamps, and converting a datetime costs microseconds); unhashable
     values (JSON documents) each on their own."""
-    kind = _AS_IS.get(type(field))
-    if kind is not None and all(v is None or type(v) is kind for v in values):
-        return values
+    kind = _as_is_kind(field)
+    if kind is not None:
+        types = set(map(type, values))  # one pass in C: a batch of a few rows had a generator per column
+        types.discard(_NONE)
+        if not types or types == {kind}:
+            return values
     convert, seen, out = field.db_value, {}, []
     for v in values:
         try:
