@@ -132,7 +132,9 @@ def recent_counts(host, minutes: int, envelope="", sender="", client="", caps=No
     p, caps = host.db.param, caps or {}
     now = host.clock.now()
     since = InboundDecision.created_at.db_value(now - dt.timedelta(minutes=minutes))
-    known = _counted.setdefault(host, {})
+    known = _counted.get(host)  # setdefault on a WeakKeyDictionary makes a weak reference each call
+    if known is None:
+        known = _counted.setdefault(host, {})
     true = InboundDecision.counts.db_value(True)
     shape, params, bases = [], [], []
     for name, column in keys:
