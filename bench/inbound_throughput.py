@@ -15,7 +15,9 @@ reply), since smtp-source does not report it. `--gateways 1,2` (PostgreSQL) runs
 `postroom serve --role inbound --workers K` processes on one port instead of the in-process
 gateway and prints the rate for each K and the ratio to the first. (Without it, the bare
 server runs before and after the in-process gateway: the ratio is to the mean of the two,
-and each side's CPU milliseconds per message in this process are printed too.) Each K starts from an
+and each side's CPU milliseconds per message in this process are printed too, the gateway's
+also by thread: event-loop, inbound-db pool, writer. `--profile FILE` profiles each gateway
+thread: FILE.txt merged, FILE.<thread>.txt each kind alone.) Each K starts from an
 empty decision log, sends `--warmup` messages unmeasured, then the same smtp-source run; it
 reports how many sessions and messages each gateway process got (SO_REUSEPORT spreads the
 8 sessions by a hash, not evenly), the CPU milliseconds per message of the gateways, of
@@ -241,7 +243,7 @@ class ThreadProfiles:
         # merged report hides which thread the time is on.
         kinds = {}
         for name, profile in self.profiles:
-            kinds.setdefault(name.rsplit("_", 1)[0].split(" ")[0], []).append(profile)
+            kinds.setdefault(thread_kind(name), []).append(profile)
         for kind, profiles in kinds.items():
             stats = pstats.Stats(profiles[0])
             for profile in profiles[1:]:
@@ -273,9 +275,18 @@ def threads_cpu(since: dict | None = None) -> dict:
     loop, the pool, the writer), read from /proc, so it costs the threads nothing."""
     out = {}
     for thread in threading.enumerate():
-        kind = thread.name.rsplit("_", 1)[0]
+        kind = thread_kind(thread.name)
         out[kind] = out.get(kind, 0.0) + procstat.thread_cpu_seconds(thread.native_id)
     return {kind: seconds - (since or {}).get(kind, 0.0) for kind, seconds in out.items()}
+
+
+def thread_kind(name: str) -> str:
+    """`event-loop` for aiosmtpd's controller thread (`Thread-N (_run)`), a pool's prefix
+    for its threads (`inbound-db_3` -> `inbound-db`), else the name."""
+    if name.endswith("(_run)"):
+        return "event-loop"
+    prefix, _, n = name.rpartition("_")
+    return prefix if prefix and n.isdigit() else name
 
 
 def process_cpu() -> float:
