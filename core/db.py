@@ -329,6 +329,21 @@ def is_postgres(db) -> bool:
     return getattr(db, "engine", "") == "postgresql"
 
 
+def side_connection(db, name: str):
+    """A second connection to `db`'s PostgreSQL database, beside peewee's and unknown to it
+    (autocommit), for a caller that drives it with libpq's asynchronous calls
+    (`conn.pgconn`: send a statement now, read its result later); `name` is its
+    application_name in pg_stat_activity. None on SQLite, or without psycopg 3 (whatever
+    driver peewee itself uses)."""
+    if not is_postgres(db):
+        return None
+    try:
+        import psycopg
+    except ImportError:
+        return None
+    return psycopg.connect(dbname=db.database, autocommit=True, application_name=name, **db.connect_params)
+
+
 def transaction(db):
     """One write transaction; multi-row writes go through here so nothing is half-written."""
     return db.transaction_block()

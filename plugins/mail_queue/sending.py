@@ -24,7 +24,7 @@ from postroom.core.clock import aware
 from postroom.core.db import run_prepared
 from postroom.core.errors import PostroomError
 
-from . import addressing, compose, daily_limit, pacing, servers, signing, smtp_client
+from . import addressing, compose, daily_limit, journal_ahead, pacing, servers, signing, smtp_client
 from .claims import claim, claimable, due_condition, free
 from .hourly import count_hour
 from .ledger import Ledger
@@ -127,14 +127,16 @@ def _send_group(host, server, rows, pool, ledger, date, prepare, signer, pacer, 
                 ledger.pending.fail(row, "mail_email_invalid",
                                     addressing.smtputf8_refusal(row.email_to, server.name), True)
                 continue
+            # PostgreSQL: the previous mail's outcome (and this one's mark) is written while
+            # this one is composed and its commands answered, and confirmed before its data.
+            ledger.ahead(row)
 
             def while_waiting(row=row):
-                # The previous mail's outcome is committed (and this one marked in flight)
-                # while the server answers this one's commands.
+                # Otherwise it is committed while the server answers this mail's commands.
                 ledger.flush(mark=row)
 
             def before_data(row=row):
-                return ledger.holds(row) and ledger.still_ours(row)
+                return ledger.confirmed(row) and ledger.holds(row) and ledger.still_ours(row)
             try:
                 envelope_from = addressing.envelope_from(host, row)
                 data = compose.final_bytes(host, row, envelope_from, date, prepare, signer)
@@ -145,8 +147,11 @@ def _send_group(host, server, rows, pool, ledger, date, prepare, signer, pacer, 
                 used += 1
             except smtp_client.LostClaim:
                 pool.pop(server.name, None)
-                host.log.info("mail %s msgid=%s: claim lost to another worker before its data went "
-                              "out; not sent by this worker", row.id, row.message_id)
+                if ledger.holds(row):  # the previous mail's outcome was not confirmed in time
+                    ledger.pending.released.append(row)
+                else:
+                    host.log.info("mail %s msgid=%s: claim lost to another worker before its data went "
+                                  "out; not sent by this worker", row.id, row.message_id)
             except smtp_client.MaybeDelivered as exc:
                 pool.pop(server.name, None)
                 used += 1  # it may have left: its slot stays counted
@@ -246,13 +251,14 @@ def _stopping(host):
     return event.is_set if event is not None else (lambda: False)
 
 
-def deliver(host, token, pool, run=None) -> collections.Counter:
+def deliver(host, token, pool, run=None, ahead=None) -> collections.Counter:
     """Send the mails claimed under `token`, writing each outcome as it comes; returns
-    counts (sent, failed, retry, released)."""
+    counts (sent, failed, retry, released). `ahead`: a `journal_ahead.Ahead` for the
+    appends of a single conversation (the threads of several servers append synchronously)."""
     rows = _claimed_rows(host, token)
     stop = _stopping(host)
     should_stop = run.should_stop if run is not None else (lambda: False)
-    first = Ledger(host, token, [r.id for r in rows], stop)
+    first = Ledger(host, token, [r.id for r in rows], stop, ahead)
     chooser = servers.Chooser(host)
     groups = collections.OrderedDict()
     sendable = []
@@ -320,6 +326,7 @@ def _run(host, claim_kwargs, limit=None, run=None) -> dict:
     owner = scheduler.worker_name("mail")
     pool, totals = {}, collections.Counter()
     stop = _stopping(host)
+    ahead = journal_ahead.for_database(host.db)
     try:
         while True:
             n = batch_size(host) if limit is None else min(batch_size(host), limit - totals["processed"])
@@ -328,11 +335,13 @@ def _run(host, claim_kwargs, limit=None, run=None) -> dict:
             token, taken = claim(host, owner, n, **claim_kwargs)
             if not taken:
                 break
-            totals.update(deliver(host, token, pool, run))
+            totals.update(deliver(host, token, pool, run, ahead))
             if run is not None and run.should_stop():
                 break
     finally:
         _close(pool)
+        if ahead is not None:
+            ahead.close()
     return dict(totals)
 
 
