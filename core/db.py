@@ -5,6 +5,7 @@ are understood. Every datetime column stores naive UTC and gives back aware UTC.
 """
 import contextlib
 import datetime as dt
+import itertools
 import operator
 from urllib.parse import unquote, urlparse
 
@@ -59,7 +60,7 @@ def insert_rows(db, model, fields, rows, returning_ids: bool = False) -> list[in
     postgres = is_postgres(db)
     for part in chunks(rows):
         converted = [_column_values(f, column) for f, column in zip(fields, zip(*part))]
-        params = [v for row in zip(*converted) for v in row]
+        params = list(itertools.chain.from_iterable(zip(*converted)))
         sql = f'INSERT INTO "{table}" ({columns}) VALUES ' + ", ".join([one] * len(part))
         if returning_ids and postgres:
             ids.extend(r[0] for r in db.execute_sql(sql + ' RETURNING "id"', params).fetchall())
@@ -74,6 +75,8 @@ def insert_rows(db, model, fields, rows, returning_ids: bool = False) -> list[in
 _AS_IS = {pw.CharField: str, pw.TextField: str, pw.IntegerField: int, pw.BigIntegerField: int,
           pw.BooleanField: bool, pw.AutoField: int}
 _NONE = type(None)
+# Types whose equal values (of one type) are stored the same: equality may stand for identity.
+_SCALARS = {str, int, float, bool, _NONE, dt.datetime, dt.date, bytes}
 
 
 def _as_is_kind(field):
@@ -86,14 +89,20 @@ def _as_is_kind(field):
     return kind
 
 
-def _column_values(field, values) -> list:
-    """`field.db_value` of each of one column's values. A column of plain text, integers,
-    flags or ids goes as it is; the others are converted once per distinct value (a batch's
-    rows share their timestamps, and converting a datetime costs microseconds); unhashable
-    values (JSON documents) each on their own."""
+def _column_values(field, values) -> list | tuple:
+    """`field.db_value` of each of one column's values. A column whose values are all equal
+    and of one type (a batch's timestamps, flags, subject and body; a document only when it
+    is the very same object) is converted once; a column of plain text, integers, flags or
+    ids goes as it is; the others are converted once per distinct value (converting a
+    datetime costs microseconds); unhashable values (JSON documents) each on their own.
+    The tests run in C (count, a set of types): a Python test per value cost as much as
+    what it saved."""
+    first, types = values[0], set(map(type, values))
+    if len(types) == 1 and (values.count(first) == len(values) if type(first) in _SCALARS
+                            else len(set(map(id, values))) == 1):  # a document: the very same one
+        return [field.db_value(first)] * len(values)
     kind = _as_is_kind(field)
     if kind is not None:
-        types = set(map(type, values))  # one pass in C: a batch of a few rows had a generator per column
         types.discard(_NONE)
         if not types or types == {kind}:
             return values

@@ -45,6 +45,30 @@ def test_inserted_json_documents_are_each_their_own(make_host, db_url):
     assert [values[i] for i in ids] == [shared, shared, {"x": "y"}, None]
 
 
+def test_a_value_every_row_shares_is_stored_as_given_and_equal_values_of_other_types_too(make_host, db_url):
+    host = make_host(db_url=db_url)
+    now = host.clock.now()
+    paris = now.astimezone(dt.timezone(dt.timedelta(hours=1)))  # equal to now, another zone
+    shared = {"b": 1}
+    fields = [Partner.name, Partner.email, Partner.message_bounce, Partner.active, Partner.created_at,
+              Partner.notification_type]
+    # One chunk where every column but the name holds one value; then one where a column's
+    # values are equal but of different types (1 and True, the same instant in two zones).
+    same = [(f"S{i}", "s@example.com", 2, True, now, "email") for i in range(CHUNK)]
+    mixed = [("M0", None, 1, True, now, "email"), ("M1", None, True, 1, paris, "email")]
+    with host.transaction():
+        ids = insert_rows(host.db, Partner, fields, same + mixed, returning_ids=True)
+        doc_ids = insert_rows(host.db, Record, [Record.model, Record.name, Record.values, Record.created_at],
+                              [("t", "one", shared, now), ("t", "two", shared, now)], returning_ids=True)
+    got = {p.id: p for p in Partner.select().where(Partner.id.in_(ids))}
+    for i, row in zip(ids, same + mixed):
+        p = got[i]
+        assert (p.name, p.email, p.message_bounce, p.active, p.notification_type) == \
+            (row[0], row[1], int(row[2]), bool(row[3]), row[5])
+        assert p.created_at == now and p.created_at.tzinfo is not None
+    assert [r.values for r in Record.select().where(Record.id.in_(doc_ids)).order_by(Record.id)] == [shared, shared]
+
+
 # Every NOT NULL column of a partner (a hand-written INSERT has no peewee defaults).
 FIELDS = [Partner.name, Partner.email_normalized, Partner.notification_type, Partner.message_bounce,
           Partner.active, Partner.created_at]
