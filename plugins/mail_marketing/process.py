@@ -59,11 +59,16 @@ def run_action(host, run) -> None:
             _record_error(host, head, exc)
             run.progress(done, 0)
             return
+        if count and not done:
+            # The queue may start on the first batch at once: another worker (the queue
+            # action runs on every worker at the same time) sends it while this one
+            # prepares the next batches, instead of waiting for the end of the run.
+            services.mail(host).trigger_queue()
         done += count
         if finished:
             host.log.info("campaign %s done", head.id)
     if done:
-        services.mail(host).trigger_queue()
+        services.mail(host).trigger_queue()  # for the batches after the first
     run.progress(done, _remaining(host))
 
 

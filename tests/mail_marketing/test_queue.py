@@ -185,3 +185,30 @@ def test_a_head_that_fails_mid_way_is_retried_later_and_resumes_where_it_stopped
     data = show(run, host, cid)
     assert data["state"] == "done" and data["sent"] == 4 and data["last_error"] is None
     assert sorted(m.rcpt_tos[0] for m in sink.wait_for(4)) == [f"user{i}@example.org" for i in range(4)]
+
+
+class QueueDueAtBatch:
+    """Records, at each campaign batch, whether the mail queue action is due already."""
+
+    def __init__(self):
+        self.due = []
+
+    @hookimpl(optionalhook=True)
+    def postroom_campaign_batch(self, host, campaign, mails):
+        from postroom.core.models import CronAction, CronTrigger
+        queue = scheduler.get_action(host, "Mail: Email Queue Manager")
+        self.due.append(CronTrigger.select().join(CronAction).where(
+            (CronAction.id == queue.id) & (CronTrigger.call_at <= host.clock.now())).exists())
+
+
+def test_the_mail_queue_is_due_once_the_first_batch_of_a_run_is_committed(mk, run, tmp_path, db_url):
+    # A second worker starts sending the first batch while this run prepares the next.
+    probe = QueueDueAtBatch()
+    host = mk(db_url=db_url, extra=[probe], marketing_batch_size=2, marketing_run_limit=6)
+    make_list(run, host, tmp_path, "news", contacts(6))
+    cid = make_campaign(run, host, tmp_path, "news")
+    run(host, "campaign", "send", cid)
+    scheduler.run_by_hand(host, PROCESS)
+    assert probe.due == [False, True, True]
+    drain(host)
+    assert show(run, host, cid)["state"] == "done"
