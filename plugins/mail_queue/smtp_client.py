@@ -7,16 +7,22 @@ the bytes come. Reads wake up twice a second to ask `stop()` (SIGTERM): a reply 
 gets two more seconds, then the worker leaves the conversation."""
 import ipaddress
 import os
-import re
 import smtplib
 import time
 
 from .servers import Server
 
-_DOT_LINE = re.compile(rb"(?m)^\.")  # dot-stuffing (RFC 5321 4.5.2)
 _SLICE = 0.5  # seconds between two looks at stop() while waiting for a reply
 _GRACE = 2.0  # after stop(), a reply on its way still gets this long (no needless doubt)
 _MAXLINE = 8192
+
+
+def dot_stuffed(data: bytes) -> bytes:
+    """`data` with a dot added before each line's leading dot (RFC 5321 4.5.2): one
+    bytes.replace, not the regex `(?m)^\\.`, which cost about 4 ns a byte (9 us a campaign
+    mail, 11 a personalised one, its message being longer)."""
+    data = data.replace(b"\n.", b"\n..")
+    return b"." + data if data.startswith(b".") else data
 
 
 class PlaintextAuthRefused(smtplib.SMTPAuthenticationError):
@@ -269,7 +275,7 @@ def send_one(conn, server: Server, sender: str, rcpt: str, data: bytes,
         raise LostClaim()
     conn.expect_within(server.data_timeout)
     try:
-        conn.send(_DOT_LINE.sub(b"..", data) + (b"" if data.endswith(b"\r\n") else b"\r\n") + b".\r\n")
+        conn.send(dot_stuffed(data) + (b"" if data.endswith(b"\r\n") else b"\r\n") + b".\r\n")
         code, resp = conn.getreply()
     except (smtplib.SMTPServerDisconnected, OSError, Stopped) as exc:
         close_quietly(conn)

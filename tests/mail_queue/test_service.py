@@ -231,3 +231,14 @@ def test_the_published_service_keeps_the_core_contract(mail_host):
         assert list(provided.parameters) == list(contract.parameters), name
     assert {"mail_smtp", "mail_limit"} <= set(service.deployment_failures)
     assert all(remedy.strip() for remedy in service.deployment_failures.values())
+
+
+@pytest.mark.parametrize("data", [
+    b".leading\r\nmiddle\r\n.\r\n..two\r\n.three\r\nlast.\r\n", b"no dots at all\r\n", b".", b"", b"\n.\n.\r\n.",
+    b"a.b\r\n . not first\r\n\r\n.\r\n",
+])
+def test_dot_stuffing_adds_a_dot_before_each_line_s_leading_dot_and_nothing_else(data):
+    import re
+
+    from postroom.plugins.mail_queue import smtp_client
+    assert smtp_client.dot_stuffed(data) == re.sub(rb"(?m)^\.", b"..", data)
