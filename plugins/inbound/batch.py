@@ -16,6 +16,8 @@ Anything unexpected raises: the writer then rolls the batch back and stores each
 on its own (`routing.store`, a savepoint each), so a message this module mishandles costs
 speed, never a guarantee. Runs inside the writer's transaction; touches only the database.
 """
+from logging import INFO
+
 from postroom.core import chatter, emails, subtypes
 from postroom.core.db import insert_rows, is_postgres, select_all
 from postroom.core.errors import InvalidInput
@@ -209,11 +211,17 @@ def _write(host, items, partners):
     fields = [Record.model, Record.name, Record.values, Record.created_at]
     ids = insert_rows(db, Record, fields, [(i.alias.model, i.name, i.values or None, now) for i in items],
                       returning_ids=True)
+    # A hook nobody implements is not called per message (pluggy's call costs more than the
+    # rows' Python work); asked per batch, so a plugin registered meanwhile is still called.
+    created_hook = host.hook.postroom_record_created if host.hook.postroom_record_created.get_hookimpls() else None
+    logging = host.log.isEnabledFor(INFO)
     for item, rid in zip(items, ids):
         item.record = Record(id=rid, model=item.alias.model, name=item.name, values=item.values or None,
                              created_at=now)
-        host.hook.postroom_record_created(host=host, record=item.record, values=item.values)
-        host.log.info("record %s,%s created: %s", item.record.model, rid, item.name)
+        if created_hook is not None:
+            created_hook(host=host, record=item.record, values=item.values)
+        if logging:
+            host.log.info("record %s,%s created: %s", item.record.model, rid, item.name)
     _post(host, items, now)
     _keep_originals(host, items, now)
     _log(host, items, now)
@@ -225,9 +233,10 @@ def _write(host, items, partners):
         marks = ", ".join([db.param] * len(stale))
         db.execute_sql(f'UPDATE "partner" SET "message_bounce" = 0 WHERE "email_normalized" IN ({marks}) '
                        'AND "message_bounce" > 0', stale)
-    for item in items:
-        host.after_commit(lambda i=item: host.hook.postroom_inbound_routed(
-            host=host, route="alias", message_id=i.r.mail.message_id, record=i.record))
+    if host.hook.postroom_inbound_routed.get_hookimpls():
+        for item in items:
+            host.after_commit(lambda i=item: host.hook.postroom_inbound_routed(
+                host=host, route="alias", message_id=i.r.mail.message_id, record=i.record))
 
 
 def _post(host, items, now):
@@ -262,11 +271,15 @@ def _post(host, items, now):
         db.execute_sql('INSERT INTO "follower" ("record_id", "partner_id") VALUES '
                        + ", ".join([f"({p}, {p})"] * len(follows)) + " ON CONFLICT DO NOTHING",
                        [v for pair in follows for v in pair])
+    posted_hook = host.hook.postroom_message_posted if host.hook.postroom_message_posted.get_hookimpls() else None
+    logging = host.log.isEnabledFor(INFO)
     for item in items:
         n = notified.get(item.message.id, 0)
-        host.hook.postroom_message_posted(host=host, message=item.message, notified=n)
-        host.log.info("message %s posted on %s,%s (%s, %s notified) msgid=%s", item.message.id,
-                      item.record.model, item.record.id, "email", n, item.message_id)
+        if posted_hook is not None:
+            posted_hook(host=host, message=item.message, notified=n)
+        if logging:
+            host.log.info("message %s posted on %s,%s (%s, %s notified) msgid=%s", item.message.id,
+                          item.record.model, item.record.id, "email", n, item.message_id)
 
 
 def _fan_out(host, message_ids, subtype, now) -> dict:

@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from postroom import hookimpl
 from postroom.core import records
 from postroom.core.models import Follower, Message, Partner, Record
 from postroom.plugins.inbound import aliases
@@ -181,3 +182,43 @@ def test_lmtp_and_smtp_answer_every_recipient_of_a_common_message(inbound_host, 
     assert all(b"created generic," in text for _, text in replies)
     assert Record.select().count() == 1
     assert InboundDecision.get(InboundDecision.message_id == "<b7@client.test>").recipients == "support@example.com"
+
+
+class _RoutedRecorder:
+    """Records the hooks the batch path calls for each message (none is implemented by the
+    inbound plugin itself, so the batch skips them until a plugin like this one comes)."""
+
+    def __init__(self):
+        self.calls = []
+
+    @hookimpl
+    def postroom_record_created(self, host, record, values):
+        self.calls.append(("created", record.id))
+
+    @hookimpl
+    def postroom_message_posted(self, host, message, notified):
+        self.calls.append(("posted", message.record_id))
+
+    @hookimpl
+    def postroom_inbound_routed(self, host, route, message_id, record):
+        self.calls.append(("routed", record.id, route, message_id))
+
+
+def test_a_plugin_registered_while_the_gateway_runs_gets_each_batch_messages_hooks_once(
+        inbound_host, gateway, db_url):
+    host = inbound_host(db_url=db_url)
+    aliases.add_alias(host, "support", "generic")
+    service = gateway(host)
+    replies, _ = _one_batch(service, [("ann@client.test", "support@example.com", _mail(i)) for i in range(2)])
+    assert [code for code, _ in replies] == [250] * 2
+    recorder = _RoutedRecorder()
+    host.pm.register(recorder)
+    replies, _ = _one_batch(service, [("ann@client.test", "support@example.com", _mail(i)) for i in range(2, 5)])
+    assert [code for code, _ in replies] == [250] * 3
+    ids = {r.name: r.id for r in Record.select()}
+    expected = sorted(ids[f"Request {i}"] for i in range(2, 5))  # the sessions race: any order
+    assert sorted(rid for kind, rid, *_ in recorder.calls if kind == "created") == expected
+    assert sorted(rid for kind, rid, *_ in recorder.calls if kind == "posted") == expected
+    assert sorted((rid, route, mid) for kind, rid, route, mid in
+                  (c for c in recorder.calls if c[0] == "routed")) == \
+        sorted((ids[f"Request {i}"], "alias", f"<b{i}@client.test>") for i in range(2, 5))
