@@ -19,7 +19,7 @@ speed, never a guarantee. Runs inside the writer's transaction; touches only the
 from logging import INFO
 
 from postroom.core import chatter, emails, subtypes
-from postroom.core.db import insert_rows, is_postgres, select_all
+from postroom.core.db import built, insert_rows, is_postgres, select_all
 from postroom.core.errors import InvalidInput
 from postroom.core.html import sanitize, text_to_html
 from postroom.core.models import Message, Notification, Partner, Record
@@ -202,8 +202,9 @@ def _write(host, items, partners):
                   Partner.message_bounce, Partner.active, Partner.created_at]
         rows = [(name, addr, addr.lower(), "email", 0, True, now) for name, addr in new.values()]
         for (sender, (name, addr)), pid in zip(new.items(), insert_rows(db, Partner, fields, rows, returning_ids=True)):
-            partners[sender] = Partner(id=pid, name=name, email=addr, email_normalized=addr.lower(),
-                                       notification_type="email", message_bounce=0, active=True, created_at=now)
+            partners[sender] = built(Partner, dict(id=pid, name=name, email=addr, email_normalized=addr.lower(),
+                                                   notification_type="email", message_bounce=0, active=True,
+                                                   created_at=now))
     for item in items:
         if item.author is None and item.new_author is not None:
             item.author = partners[item.sender]
@@ -216,8 +217,8 @@ def _write(host, items, partners):
     created_hook = host.hook.postroom_record_created if host.hook.postroom_record_created.get_hookimpls() else None
     logging = host.log.isEnabledFor(INFO)
     for item, rid in zip(items, ids):
-        item.record = Record(id=rid, model=item.alias.model, name=item.name, values=item.values or None,
-                             created_at=now)
+        item.record = built(Record, dict(id=rid, model=item.alias.model, name=item.name,
+                                         values=item.values or None, created_at=now))
         if created_hook is not None:
             created_hook(host=host, record=item.record, values=item.values)
         if logging:
@@ -260,9 +261,10 @@ def _post(host, items, now):
                      mail.subject or None, body, "email", False, None, item.message_id, now, subtype.name))
     ids = insert_rows(db, Message, fields, rows, returning_ids=True)
     for item, row, mid in zip(items, rows, ids):
-        item.message = Message(id=mid, record=item.record, model=row[1], author=item.author, email_from=row[3],
-                               subject=row[4], body=row[5], message_type="email", is_internal=False,
-                               message_id=item.message_id, created_at=now, subtype=subtype.name)
+        item.message = built(Message, dict(id=mid, model=row[1], email_from=row[3], subject=row[4], body=row[5],
+                                           message_type="email", is_internal=False, message_id=item.message_id,
+                                           created_at=now, subtype=subtype.name),
+                             {"record": item.record, "author": item.author})
     notified = _fan_out(host, ids, subtype, now)
     follows = sorted({(i.record.id, i.author.id) for i in items if i.author is not None
                       and host.record_types[i.record.model].auto_follow})

@@ -4,8 +4,8 @@ import datetime as dt
 
 import pytest
 
-from postroom.core.db import CHUNK, insert_rows, update_ids, values_present
-from postroom.core.models import Partner, Record
+from postroom.core.db import CHUNK, built, insert_rows, update_ids, values_present
+from postroom.core.models import Message, Partner, Record
 
 
 def test_inserted_rows_read_back_as_given_when_they_share_times_and_flags(make_host, db_url):
@@ -108,3 +108,23 @@ def test_update_ids_changes_only_the_named_rows_that_match(make_host, db_url):
     assert renamed == sorted(set(chosen) - {ids[2]})
     assert all(rows[i].created_at == later and rows[i].message_bounce == 3 for i in renamed)
     assert update_ids(Partner, [], {Partner.name: "nobody"}) == 0
+
+
+def test_built_instances_hold_what_peewees_constructor_gives_them():
+    """`built` stands for `model(**values)` on the gateway's hot path: the same data, dirty
+    fields and relation cache, foreign keys given as instances or None."""
+    now = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)
+    record = Record(id=7, model="generic", name="R", values={"a": 1}, created_at=now)
+    author = Partner(id=9, name="Ann", email="ann@example.com", active=True, created_at=now)
+    plain = dict(id=11, model="generic", email_from="Ann <ann@example.com>", subject="S", body="<p>b</p>",
+                 message_type="email", is_internal=False, message_id="<m@x>", created_at=now, subtype="discussion")
+    cases = [(Record, dict(id=7, model="generic", name="R", values=None, created_at=now), None),
+             (Message, plain, {"record": record, "author": author}),
+             (Message, plain, {"record": record, "author": None}),
+             (Message, {"id": 12}, None)]  # defaults only
+    for model, values, related in cases:
+        expected, got = model(**values, **(related or {})), built(model, values, related)
+        assert type(got) is model
+        assert (got.__data__, got._dirty, got.__rel__) == (expected.__data__, expected._dirty, expected.__rel__)
+    message = built(Message, plain, {"record": record, "author": author})
+    assert message.record is record and message.author is author and message.author_id == 9
