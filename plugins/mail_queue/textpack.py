@@ -6,8 +6,9 @@ as they are, the text nearly doubled the row. On SQLite that decided how many ro
 page: the bench's personalised mails (858 characters of HTML, 821 of text, 2.1 kB a row)
 went one row a page against three for the same campaign unpersonalised, and every page is
 written again when a mail is claimed and when it is deleted. Deflated with the HTML as its
-dictionary the same text is 52 characters (4.2 us to pack, 2.4 us to read back), and the
-row fits three a page again.
+dictionary the same text is 52 characters of base64 (4.2 us to pack, 2.4 us to read back)
+and the row (1.4 kB) fits two a page: 2,507 pages for 5,000 such mails instead of 5,012
+(the unpersonalised campaign's: 1,672).
 
 A stored value is `PACKED` followed by base64 (raw deflate, the HTML's UTF-8 as the
 dictionary), or the text as given; a text that itself starts with `PACKED` is always
