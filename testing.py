@@ -224,9 +224,12 @@ def _pg_admin(url):
 
 
 @pytest.fixture
-def postroom_pg_database():
+def postroom_pg_database(request):
     """A fresh, empty PostgreSQL database URL on the server POSTROOM_TEST_PG_URL names
-    (dropped afterwards); the test is skipped when the variable is not set."""
+    (dropped afterwards); the test is skipped when the variable is not set. The test's
+    hosts are closed before the drop, whatever order its fixtures were set up in: a host
+    still sending in the background would otherwise find its database gone and retry for
+    a whole lease."""
     server = os.environ.get(PG_URL_ENV)
     if not server:
         pytest.skip(f"{PG_URL_ENV} is not set (a PostgreSQL URL, e.g. postgresql://postgres@127.0.0.1/postgres)")
@@ -234,6 +237,7 @@ def postroom_pg_database():
     with _pg_admin(server) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     yield urlunparse(urlparse(server)._replace(path="/" + name))
+    _close_hosts(request.node)
     with _pg_admin(server) as conn:
         conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
         conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
@@ -276,15 +280,21 @@ def config_values(tmp_path, db_url=None, smtp=None, config=None) -> dict:
     return values
 
 
+def _close_hosts(node) -> None:
+    """Close the hosts `postroom_make_host` made for this test (closing twice is harmless)."""
+    for host in getattr(node, "_postroom_hosts", ()):
+        host.close()
+
+
 @pytest.fixture
-def postroom_make_host(tmp_path, postroom_clock):
+def postroom_make_host(request, tmp_path, postroom_clock):
     """make_host(plugins=(), db_url=None, config=None, extra=(), available=None, smtp=None,
     clock_=None) -> an opened Host on a fresh deployment under tmp_path (SQLite unless
     `db_url`), with exactly the named plugins enabled (and what they require), mail going
     to the `smtp` sink when one is given. Closed after the test."""
     from postroom.core.config import Config
     from postroom.core.host import Host
-    hosts = []
+    hosts = request.node._postroom_hosts = []
 
     def make_host(plugins=(), db_url=None, config=None, extra=(), available=None, smtp=None, clock_=None):
         values = config_values(tmp_path, db_url, smtp, config)
@@ -298,8 +308,7 @@ def postroom_make_host(tmp_path, postroom_clock):
         return host
 
     yield make_host
-    for host in hosts:
-        host.close()
+    _close_hosts(request.node)
 
 
 @pytest.fixture
