@@ -1,5 +1,5 @@
-"""Message-Ids made for a batch of mails (one random draw per batch) are as unique and as
-well-formed as those made one by one."""
+"""Message-Ids made for a batch of mails (randomness drawn in bulk) are as unique, as
+unguessable and as well-formed as those made one by one."""
 from postroom.core import chatter
 from postroom.core.models import Record
 
@@ -17,3 +17,17 @@ def test_message_ids_of_one_batch_and_of_two_batches_never_repeat_and_name_the_r
     # Without a record, like make_message_id: the domain alone.
     assert chatter.message_id_maker(host)().endswith(f"@{domain}>")
     assert "-postroom-" not in chatter.message_id_maker(host)()
+
+
+def test_a_batch_message_id_tells_nothing_of_its_neighbours(make_host):
+    # A recipient sees their own Message-Id; a reply or bounce naming a neighbour's must not
+    # be forgeable from it: every id of a batch has its own 64 random bits.
+    host = make_host(plugins=[])
+    new_id = chatter.message_id_maker(host)
+    ids = [new_id() for _ in range(600)]  # past one bulk draw of 256
+    randoms = [mid[1:].split(".", 1)[0] for mid in ids]
+    assert all(len(r) == 16 and int(r, 16) >= 0 for r in randoms)
+    assert len(set(randoms)) == len(randoms)
+    # The same form as make_message_id's: <random.microseconds@domain>.
+    assert [len(part) for part in chatter.make_message_id(host)[1:].split(".", 1)[0:1]] == [16]
+    assert ids[0].split(".", 1)[1] == ids[-1].split(".", 1)[1]  # one timestamp for the batch
