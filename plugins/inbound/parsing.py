@@ -223,15 +223,19 @@ def _from_addresses(text: str) -> tuple:
             from_display = email.utils.formataddr((name, addr)) if name else addr
             if len(from_display) > 500 or not emails.is_valid(from_display):
                 from_display = addr
-        if len(_FROM) >= _FROM_MAX:  # many different ones: start again
-            _FROM.clear()
-        found = _FROM[text] = (from_address, from_display)
+        found = (from_address, from_display)
+        if len(text) <= _FROM_KEY_MAX:  # a folded header can be far longer: not kept
+            if len(_FROM) >= _FROM_MAX:  # many different ones: start again
+                _FROM.clear()
+            _FROM[text] = found
     return found
 
 
-# Decoded From header -> (address, display); a header line is at most 998 characters.
+# Decoded From header -> (address, display), for headers of one line (RFC 5322: at most
+# 998 characters), so the memo stays within a few megabytes whatever strangers send.
 _FROM: dict = {}
 _FROM_MAX = 4096
+_FROM_KEY_MAX = 998
 
 
 def auto_reason(msg, our_domains=(), bounce_local="bounce") -> str | None:

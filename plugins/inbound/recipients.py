@@ -54,7 +54,9 @@ def unknown(address: str) -> Verdict:
 
 def check(host, address: str, aliases: dict | None = None, plugins: bool = True) -> Verdict | None:
     """The verdict for one RCPT address. Reads the database (aliases) and asks plugins;
-    run it on a worker thread, never on the event loop. `aliases` ({local part: alias or
+    run it on a worker thread, not on the event loop, except with `plugins=False` on
+    SQLite (reads of a local file, which the gateway's loop makes without waiting for a
+    lock: `GatewayHandler._accepted_here`). `aliases` ({local part: alias or
     None}, from `find_aliases`) answers for the local parts it holds without a query.
     With `plugins=False`, None instead of asking them (a plugin's claim may do anything)."""
     local, domain = split(address)

@@ -30,3 +30,16 @@ def test_unsurrogate_drops_nul_from_ascii_text_and_replaces_escaped_bytes():
     assert parsing.unsurrogate("a\x00b") == "ab"
     assert parsing.unsurrogate("plain") == "plain"
     assert parsing.unsurrogate("caf\udce9") == "caf\ufffd"
+
+
+def test_the_remembered_from_header_stays_bounded_whatever_strangers_send():
+    # A folded From header can be as long as the message: it is parsed, never kept.
+    name = "A" + " very long name" * 400
+    data = (f"From: \"{name}\"\r\n <ann@client.test>\r\nTo: support@example.com\r\nSubject: x\r\n\r\nbody\r\n").encode()
+    assert parsing.parse(data).from_address == "ann@client.test"
+    assert all(len(key) <= 998 for key in parsing._FROM)
+    # Many different senders: the memo starts again rather than growing, and answers stay right.
+    for i in range(parsing._FROM_MAX + 10):
+        mail = parsing.parse(f"From: S{i} <s{i}@client.test>\r\nSubject: x\r\n\r\nb\r\n".encode())
+        assert mail.from_address == f"s{i}@client.test"
+    assert len(parsing._FROM) <= parsing._FROM_MAX
