@@ -41,6 +41,9 @@ def _row(host, mail: dict, now, from_default, expires_default, reply_default, ex
     if type(extra) is dict:
         texts.extend(map(str, extra.values()))
     clean = not emails.has_control_chars("".join(texts))
+    # Extra header values count as scanned only when they were (a plain dict): any other
+    # mapping's values are checked one by one by check_headers.
+    extra_scanned = clean and type(extra) is dict
     name, address = None, None
     if to_text and "recipient_name" in mail:
         # A bare address and its name apart (a campaign batch): no header parsing per mail.
@@ -81,7 +84,7 @@ def _row(host, mail: dict, now, from_default, expires_default, reply_default, ex
     return {"email_to": address, "recipient_name": name or None, "subject": subject,
             "body_html": body_html, "body_text": textpack.pack(body_html, mail.get("body_text") or None),
             "email_from": email_from,
-            "headers": compose.check_headers(extra, values_scanned=clean) or None, "ref": ref,
+            "headers": compose.check_headers(extra, values_scanned=extra_scanned) or None, "ref": ref,
             "scheduled_at": scheduled, "message_id": message_id,
             "notification_id": mail.get("notification_id"), "message": mail.get("message"),
             "auto_delete": bool(mail.get("auto_delete", True)), "bulk": bool(mail.get("bulk", True)),

@@ -1,4 +1,5 @@
 """The "mail" service contract other plugins build on, and the queue action."""
+import collections
 import datetime as dt
 import email
 import email.policy
@@ -99,6 +100,8 @@ def test_headers_and_bounce_address_on_the_wire(mail_host, sink):
     {"email_to": "a@example.org", "subject": "a\nb"},
     {"email_to": "a@example.org", "email_from": "Eve <e@example.org>\r\nBcc: x@example.net"},
     {"email_to": "a@example.org", "headers": {"X-Evil": "a\r\nBcc: x@example.net"}},
+    # Not a plain dict (an application's OrderedDict): its values are checked all the same.
+    {"email_to": "a@example.org", "headers": collections.OrderedDict({"X-Evil": "a\r\nBcc: x@example.net"})},
     {"email_to": "a@example.org", "headers": {"Bcc": "x@example.net"}},
     {"email_to": "a@example.org", "headers": {"Bad Name": "x"}},
     {"email_to": "a@example.org", "ref": "mt-1"},
