@@ -5,7 +5,7 @@ import itertools
 import peewee as pw
 
 from postroom.core import emails
-from postroom.core.db import CHUNK
+from postroom.core.db import CHUNK, insert_rows
 from postroom.core.errors import Conflict, InvalidInput, NotFound
 
 from .models import Blacklist, Contact, MailingList
@@ -116,11 +116,10 @@ def import_contacts(host, list_name: str, binfile, on_bytes=None) -> dict:
                 if norm in chunk:
                     stats["merged"] += 1
                     continue
-                chunk[norm] = {"mailing_list": mlist.id, "name": name, "email": addr,
-                               "email_normalized": norm, "opt_out": False, "created_at": now}
+                chunk[norm] = (mlist.id, name, addr, norm, False, now)
                 if len(chunk) >= CHUNK:
-                    _flush(chunk, stats)
-            _flush(chunk, stats)
+                    _flush(host, chunk, stats)
+            _flush(host, chunk, stats)
     except csv.Error as exc:
         raise InvalidInput(f"line {lines.number}: the CSV cannot be read ({exc}); check the quoting; "
                            f"nothing imported") from None
@@ -129,10 +128,17 @@ def import_contacts(host, list_name: str, binfile, on_bytes=None) -> dict:
     return stats
 
 
-def _flush(chunk: dict, stats: dict) -> None:
+_CONTACT_FIELDS = (Contact.mailing_list, Contact.name, Contact.email, Contact.email_normalized,
+                   Contact.opt_out, Contact.created_at)
+
+
+def _flush(host, chunk: dict, stats: dict) -> None:
+    """Insert a chunk's new contacts; one already on the list is merged (left as it is).
+    The SQL is written directly (core.db.insert_rows): peewee compiling a 500-row
+    insert_many cost three times what SQLite took to store it (most of an import)."""
     if not chunk:
         return
-    inserted = Contact.insert_many(list(chunk.values())).on_conflict_ignore().as_rowcount().execute()
+    inserted = insert_rows(host.db, Contact, _CONTACT_FIELDS, list(chunk.values()), skip_duplicates=True)[0]
     stats["imported"] += inserted
     stats["merged"] += len(chunk) - inserted
     chunk.clear()

@@ -128,3 +128,26 @@ def test_built_instances_hold_what_peewees_constructor_gives_them():
         assert (got.__data__, got._dirty, got.__rel__) == (expected.__data__, expected._dirty, expected.__rel__)
     message = built(Message, plain, {"record": record, "author": author})
     assert message.record is record and message.author is author and message.author_id == 9
+
+
+def test_skipping_duplicates_counts_the_rows_that_went_in_and_keeps_the_rows_already_there(make_host, db_url):
+    from postroom.core.models import Follower
+    host = make_host(db_url=db_url)
+    now = host.clock.now()
+    with host.transaction():
+        record = insert_rows(host.db, Record, [Record.model, Record.name, Record.created_at],
+                             [("t", "r", now)], returning_ids=True)[0]
+        partners = insert_rows(host.db, Partner, [Partner.name, Partner.notification_type, Partner.message_bounce,
+                                                  Partner.active, Partner.created_at],
+                               [(f"P{i}", "email", 0, True, now) for i in range(CHUNK + 5)], returning_ids=True)
+        first = insert_rows(host.db, Follower, [Follower.record, Follower.partner],
+                            [(record, p) for p in partners[:3]], skip_duplicates=True)
+        # Past one chunk, with rows already stored and a row repeated within the statement.
+        rows = [(record, p) for p in partners] + [(record, partners[-1])]
+        second = insert_rows(host.db, Follower, [Follower.record, Follower.partner], rows, skip_duplicates=True)
+        empty = insert_rows(host.db, Follower, [Follower.record, Follower.partner], [], skip_duplicates=True)
+    assert (first, second, empty) == ([3], [len(partners) - 3], [0])
+    assert Follower.select().where(Follower.record == record).count() == len(partners)
+    with pytest.raises(ValueError):
+        insert_rows(host.db, Follower, [Follower.record, Follower.partner], rows, returning_ids=True,
+                    skip_duplicates=True)

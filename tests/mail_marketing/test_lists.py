@@ -144,3 +144,24 @@ def test_semicolon_files_and_files_with_only_an_email_column_are_read(mk, run, t
     run(host, "list", "import", "news", str(only))
     shown = {c["email"]: c["name"] for c in _show(run, host, "news")["contacts_shown"]}
     assert shown == {"ann@example.org": "Smith, Ann", "bob@example.org": ""}
+
+
+def test_an_import_past_one_chunk_merges_repeats_and_known_contacts_on_either_engine(mk, db_url):
+    import io
+
+    from postroom.core.db import CHUNK
+    from postroom.plugins.mail_marketing import lists
+    host = mk(db_url=db_url)
+    lists.create_list(host, "big")
+    lists.import_contacts(host, "big", io.BytesIO(b"email,name\nc1@example.org,Known\n"))
+    lists.opt_out(host, "big", "c1@example.org")
+    # Every address twice (once in another case), past one chunk; c1 was on the list.
+    lines = [f"c{i}@example.org,Contact {i}" for i in range(CHUNK + 10)]
+    lines += [f"C{i}@EXAMPLE.org,Again {i}" for i in range(0, CHUNK + 10, 7)]
+    stats = lists.import_contacts(host, "big", io.BytesIO(("email,name\n" + "\n".join(lines)).encode()))
+    assert (stats["imported"], stats["bad"]) == (CHUNK + 9, 0)
+    assert stats["merged"] == 1 + len(range(0, CHUNK + 10, 7))
+    rows = {c.email_normalized: c for c in Contact.select()}
+    assert len(rows) == CHUNK + 10
+    assert rows["c1@example.org"].name == "Known" and rows["c1@example.org"].opt_out  # left as it was
+    assert rows["c7@example.org"].name == "Contact 7" and not rows["c7@example.org"].opt_out
