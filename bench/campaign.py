@@ -14,9 +14,10 @@ A third phase sends the same campaign with a personalised subject and body (the 
 name and address, the subject they got, their unsubscribe link and a plugin's value:
 rendered per recipient in the template sandbox).
 
-Prints one JSON line: campaign mails/s, drain mails/s, their ratio (target >= 0.8), the
-personalised campaign's mails/s and what personalisation costs against the plain campaign
-(target < 0.2), the same two comparisons in CPU time per mail (cpu_ratio,
+Prints one JSON line: campaign mails/s (end to end: the import, Process queue and the mail
+queue), drain mails/s, their ratio (target >= 0.8; `ratio_after_import` counts the campaign
+from `send` on), the personalised campaign's mails/s and what personalisation costs
+against the plain campaign from `send` on (target < 0.2), the same two comparisons in CPU time per mail (cpu_ratio,
 personalisation_cpu_cost: steadier when other work shares the machine), import seconds and
 peak memory of each phase.
 
@@ -122,10 +123,10 @@ def phase_campaign(work, db_url, smtp, n, body=BODY, subject="Benchmark news"):
     csv_path = os.path.join(work, "contacts.csv")
     write_csv(csv_path, n)
     lists.create_list(host, "bench")
-    t0 = time.perf_counter()
+    start, c_start = time.perf_counter(), cpu_seconds()
     with open(csv_path, "rb") as fh:
         imported = lists.import_contacts(host, "bench", fh)["imported"]
-    import_seconds = time.perf_counter() - t0
+    import_seconds, import_cpu = time.perf_counter() - start, cpu_seconds() - c_start
     peak_after_import = peak_mb()
     campaign = campaigns.create_campaign(host, subject, body, ["bench"])
     t0, c0 = time.perf_counter(), cpu_seconds()
@@ -142,9 +143,14 @@ def phase_campaign(work, db_url, smtp, n, body=BODY, subject="Benchmark news"):
             time.sleep(0.01)  # a trigger is due in the next instant; nothing to do until then
         if time.perf_counter() - t0 > 1800:
             raise SystemExit("campaign did not finish in 30 minutes")
-    seconds, cpu = time.perf_counter() - t0, cpu_seconds() - c0
+    end = time.perf_counter()
+    seconds, cpu = end - t0, cpu_seconds() - c0
     host.close()
-    return {"seconds": seconds, "cpu_seconds": cpu, "mails": stats["sent"], "import_seconds": import_seconds,
+    # End to end (the import, the campaign's creation, Process queue, the mail queue) and
+    # from `send` on, as earlier versions of this bench counted it.
+    return {"seconds": end - start, "cpu_seconds": cpu_seconds() - c_start, "mails": stats["sent"],
+            "seconds_after_import": seconds, "cpu_seconds_after_import": cpu, "import_seconds": import_seconds,
+            "import_cpu_seconds": import_cpu,
             "seconds_by_action": {k: round(v, 2) for k, v in sorted(by_action.items())},
             "peak_memory_mb_after_import": peak_after_import, "peak_memory_mb": peak_mb()}
 
@@ -182,11 +188,20 @@ def _rounds(runs):
     def cpu(r):
         return r["cpu_seconds"] / r["mails"]
 
+    def after_import(r):
+        return r["mails"] / r.get("seconds_after_import", r["seconds"])  # the drain has no import
+
+    def cpu_after_import(r):
+        return r.get("cpu_seconds_after_import", r["cpu_seconds"]) / r["mails"]
+
     figures = {
         "ratio": [rate(c) / rate(d) for c, d in zip(runs["campaign"], runs["drain"])],
-        "personalisation_cost": [1 - rate(p) / rate(c) for p, c in zip(runs["personal"], runs["campaign"])],
+        "ratio_after_import": [after_import(c) / rate(d) for c, d in zip(runs["campaign"], runs["drain"])],
+        # Personalisation is compared from `send` on: both campaigns import the same list.
+        "personalisation_cost": [1 - after_import(p) / after_import(c) for p, c in zip(runs["personal"], runs["campaign"])],
         "cpu_ratio": [cpu(d) / cpu(c) for c, d in zip(runs["campaign"], runs["drain"])],
-        "personalisation_cpu_cost": [1 - cpu(c) / cpu(p) for p, c in zip(runs["personal"], runs["campaign"])],
+        "personalisation_cpu_cost": [1 - cpu_after_import(c) / cpu_after_import(p)
+                                     for p, c in zip(runs["personal"], runs["campaign"])],
     }
     out = {}
     for name, values in figures.items():
@@ -257,6 +272,10 @@ def main():
         "campaign_mails_per_second": round(fig["campaign_rate"], 1),
         "drain_mails_per_second": round(fig["drain_rate"], 1),
         "ratio": fig["ratio"], "target_ratio": 0.8, "ratio_spread": fig["ratio_spread"],
+        "ratio_rounds": fig["ratio_rounds"],
+        # Without the import (from `send` until every trace is sent), as this bench counted
+        # before: the import's share of the campaign shows as the difference.
+        "ratio_after_import": fig["ratio_after_import"], "ratio_after_import_spread": fig["ratio_after_import_spread"],
         "personalised_mails_per_second": round(fig["personal_rate"], 1),
         "personalisation_cost": fig["personalisation_cost"], "target_personalisation_cost": 0.2,
         "personalisation_cost_spread": fig["personalisation_cost_spread"],
