@@ -81,7 +81,8 @@ class Message(BaseModel):
 
 
 class Follower(BaseModel):
-    record = pw.ForeignKeyField(Record, on_delete="CASCADE", backref="followers")
+    # Looked up by record through the unique (record, partner) index (see Notification.message).
+    record = pw.ForeignKeyField(Record, on_delete="CASCADE", backref="followers", index=False)
     partner = pw.ForeignKeyField(Partner, on_delete="CASCADE")
     subtypes = pw.CharField(max_length=1024, null=True)  # ",a,b," chosen; None: the defaults
 
@@ -92,7 +93,9 @@ class Follower(BaseModel):
 
 class Notification(BaseModel):
     """One per (message, recipient): ready → sent | exception | bounce | canceled."""
-    message = pw.ForeignKeyField(Message, on_delete="CASCADE", backref="notifications")
+    # No index of its own: the unique (message, partner) index serves lookups by message
+    # (and ON DELETE CASCADE); a second one cost a page write per batch of inbound mail.
+    message = pw.ForeignKeyField(Message, on_delete="CASCADE", backref="notifications", index=False)
     partner = pw.ForeignKeyField(Partner, on_delete="CASCADE")
     notification_type = pw.CharField(max_length=8, default="email")  # email | inbox
     status = pw.CharField(max_length=16, default="ready", index=True)

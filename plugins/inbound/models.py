@@ -51,7 +51,7 @@ class InboundDecision(BaseModel):
     created_at = UTCDateTimeField()
     peer = pw.CharField(max_length=128, default="")
     mail_from = pw.CharField(max_length=512, default="")
-    sender = pw.CharField(max_length=320, default="", index=True)
+    sender = pw.CharField(max_length=320, default="")  # indexed by (sender, counts, created_at)
     recipients = pw.TextField(default="")
     message_id = pw.CharField(max_length=512, null=True)
     verdict = pw.CharField(max_length=16)  # accepted | refused | tempfail

@@ -65,10 +65,17 @@ def snapshot(con, tables=None):
     }
 
 
+# Indexes a later migration drops on purpose (each repeated the first column of a unique
+# or covering index on its table: core 0006, inbound 0005).
+DROPPED_INDEXES = {"follower_record_id", "notification_message_id", "inbound_decision_sender"}
+
+
 def assert_kept(before, after):
     for part in ("rows", "columns", "foreign_keys"):
         assert after[part] == before[part], part
-    assert before["indexes"] <= after["indexes"], before["indexes"] - after["indexes"]
+    kept = {i for i in before["indexes"] if i[0] not in DROPPED_INDEXES}
+    assert kept <= after["indexes"], kept - after["indexes"]
+    assert not {i[0] for i in after["indexes"]} & DROPPED_INDEXES
 
 
 def table_sql(con):
