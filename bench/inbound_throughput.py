@@ -343,7 +343,7 @@ def gateway_processes(args, host, tmp, k):
     cfg = os.path.join(tmp, f"gateways{k}.cfg")
     values = {"database": args.db, "log_dir": os.path.join(tmp, f"logs{k}"), "log_level": "WARNING",
               "domains": "example.com", "inbound_port": str(port), "inbound_workers": str(args.threads),
-              **BENCH_LIMITS}
+              **BENCH_LIMITS, **dict(item.partition("=")[::2] for item in args.set)}
     with open(cfg, "w") as fh:
         fh.write("[postroom]\n" + "".join(f"{key} = {v}\n" for key, v in values.items()))
     env = dict(os.environ, POSTROOM_CONFIG=cfg)
@@ -455,6 +455,8 @@ def main():
     parser.add_argument("--repeat", type=int, default=1,
                         help="with --client smtp-source (in-process gateway): rounds of bare server, gateway, "
                              "bare server; the median round is reported, with every round's figures")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a config key for the gateway (repeatable), e.g. inbound_commit_delay_ms=0")
     parser.add_argument("--gateways", help="with --client smtp-source and a PostgreSQL --db: e.g. 1,2 "
                                            "gateway processes on one port")
     args = parser.parse_args()
@@ -468,6 +470,11 @@ def main():
               "inbound_loop_max_peer": str(args.messages + 1)}
     if args.client == "smtp-source":
         values.update(BENCH_LIMITS)
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            parser.error(f"--set takes KEY=VALUE, not {item!r}")
+        values[key.strip()] = value.strip()
     host = Host(Config(values, base_dir=tmp)).open()
     host.enable_plugin("inbound")
     try:

@@ -479,7 +479,8 @@ class GatewayService:
         self.large_executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="inbound-large")
         handler = GatewayHandler(self.host, self.lmtp, self.executor, self.large_executor)
         handler.writer = self.writer = GroupWriter(self.host, batch_max=BATCH_MAX, store_many=handler.store_many,
-                                                   prepare=handler.parse_for_writer)
+                                                   prepare=handler.parse_for_writer,
+                                                   delay=self.settings.commit_delay)
         limits = {"data_size_limit": self.settings.max_size, "timeout": self.settings.timeout,
                   "enable_SMTPUTF8": True, "decode_data": False, "ident": IDENT,
                   "hostname": self.host.config.primary_domain}

@@ -24,6 +24,8 @@ KEYS = (
     Key("inbound_timeout", float, 300.0, min=0.1, max=86400,
         help="seconds a session may idle (and a DATA may take)"),
     Key("inbound_workers", int, 4, min=1, max=256, help="threads doing the database work"),
+    Key("inbound_commit_delay_ms", float, 0.5, min=0, max=100,
+        help="milliseconds the writer waits for one more message before storing a batch; 0: none"),
     Key("inbound_loop_max", int, 20, min=1, max=1_000_000_000,
         help="records/messages one envelope sender or From may create within inbound_loop_minutes"),
     Key("inbound_loop_max_peer", int, 100, min=1, max=1_000_000_000,
@@ -71,6 +73,7 @@ class Settings:
     max_recipients: int
     timeout: float
     workers: int
+    commit_delay: float  # seconds
     loop_max: int
     loop_max_peer: int
     loop_minutes: int
@@ -133,6 +136,7 @@ def _read(cfg) -> Settings:
         max_recipients=num("inbound_max_recipients"),
         timeout=num("inbound_timeout", float),
         workers=max(1, num("inbound_workers")),
+        commit_delay=num("inbound_commit_delay_ms", float) / 1000,
         loop_max=num("inbound_loop_max"),
         loop_max_peer=num("inbound_loop_max_peer"),
         loop_minutes=num("inbound_loop_minutes"),

@@ -3,6 +3,7 @@ the commit; one message's failure is its own (the batch is then stored again, a 
 per message), a database error fails the batch (the gateway answers those 451)."""
 import logging
 import threading
+import time
 
 import peewee as pw
 import pytest
@@ -99,3 +100,45 @@ def test_a_batch_without_failures_takes_no_savepoint_per_message(inbound_host, d
         logger.setLevel(level)
     assert _names() == ["a", "b", "c"]
     assert [s for s in sql if s.startswith("SAVEPOINT")] == []
+
+
+def _two_stores(host, writer, gap):
+    """Submit two stores `gap` seconds apart and wait for both answers."""
+    def store(name):
+        return lambda: Record.create(model="generic", name=name, created_at=host.clock.now()).name
+    a = writer.submit(store("first"))
+    threading.Event().wait(gap)
+    b = writer.submit(store("second"))
+    assert (a.result(timeout=10), b.result(timeout=10)) == ("first", "second")
+    assert _names() == ["first", "second"]
+
+
+def test_with_a_commit_delay_a_message_a_moment_behind_joins_the_batch_and_waits_no_longer(inbound_host):
+    host = inbound_host()
+    commits = []
+    writer = GroupWriter(host, delay=0.5)
+    inner = writer._commit
+    writer._commit = lambda batch: (commits.append(len(batch)), inner(batch))
+    try:
+        _two_stores(host, writer, 0.05)
+        assert commits == [2]  # one transaction for both
+        # A lone message waits the delay once, then is stored: never longer.
+        started = time.monotonic()
+        assert writer.submit(lambda: "alone").result(timeout=10) == "alone"
+        assert 0.4 < time.monotonic() - started < 5
+        assert commits == [2, 1]
+    finally:
+        writer.close()
+
+
+def test_without_a_commit_delay_the_writer_stores_at_once(inbound_host):
+    host = inbound_host()
+    commits = []
+    writer = GroupWriter(host)
+    inner = writer._commit
+    writer._commit = lambda batch: (commits.append(len(batch)), inner(batch))
+    try:
+        _two_stores(host, writer, 0.3)
+        assert commits == [1, 1]
+    finally:
+        writer.close()
