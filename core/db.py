@@ -44,39 +44,42 @@ def delete_chunk(model, condition, batch_size: int, after: int = 0, before_delet
     return len(chunk), 1 if len(ids) > batch_size else 0, chunk[-1] if chunk else after
 
 
-def insert_rows(db, model, fields, rows, returning_ids: bool = False, skip_duplicates: bool = False) -> list[int]:
+def insert_rows(db, model, fields, rows, returning_ids: bool = False) -> list[int]:
     """Multi-row INSERTs of `rows` (tuples in `fields` order), CHUNK rows per statement,
     the SQL written directly: peewee's query compiler cost more than the database itself
     for a 500-row chunk (measured: half of a campaign batch). Values go through each
     field's `db_value`, as peewee would. With `returning_ids`, the new ids in row order
     (RETURNING on PostgreSQL; on SQLite one statement's rows get consecutive rowids, and
-    the caller's transaction holds the write lock).
-
-    With `skip_duplicates`, a row that would break a unique constraint is left out (ON
-    CONFLICT DO NOTHING: only uniqueness, not NOT NULL or CHECK, unlike SQLite's OR
-    IGNORE) and the result is not ids but a one-item list: how many rows went in."""
-    if skip_duplicates and returning_ids:
-        raise ValueError("skip_duplicates gives a count, not ids")
+    the caller's transaction holds the write lock)."""
     ids = []
-    if not rows:
-        return [0] if skip_duplicates else ids
-    columns = ", ".join(f'"{f.column_name}"' for f in fields)
-    one = "(" + ", ".join([db.param] * len(fields)) + ")"
-    table = model._meta.table_name
     postgres = is_postgres(db)
-    for part in chunks(rows):
-        converted = [_column_values(f, column) for f, column in zip(fields, zip(*part))]
-        params = list(itertools.chain.from_iterable(zip(*converted)))
-        sql = f'INSERT INTO "{table}" ({columns}) VALUES ' + ", ".join([one] * len(part))
-        if skip_duplicates:
-            ids.append(db.execute_sql(sql + " ON CONFLICT DO NOTHING", params).rowcount)
-        elif returning_ids and postgres:
+    for sql, params, n in _inserts(db, model, fields, rows):
+        if returning_ids and postgres:
             ids.extend(r[0] for r in db.execute_sql(sql + ' RETURNING "id"', params).fetchall())
         else:
             cursor = db.execute_sql(sql, params)
             if returning_ids:
-                ids.extend(range(cursor.lastrowid - len(part) + 1, cursor.lastrowid + 1))
-    return [sum(ids)] if skip_duplicates else ids
+                ids.extend(range(cursor.lastrowid - n + 1, cursor.lastrowid + 1))
+    return ids
+
+
+def insert_new_rows(db, model, fields, rows) -> int:
+    """`insert_rows` leaving out each row that would break a unique constraint (ON
+    CONFLICT DO NOTHING: only uniqueness, not NOT NULL or CHECK, unlike SQLite's OR
+    IGNORE); returns how many rows went in."""
+    return sum(db.execute_sql(sql + " ON CONFLICT DO NOTHING", params).rowcount
+               for sql, params, _ in _inserts(db, model, fields, rows))
+
+
+def _inserts(db, model, fields, rows):
+    """(sql, params, row count) of each chunk's multi-row INSERT of `rows`."""
+    columns = ", ".join(f'"{f.column_name}"' for f in fields)
+    one = "(" + ", ".join([db.param] * len(fields)) + ")"
+    table = model._meta.table_name
+    for part in chunks(rows):
+        converted = [_column_values(f, column) for f, column in zip(fields, zip(*part))]
+        params = list(itertools.chain.from_iterable(zip(*converted)))
+        yield f'INSERT INTO "{table}" ({columns}) VALUES ' + ", ".join([one] * len(part)), params, len(part)
 
 
 # Fields whose db_value gives back a value of this type (and None) unchanged.

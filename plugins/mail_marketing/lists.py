@@ -5,7 +5,7 @@ import itertools
 import peewee as pw
 
 from postroom.core import emails
-from postroom.core.db import CHUNK, insert_rows
+from postroom.core.db import CHUNK, insert_new_rows
 from postroom.core.errors import Conflict, InvalidInput, NotFound
 
 from .models import Blacklist, Contact, MailingList
@@ -134,11 +134,11 @@ _CONTACT_FIELDS = (Contact.mailing_list, Contact.name, Contact.email, Contact.em
 
 def _flush(host, chunk: dict, stats: dict) -> None:
     """Insert a chunk's new contacts; one already on the list is merged (left as it is).
-    The SQL is written directly (core.db.insert_rows): peewee compiling a 500-row
+    The SQL is written directly (core.db.insert_new_rows): peewee compiling a 500-row
     insert_many cost three times what SQLite took to store it (most of an import)."""
     if not chunk:
         return
-    inserted = insert_rows(host.db, Contact, _CONTACT_FIELDS, list(chunk.values()), skip_duplicates=True)[0]
+    inserted = insert_new_rows(host.db, Contact, _CONTACT_FIELDS, list(chunk.values()))
     stats["imported"] += inserted
     stats["merged"] += len(chunk) - inserted
     chunk.clear()

@@ -4,7 +4,7 @@ import datetime as dt
 
 import pytest
 
-from postroom.core.db import CHUNK, built, insert_rows, update_ids, values_present
+from postroom.core.db import CHUNK, built, insert_new_rows, insert_rows, update_ids, values_present
 from postroom.core.models import Message, Partner, Record
 
 
@@ -140,14 +140,11 @@ def test_skipping_duplicates_counts_the_rows_that_went_in_and_keeps_the_rows_alr
         partners = insert_rows(host.db, Partner, [Partner.name, Partner.notification_type, Partner.message_bounce,
                                                   Partner.active, Partner.created_at],
                                [(f"P{i}", "email", 0, True, now) for i in range(CHUNK + 5)], returning_ids=True)
-        first = insert_rows(host.db, Follower, [Follower.record, Follower.partner],
-                            [(record, p) for p in partners[:3]], skip_duplicates=True)
+        first = insert_new_rows(host.db, Follower, [Follower.record, Follower.partner],
+                                [(record, p) for p in partners[:3]])
         # Past one chunk, with rows already stored and a row repeated within the statement.
         rows = [(record, p) for p in partners] + [(record, partners[-1])]
-        second = insert_rows(host.db, Follower, [Follower.record, Follower.partner], rows, skip_duplicates=True)
-        empty = insert_rows(host.db, Follower, [Follower.record, Follower.partner], [], skip_duplicates=True)
-    assert (first, second, empty) == ([3], [len(partners) - 3], [0])
+        second = insert_new_rows(host.db, Follower, [Follower.record, Follower.partner], rows)
+        empty = insert_new_rows(host.db, Follower, [Follower.record, Follower.partner], [])
+    assert (first, second, empty) == (3, len(partners) - 3, 0)
     assert Follower.select().where(Follower.record == record).count() == len(partners)
-    with pytest.raises(ValueError):
-        insert_rows(host.db, Follower, [Follower.record, Follower.partner], rows, returning_ids=True,
-                    skip_duplicates=True)
