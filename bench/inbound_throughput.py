@@ -343,7 +343,7 @@ def gateway_processes(args, host, tmp, k):
     cfg = os.path.join(tmp, f"gateways{k}.cfg")
     values = {"database": args.db, "log_dir": os.path.join(tmp, f"logs{k}"), "log_level": "WARNING",
               "domains": "example.com", "inbound_port": str(port), "inbound_workers": str(args.threads),
-              **BENCH_LIMITS, **dict(item.partition("=")[::2] for item in args.set)}
+              **BENCH_LIMITS, **args.settings}
     with open(cfg, "w") as fh:
         fh.write("[postroom]\n" + "".join(f"{key} = {v}\n" for key, v in values.items()))
     env = dict(os.environ, POSTROOM_CONFIG=cfg)
@@ -470,11 +470,13 @@ def main():
               "inbound_loop_max_peer": str(args.messages + 1)}
     if args.client == "smtp-source":
         values.update(BENCH_LIMITS)
+    args.settings = {}  # --set, for the in-process gateway and the `serve` processes alike
     for item in args.set:
         key, sep, value = item.partition("=")
         if not sep:
             parser.error(f"--set takes KEY=VALUE, not {item!r}")
-        values[key.strip()] = value.strip()
+        args.settings[key.strip()] = value.strip()
+    values.update(args.settings)
     host = Host(Config(values, base_dir=tmp)).open()
     host.enable_plugin("inbound")
     try:
