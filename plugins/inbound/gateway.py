@@ -5,7 +5,8 @@ small thread pool through `loop.run_in_executor`, each thread with its own conne
 the host's database. On SQLite an RCPT the database accepts by reads alone (an alias,
 the catchall, the bounce address, within the loop limits) is answered on the loop itself,
 from its own connection, which never waits for a lock (see `_accepted_here`): the pool's
-round trip for it, two thread switches under the GIL, cost more than the read. After DATA the one writer
+round trip for it, two thread switches under the GIL, cost more than the read; what it read
+there answers the same alias and sender for a second more (`rcpt_memo`). After DATA the one writer
 thread (`writer.GroupWriter`) parses the message and checks its sender (a pool thread
 does when that asks DNS), then stores it together with the other messages waiting, in
 one transaction. A DATA reply is sent once the outcome is committed. The limits on
@@ -26,6 +27,7 @@ import threading
 from aiosmtpd.controller import Controller
 
 from . import batch, decisions, recipients, routing
+from .rcpt_memo import RcptMemo
 from .protocol import GatewayLMTP, GatewaySMTP
 from .refusals import RefusalLog
 from .settings import (BARE_LF, LOCAL_PROBLEM, SESSION_TOO_LONG, TARPIT, TEMPFAIL, TOO_MANY_COMMANDS,
@@ -81,6 +83,7 @@ class GatewayHandler:
         # See `_accepted_here`; with no pool (a handler run on its own) everything is asked inline.
         self.rcpt_on_loop = getattr(host.db, "engine", "") == "sqlite" and executor is not None
         self._loop_connection = None  # the connection whose busy timeout was set to 0
+        self.rcpt_memo = RcptMemo(host) if self.rcpt_on_loop else None  # the loop's, see rcpt_memo
 
     # --- limits on strangers, decided on the loop thread --------------------------------
 
@@ -275,11 +278,15 @@ class GatewayHandler:
             if connection is not self._loop_connection:
                 db.execute_sql("PRAGMA busy_timeout = 0")
                 self._loop_connection = connection
-            verdict = recipients.check(self.host, address, plugins=False)
+            memo, now = self.rcpt_memo, self.host.clock.now()
+            local = recipients.split(address)[0]
+            known = memo.alias(local, now)
+            verdict = recipients.check(self.host, address, known, plugins=False)
             if verdict is None or not verdict.accepted:
                 return None
-            if verdict.kind in ("alias", "catchall") and routing.loop_refusal(
-                    self.host, (mail_from or "").lower(), client=client):
+            if verdict.kind == "alias" and known is None:
+                memo.found_alias(local, verdict.alias, now)
+            if verdict.kind in ("alias", "catchall") and memo.loop_refusal((mail_from or "").lower(), client, now):
                 return None
             return verdict.line
         except DB_ERRORS:
@@ -367,6 +374,8 @@ class GatewayHandler:
                                 type(exc).__name__, exc, exc_info=exc)
             # Answered here, not by handle_exception, so that LMTP still gets one line per recipient.
             return self._answer([(r, LOCAL_PROBLEM) for r in rcpts])
+        if self.rcpt_memo is not None and any(line.startswith("250") for _, line in results):
+            self.rcpt_memo.accepted((envelope.mail_from or "").lower(), self.client_of(session))
         return self._answer(results)
 
     def _prepare_and_store(self, session, envelope, rcpts, spool) -> asyncio.Future:

@@ -50,13 +50,22 @@ def sender_of(mail, mail_from) -> str:
     return mail_from.lower() if emails.is_valid(mail_from or "") else ""
 
 
-def loop_refusal(host, envelope: str = "", sender: str = "", client: str = "") -> str | None:
+def loop_counts(host, envelope: str = "", sender: str = "", client: str = "") -> dict:
+    """{"envelope", "from", "peer": what each key created within the loop window} (each at
+    most its limit: decisions.recent_counts)."""
+    s = settings(host)
+    return decisions.recent_counts(host, s.loop_minutes, envelope=envelope, sender=sender, client=client,
+                                   caps={"envelope": s.loop_max, "from": s.loop_max, "peer": s.loop_max_peer})
+
+
+def loop_refusal(host, envelope: str = "", sender: str = "", client: str = "", counts=None) -> str | None:
     """The 550 text when the envelope sender, the From address or the client made us create
     too much lately (a mail loop, or a flood rotating one of them), else None. `client` is
-    empty for a trusted MTA that did not name the original client."""
+    empty for a trusted MTA that did not name the original client. `counts` (from
+    `loop_counts` for the same keys) saves reading them."""
     s = settings(host)
-    counts = decisions.recent_counts(host, s.loop_minutes, envelope=envelope, sender=sender, client=client,
-                                     caps={"envelope": s.loop_max, "from": s.loop_max, "peer": s.loop_max_peer})
+    if counts is None:
+        counts = loop_counts(host, envelope, sender, client)
     limits = [("envelope", f"envelope sender <{envelope}>", s.loop_max, "inbound_loop_max"),
               ("from", f"From <{sender}>", s.loop_max, "inbound_loop_max"),
               ("peer", f"client {client}", s.loop_max_peer, "inbound_loop_max_peer")]
