@@ -78,6 +78,24 @@ def test_log_lines_carry_the_host_clock_time(tmp_path):
     assert (tmp_path / "postroom.log").read_text().startswith("2026-03-01 10:00:00,000Z")
 
 
+def test_each_line_shows_its_own_millisecond_and_second_as_the_clock_moves(tmp_path):
+    """The formatter writes a second's text once and reuses it: lines in one second, the
+    next second, and a clock moved back each still show their own time."""
+    clock = FrozenClock(dt.datetime(2026, 3, 1, 10, 0, 0, 250_000, tzinfo=UTC))
+    log, handler = _logger(tmp_path, clock)
+    log.info("a")
+    clock.advance(milliseconds=500)
+    log.info("b")
+    clock.advance(milliseconds=1250)
+    log.info("c")
+    clock.set(dt.datetime(2026, 3, 1, 9, 59, 59, 7_000, tzinfo=UTC))
+    log.info("d")
+    handler.close()
+    stamps = [line[:24] for line in (tmp_path / "postroom.log").read_text().splitlines()]
+    assert stamps == ["2026-03-01 10:00:00,250Z", "2026-03-01 10:00:00,750Z", "2026-03-01 10:00:02,000Z",
+                      "2026-03-01 09:59:59,007Z"]
+
+
 _ROTATE = """
 import datetime as dt, logging, sys
 from postroom.core.clock import UTC, FrozenClock
