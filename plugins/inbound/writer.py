@@ -68,6 +68,7 @@ class GroupWriter:
         self.batch_max = max(1, int(batch_max))
         self._queue = queue.SimpleQueue()
         self._turn = _WriterTurn(host)
+        self._checkpoints = _Checkpoints(host) if self._turn.fd is not None else None
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
@@ -119,7 +120,11 @@ class GroupWriter:
                 batch = self._prepared(batch)
             if batch:
                 with self._turn:
+                    if self._checkpoints is not None:
+                        self._checkpoints.prepare()
                     self._commit(batch)
+                if self._checkpoints is not None:  # outside the turn: other processes' writers need not wait
+                    self._checkpoints.committed(idle=self._queue.empty())
         if not self.host.db.is_closed():
             self.host.db.close()
         self._turn.close()
@@ -219,6 +224,45 @@ class _WriterTurn:
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
+
+
+class _Checkpoints:
+    """On SQLite, the writer copies the write-ahead log back into the database file after
+    it has answered a batch, not inside the commit that stored it. SQLite's automatic
+    checkpoint runs in the COMMIT that takes the log past 1,000 pages: every twenty-odd
+    batches one of them waited for a checkpoint (pages copied, two syncs) before its
+    clients got their 250. Here the writer's connection checkpoints itself (PASSIVE) once
+    `every` batches have committed, when no message is waiting (the clients are then
+    still reading their replies and sending the next ones), or after four times as many
+    batches whatever waits, so the log stays as small as before. A checkpoint that fails
+    is tried again after the next batch; other connections keep SQLite's own."""
+
+    def __init__(self, host, every: int = 16):
+        self.host, self.every = host, every
+        self.since = 0
+        self._connection = None
+
+    def prepare(self):
+        """Before a batch: the writer's connection (opened again after an error) leaves
+        checkpoints to `committed`."""
+        db = self.host.db
+        try:
+            connection = db.connection()
+            if connection is not self._connection:
+                db.execute_sql("PRAGMA wal_autocheckpoint = 0")
+                self._connection = connection
+        except DB_ERRORS:  # the batch meets the same error and says so
+            self._connection = None
+
+    def committed(self, idle: bool):
+        self.since += 1
+        if self.since < self.every or (not idle and self.since < 4 * self.every):
+            return
+        try:
+            self.host.db.execute_sql("PRAGMA wal_checkpoint(PASSIVE)").fetchall()  # all: no statement left open
+            self.since = 0
+        except DB_ERRORS:
+            pass  # tried again after the next batch
 
 
 class _OneFailed(Exception):

@@ -142,3 +142,23 @@ def test_without_a_commit_delay_the_writer_stores_at_once(inbound_host):
         assert commits == [1, 1]
     finally:
         writer.close()
+
+
+def test_on_sqlite_the_writer_copies_the_log_back_after_answering_and_it_stays_small(inbound_host):
+    """The writer's connection never checkpoints inside a COMMIT (its clients would wait
+    for it); it checkpoints after answering, every few batches, so the write-ahead log is
+    reset and stays a few batches long however many it stores."""
+    host = inbound_host()
+    writer = GroupWriter(host)
+    try:
+        for i in range(80):  # each alone: the writer is idle after each one
+            writer.submit(lambda i=i: records.create_record(host, "generic", f"r{i}" + "x" * 400)).result(timeout=10)
+        autocheckpoint = writer.submit(
+            lambda: host.db.execute_sql("PRAGMA wal_autocheckpoint").fetchall()[0][0]).result(timeout=10)
+    finally:
+        writer.close()
+    assert autocheckpoint == 0  # no checkpoint inside the writer's commits
+    assert Record.select().count() == 80
+    # Frames in the log now: without the writer's own checkpoints, all 80 batches' pages.
+    busy, frames, _ = host.db.execute_sql("PRAGMA wal_checkpoint(PASSIVE)").fetchall()[0]
+    assert busy == 0 and frames < 16 * 8, frames
