@@ -22,8 +22,15 @@ def _one_batch(service, mails):
     """Send `mails` [(mail_from, rcpt, bytes)] on concurrent sessions while the writer is
     held, so that all of them reach it as one batch; returns the DATA replies in order and
     how many statements the batch took once released."""
-    release = threading.Event()
-    service.writer.submit(lambda: release.wait(20))
+    holding, release = threading.Event(), threading.Event()
+
+    def hold():
+        holding.set()
+        release.wait(20)
+    service.writer.submit(hold)
+    # Sent only once the writer holds: a message queued before it took the first job
+    # would join that job's batch and never count as waiting.
+    assert holding.wait(10), "the writer did not start"
     replies = [None] * len(mails)
 
     def send(i, mail_from, rcpt, data):
