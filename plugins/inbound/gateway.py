@@ -374,8 +374,9 @@ class GatewayHandler:
                                 type(exc).__name__, exc, exc_info=exc)
             # Answered here, not by handle_exception, so that LMTP still gets one line per recipient.
             return self._answer([(r, LOCAL_PROBLEM) for r in rcpts])
-        if self.rcpt_memo is not None and any(line.startswith("250") for _, line in results):
-            self.rcpt_memo.accepted((envelope.mail_from or "").lower(), self.client_of(session))
+        if self.rcpt_memo is not None:
+            self.rcpt_memo.accepted((envelope.mail_from or "").lower(), self.client_of(session),
+                                    sum(line.startswith("250") for _, line in results))
         return self._answer(results)
 
     def _prepare_and_store(self, session, envelope, rcpts, spool) -> asyncio.Future:

@@ -13,8 +13,9 @@ thread to hand it back. For `MEMO_SECONDS` of `host.clock` the memo keeps:
   meanwhile is still accepted at RCPT for that long; the writer looks every recipient up
   again when it stores the message, so that message is refused then (550 after DATA,
   logged like any refusal) and creates nothing.
-- each key's count, plus one for every message this gateway accepted for it since: the
-  RCPT passes without a query while that sum is below the key's limit. Messages another
+- each key's count, plus every recipient this gateway accepted for it since (a message to
+  two aliases makes two counted rows; one to a repeated or a single recipient counts at
+  most one too many, which only means reading the count sooner): the RCPT passes without a query while that sum is below the key's limit. Messages another
   process (a second gateway) stored meanwhile are missed for that long; the writer counts
   every key again in the transaction that stores the message, so the limit itself holds,
   and the sender is then refused after DATA rather than at RCPT.
@@ -77,11 +78,12 @@ class RcptMemo:
         entry = self._counts.get((name, value))
         return entry is not None and entry[1] > now and entry[0] < limit
 
-    def accepted(self, envelope: str, client: str):
-        """A message from `envelope` through `client` was accepted: it counts against both
-        keys until they are read again (counted whatever route it took: one too many only
-        means reading the count sooner)."""
+    def accepted(self, envelope: str, client: str, recipients: int):
+        """A message from `envelope` through `client` was accepted for `recipients`: they
+        count against both keys until those are read again (whatever route each took)."""
+        if recipients <= 0:
+            return
         for key in (("envelope", envelope), ("peer", client)):
             entry = self._counts.get(key)
             if entry is not None:
-                entry[0] += 1
+                entry[0] += recipients

@@ -94,3 +94,23 @@ def test_messages_another_process_stored_are_counted_when_the_message_is_stored(
     clock.advance(seconds=MEMO_SECONDS + 0.1)
     assert _rcpt_statements(host, service, mail_from="robot@loop.test")[0] == 550
     assert InboundDecision.select().where(InboundDecision.counts).count() == 3
+
+
+def test_a_message_to_two_aliases_counts_twice_so_the_limit_still_holds_at_rcpt(inbound_host, gateway):
+    """Each alias of a message makes its own counted row: a sender who writes to two
+    aliases at once reaches a limit of four after two messages, and the third is refused
+    at RCPT, not let through to DATA."""
+    host = inbound_host(inbound_loop_max=4)
+    aliases.add_alias(host, "support", "generic")
+    aliases.add_alias(host, "sales", "generic")
+    service = gateway(host)
+    with smtp(service) as client:
+        for i in range(2):
+            client.mail("robot@loop.test")
+            assert client.rcpt("support@example.com")[0] == 250
+            assert client.rcpt("sales@example.com")[0] == 250
+            assert client.data(message(sender="robot@loop.test", message_id=f"<two{i}@loop.test>"))[0] == 250
+        client.mail("robot@loop.test")
+        code, text = client.rcpt("support@example.com")
+    assert code == 550 and b"envelope sender <robot@loop.test>" in text
+    assert InboundDecision.select().where(InboundDecision.counts).count() == 4
