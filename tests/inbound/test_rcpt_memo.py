@@ -114,3 +114,15 @@ def test_a_message_to_two_aliases_counts_twice_so_the_limit_still_holds_at_rcpt(
         code, text = client.rcpt("support@example.com")
     assert code == 550 and b"envelope sender <robot@loop.test>" in text
     assert InboundDecision.select().where(InboundDecision.counts).count() == 4
+
+
+def test_a_stranger_rotating_envelope_senders_keeps_the_memo_bounded(inbound_host, clock):
+    """Every new envelope sender is one more key; past MEMO_MAX the memo starts again
+    rather than grow with what strangers send (and still answers from the database)."""
+    from postroom.plugins.inbound.rcpt_memo import MEMO_MAX, RcptMemo
+    host = inbound_host()
+    memo = RcptMemo(host)
+    now = clock.now()
+    for i in range(MEMO_MAX + 50):
+        assert memo.loop_refusal(f"r{i}@rotate.test", "192.0.2.7", now) is None
+    assert len(memo._counts) <= MEMO_MAX + 1
