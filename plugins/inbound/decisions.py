@@ -182,9 +182,13 @@ def _count_sql(engine, p, shape) -> str:
 
 _COUNT_SQL: dict = {}
 # The last id handed out for a decision row; ids only move forward (SERIAL, AUTOINCREMENT),
-# so its growth since a count bounds how many rows may have come since.
+# so its growth since a count bounds how many rows may have come since. A PostgreSQL
+# sequence that never handed out an id shows its first one as `last_value` (is_called
+# false): read as given, the table's first row would not have moved it, and a count taken
+# before that row would have stayed one short for the rest of the window.
 _SEQUENCE_SQL = {
-    "postgresql": "SELECT last_value AS seq FROM inbound_decision_id_seq",
+    "postgresql": ("SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END AS seq "
+                   "FROM inbound_decision_id_seq"),
     "sqlite": "SELECT COALESCE(MAX(seq), 0) AS seq FROM sqlite_sequence WHERE name = 'inbound_decision'",
 }
 # Per host (process): (column, value, minutes) -> (count, sequence value, when counted).

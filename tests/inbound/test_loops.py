@@ -118,3 +118,22 @@ def test_a_key_far_below_its_limit_is_bounded_by_the_rows_made_since_and_counted
     assert count() == 7  # the bound reached 10: counted, exactly
     made(other, 3, "flood@loop.test")
     assert count() == 10  # 7 + 3 reaches the cap: counted, at the cap
+
+
+def test_a_count_taken_before_the_first_decision_row_counts_that_row(inbound_host, db_url):
+    """A key counted on an empty decision log is bounded by the rows made since, the very
+    first one included: a fresh PostgreSQL sequence shows the id it will hand out first as
+    its last value, and read as given the bound stayed one short for the whole window
+    (a sender got one message past its limit, at RCPT and when stored)."""
+    from postroom.plugins.inbound import decisions
+    host = inbound_host(db_url=db_url)
+
+    def count():
+        return decisions.recent_counts(host, 60, envelope="first@loop.test", caps={"envelope": 10})["envelope"]
+    assert count() == 0
+    for n in (1, 2):
+        with host.transaction():
+            decisions.record(host, peer="10.0.0.9:25", mail_from="first@loop.test", sender="first@loop.test",
+                             recipients=["s@example.com"], verdict="accepted", route="alias", code=250,
+                             reason="ok", counts=True)
+        assert count() == n
