@@ -6,7 +6,9 @@ the host's database. On SQLite an RCPT the database accepts by reads alone (an a
 the catchall, the bounce address, within the loop limits) is answered on the loop itself,
 from its own connection, which never waits for a lock (see `_accepted_here`): the pool's
 round trip for it, two thread switches under the GIL, cost more than the read; what it read
-there answers the same alias and sender for a second more (`rcpt_memo`). After DATA the one writer
+there answers the same alias and sender for a second more (`rcpt_memo`). On PostgreSQL the
+loop never touches the database: it answers such an RCPT only from what the pool read for
+an earlier one within that second (`_remembered`). After DATA the one writer
 thread (`writer.GroupWriter`) parses the message and checks its sender (a pool thread
 does when that asks DNS), then stores it together with the other messages waiting, in
 one transaction. A DATA reply is sent once the outcome is committed. The limits on
@@ -83,7 +85,8 @@ class GatewayHandler:
         # See `_accepted_here`; with no pool (a handler run on its own) everything is asked inline.
         self.rcpt_on_loop = getattr(host.db, "engine", "") == "sqlite" and executor is not None
         self._loop_connection = None  # the connection whose busy timeout was set to 0
-        self.rcpt_memo = RcptMemo(host) if self.rcpt_on_loop else None  # the loop's, see rcpt_memo
+        # The loop's, see rcpt_memo (both engines; with no pool nothing answers on the loop).
+        self.rcpt_memo = RcptMemo(host) if executor is not None else None
 
     # --- limits on strangers, decided on the loop thread --------------------------------
 
@@ -251,20 +254,44 @@ class GatewayHandler:
             return "250 2.1.5 Ok (duplicate recipient: delivered once)"
         if len(envelope.rcpt_tos) >= self.settings.max_recipients:
             return TOO_MANY_RCPT
-        if self.rcpt_on_loop:
-            line = self._accepted_here(envelope.mail_from or "", address, self.client_of(session))
+        mail_from, client = envelope.mail_from or "", self.client_of(session)
+        if self.rcpt_memo is not None:
+            answer = self._accepted_here if self.rcpt_on_loop else self._remembered
+            line = answer(mail_from, address, client)
             if line is not None:
                 envelope.rcpt_tos.append(address)
                 return line
         try:
-            line = await self._db(self._rcpt, self._peer(session), envelope.mail_from or "", address,
-                                  self.client_of(session), self.is_trusted(session), retry=True)
+            line, alias, counts = await self._db(self._rcpt, self._peer(session), mail_from, address,
+                                                 client, self.is_trusted(session), retry=True)
         except DB_ERRORS as exc:
             self.host.log.warning("inbound RCPT <%s> deferred: database unavailable: %s", address, exc)
             return TEMPFAIL
+        if self.rcpt_memo is not None:  # what the pool read answers the next RCPTs (rcpt_memo)
+            now = self.host.clock.now()
+            if alias is not None:
+                self.rcpt_memo.found_alias(recipients.split(address)[0], alias, now)
+            if counts is not None:
+                self.rcpt_memo.found_counts(mail_from.lower(), client, counts, now)
         if line.startswith("250"):
             envelope.rcpt_tos.append(address)
         return line
+
+    def _remembered(self, mail_from, address, client) -> str | None:
+        """The 250 line for an address the memo answers without the database (PostgreSQL,
+        where the loop never touches it): an alias found lately, or a system address,
+        with the envelope sender and the client within their loop limits by the memo;
+        else None, and the pool asks (`_rcpt`)."""
+        memo, now = self.rcpt_memo, self.host.clock.now()
+        local = recipients.split(address)[0]
+        # {local: None} when the memo knows no alias for it: `check` then reads nothing and,
+        # without plugins, answers None for anything that is neither an alias nor a system address.
+        verdict = recipients.check(self.host, address, memo.alias(local, now) or {local: None}, plugins=False)
+        if verdict is None or not verdict.accepted:
+            return None
+        if verdict.kind in ("alias", "catchall") and not memo.within_limits((mail_from or "").lower(), client, now):
+            return None
+        return verdict.line
 
     def _accepted_here(self, mail_from, address, client) -> str | None:
         """The 250 line for an address the database accepts by reads alone, asked on the
@@ -299,13 +326,19 @@ class GatewayHandler:
         if not self.host.db.is_closed():
             self.host.db.close()
 
-    def _rcpt(self, peer, mail_from, address, client, trusted) -> str:
+    def _rcpt(self, peer, mail_from, address, client, trusted) -> tuple:
+        """(the RCPT line, the alias found or None, the loop counts that refused nothing or
+        None): the last two for the loop's memo."""
         verdict = recipients.check(self.host, address)
+        alias = verdict.alias if verdict.kind == "alias" else None
+        counts = None
         if verdict.accepted and verdict.kind in ("alias", "catchall"):
             # Cut a loop early on the envelope sender and the client; From is judged after DATA.
-            refusal = routing.loop_refusal(self.host, (mail_from or "").lower(), client=client)
+            counts = routing.loop_counts(self.host, (mail_from or "").lower(), client=client)
+            refusal = routing.loop_refusal(self.host, (mail_from or "").lower(), client=client, counts=counts)
             if refusal:
                 verdict.code, verdict.text, verdict.kind = 550, refusal, None
+                counts = None
         if not verdict.accepted:
             key = client or ("" if trusted else peer.rpartition(":")[0])
             now = self.host.clock.now()
@@ -316,7 +349,7 @@ class GatewayHandler:
                                      recipients=[address], verdict="refused", route="refused",
                                      code=verdict.code, reason=verdict.text, client=client)
             self.flush_refusals()
-        return verdict.line
+        return verdict.line, alias, counts
 
     def _deliver(self, session, envelope, rcpts, data):
         # Mail the routing triggers (followers notified of a reply) leaves in the background:

@@ -1,13 +1,15 @@
 """What the gateway's event loop learned at recent RCPTs, so that the next RCPT to the same
-alias from the same sender is answered without reading the database again (SQLite only:
-there the loop answers an RCPT the database accepts by reads alone, see
-`GatewayHandler._accepted_here`).
+alias from the same sender is answered without reading the database again. On SQLite the
+loop reads the database itself on a miss (`GatewayHandler._accepted_here`); on PostgreSQL
+the loop never touches the database, so it answers from the memo alone
+(`GatewayHandler._remembered`) and a miss goes to the pool, whose answer fills the memo.
 
 Reading the alias and then the loop-protection counts of the envelope sender and the
 client took two statements per message: in the smtp-source bench (8 sessions, every
-message to one alias) they were a third of the loop thread's CPU (0.12 of 0.34 ms per
-message), and each of them let go of the interpreter lock and waited for the writer
-thread to hand it back. For `MEMO_SECONDS` of `host.clock` the memo keeps:
+message to one alias) they were a third of the loop thread's CPU on SQLite (0.12 of 0.34
+ms per message), and each of them let go of the interpreter lock and waited for the
+writer thread to hand it back. On PostgreSQL each RCPT was a round trip to a pool thread
+and two statements on the server. For `MEMO_SECONDS` of `host.clock` the memo keeps:
 
 - each alias it found: an RCPT to it is accepted without a query. An alias deleted
   meanwhile is still accepted at RCPT for that long; the writer looks every recipient up
@@ -15,13 +17,15 @@ thread to hand it back. For `MEMO_SECONDS` of `host.clock` the memo keeps:
   logged like any refusal) and creates nothing.
 - each key's count, plus every recipient this gateway accepted for it since (a message to
   two aliases makes two counted rows; one to a repeated or a single recipient counts at
-  most one too many, which only means reading the count sooner): the RCPT passes without a query while that sum is below the key's limit. Messages another
-  process (a second gateway) stored meanwhile are missed for that long; the writer counts
+  most one too many, which only means reading the count sooner): the RCPT passes without
+  a query while that sum is below the key's limit. Messages another process (a second
+  gateway) stored meanwhile are missed for that long; the writer counts
   every key again in the transaction that stores the message, so the limit itself holds,
   and the sender is then refused after DATA rather than at RCPT.
 
 A key at its limit, an address that is not an alias and every refusal always go to the
-database. Used on the loop thread only: no lock.
+database. Used on the loop thread only (a pool thread's findings are handed back to the
+loop, which keeps them): no lock.
 """
 import datetime as dt
 
@@ -60,19 +64,30 @@ class RcptMemo:
         """`routing.loop_refusal` for the envelope sender and the client, read from the
         database unless each key's count lately plus what was accepted since is below its
         limit."""
-        s = settings(self.host)
-        keys = [(name, value, limit) for name, value, limit in
-                (("envelope", envelope, s.loop_max), ("peer", client, s.loop_max_peer)) if value]
-        if all(self._below(name, value, limit, now) for name, value, limit in keys):
+        if self.within_limits(envelope, client, now):
             return None
         counts = routing.loop_counts(self.host, envelope, client=client)
         refusal = routing.loop_refusal(self.host, envelope, client=client, counts=counts)
         if refusal is None:
-            if len(self._counts) >= MEMO_MAX:
-                self._counts.clear()
-            for name, value, _ in keys:
-                self._counts[(name, value)] = [counts[name], now + self.span]
+            self.found_counts(envelope, client, counts, now)
         return refusal
+
+    def _keys(self, envelope: str, client: str) -> list[tuple]:
+        s = settings(self.host)
+        return [(name, value, limit) for name, value, limit in
+                (("envelope", envelope, s.loop_max), ("peer", client, s.loop_max_peer)) if value]
+
+    def within_limits(self, envelope: str, client: str, now) -> bool:
+        """Whether each key's count lately plus what was accepted since is below its limit
+        (False when a key was not read lately: ask the database)."""
+        return all(self._below(name, value, limit, now) for name, value, limit in self._keys(envelope, client))
+
+    def found_counts(self, envelope: str, client: str, counts: dict, now):
+        """Keep `routing.loop_counts` just read for these keys (when they refused nothing)."""
+        if len(self._counts) >= MEMO_MAX:
+            self._counts.clear()
+        for name, value, _ in self._keys(envelope, client):
+            self._counts[(name, value)] = [counts[name], now + self.span]
 
     def _below(self, name, value, limit, now) -> bool:
         entry = self._counts.get((name, value))

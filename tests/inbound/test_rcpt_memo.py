@@ -1,7 +1,8 @@
-"""The event loop's memo of recent RCPTs (SQLite): the next RCPT to a known alias from a
-sender within its limits is answered without a statement, and what the memo may miss
-(an alias deleted, messages another process stored) is still caught when the message is
-stored; once MEMO_SECONDS pass, the database answers again (real gateway, smtplib)."""
+"""The event loop's memo of recent RCPTs, on SQLite (where the loop reads the database on a
+miss) and on PostgreSQL (where the pool's answer fills it): the next RCPT to a known alias
+from a sender within its limits is answered without a statement, and what the memo may
+miss (an alias deleted, messages another process stored) is still caught when the message
+is stored; once MEMO_SECONDS pass, the database answers again (real gateway, smtplib)."""
 from postroom.core.models import Record
 from postroom.plugins.inbound import aliases, decisions
 from postroom.plugins.inbound.models import InboundDecision
@@ -19,8 +20,8 @@ def _rcpt_statements(host, service, mail_from="ann@client.test", rcpt="support@e
         return code, host.db.statements - before
 
 
-def test_the_second_rcpt_to_an_alias_is_answered_without_reading_the_database(inbound_host, gateway, clock):
-    host = inbound_host()
+def test_the_second_rcpt_to_an_alias_is_answered_without_reading_the_database(db_url, inbound_host, gateway, clock):
+    host = inbound_host(db_url)
     aliases.add_alias(host, "support", "generic")
     service = gateway(host)
     code, statements = _rcpt_statements(host, service)
@@ -30,16 +31,16 @@ def test_the_second_rcpt_to_an_alias_is_answered_without_reading_the_database(in
     assert _rcpt_statements(host, service) == (250, 2)  # read again once the memo is old
 
 
-def test_an_address_that_is_no_alias_is_asked_of_the_database_every_time(inbound_host, gateway):
-    host = inbound_host()
+def test_an_address_that_is_no_alias_is_asked_of_the_database_every_time(db_url, inbound_host, gateway):
+    host = inbound_host(db_url)
     service = gateway(host)
     for _ in range(2):
         code, statements = _rcpt_statements(host, service, rcpt="nobody@example.com")
         assert code == 550 and statements >= 1
 
 
-def test_an_alias_deleted_within_the_memo_is_refused_when_the_message_is_stored(inbound_host, gateway, clock):
-    host = inbound_host()
+def test_an_alias_deleted_within_the_memo_is_refused_when_the_message_is_stored(db_url, inbound_host, gateway, clock):
+    host = inbound_host(db_url)
     aliases.add_alias(host, "support", "generic")
     service = gateway(host)
     assert _rcpt_statements(host, service)[0] == 250
@@ -54,10 +55,10 @@ def test_an_alias_deleted_within_the_memo_is_refused_when_the_message_is_stored(
     assert _rcpt_statements(host, service)[0] == 550  # and then at RCPT
 
 
-def test_the_loop_limit_holds_exactly_for_one_gateway_within_the_memo(inbound_host, gateway):
+def test_the_loop_limit_holds_exactly_for_one_gateway_within_the_memo(db_url, inbound_host, gateway):
     """What this gateway accepted counts at once: the fourth RCPT of a limit of three is
     refused at RCPT although the memo had read the count before the first message."""
-    host = inbound_host(inbound_loop_max=3)
+    host = inbound_host(db_url, inbound_loop_max=3)
     aliases.add_alias(host, "support", "generic")
     service = gateway(host)
     codes = []
@@ -74,10 +75,10 @@ def test_the_loop_limit_holds_exactly_for_one_gateway_within_the_memo(inbound_ho
     assert Record.select().count() == 3
 
 
-def test_messages_another_process_stored_are_counted_when_the_message_is_stored(inbound_host, gateway, clock):
+def test_messages_another_process_stored_are_counted_when_the_message_is_stored(db_url, inbound_host, gateway, clock):
     """Rows the memo did not see (another gateway's) let the RCPT through for at most
     MEMO_SECONDS; the writer's own count refuses the message, and then RCPT does."""
-    host = inbound_host(inbound_loop_max=3)
+    host = inbound_host(db_url, inbound_loop_max=3)
     aliases.add_alias(host, "support", "generic")
     service = gateway(host)
     assert _rcpt_statements(host, service, mail_from="robot@loop.test")[0] == 250  # count read: 0
@@ -96,11 +97,11 @@ def test_messages_another_process_stored_are_counted_when_the_message_is_stored(
     assert InboundDecision.select().where(InboundDecision.counts).count() == 3
 
 
-def test_a_message_to_two_aliases_counts_twice_so_the_limit_still_holds_at_rcpt(inbound_host, gateway):
+def test_a_message_to_two_aliases_counts_twice_so_the_limit_still_holds_at_rcpt(db_url, inbound_host, gateway):
     """Each alias of a message makes its own counted row: a sender who writes to two
     aliases at once reaches a limit of four after two messages, and the third is refused
     at RCPT, not let through to DATA."""
-    host = inbound_host(inbound_loop_max=4)
+    host = inbound_host(db_url, inbound_loop_max=4)
     aliases.add_alias(host, "support", "generic")
     aliases.add_alias(host, "sales", "generic")
     service = gateway(host)
