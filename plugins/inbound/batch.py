@@ -295,7 +295,7 @@ def _fan_out(host, message_ids, subtype, now) -> dict:
     kind, status = chatter.notification_kind_sql(chatter.email_channel_enabled(host), "pa.")
     sql = ('INSERT INTO "notification" ("message_id", "partner_id", "notification_type", "status", '
            f'"is_read", "updated_at") SELECT m."id", pa."id", {kind}, {status}, {p}, {p} '
-           'FROM "message" m JOIN "follower" f ON f."record_id" = m."record_id" '
+           f'FROM "message" m {_followers_of_m(db)}'
            'JOIN "partner" pa ON pa."id" = f."partner_id" '
            f'WHERE m."id" IN ({", ".join([p] * len(message_ids))}) AND pa."active" AND {subscribed} '
            'AND (m."author_id" IS NULL OR pa."id" <> m."author_id") RETURNING "message_id"')
@@ -305,6 +305,20 @@ def _fan_out(host, message_ids, subtype, now) -> dict:
     for (mid,) in db.execute_sql(sql, params).fetchall():
         counts[mid] = counts.get(mid, 0) + 1
     return counts
+
+
+def _followers_of_m(db) -> str:
+    """The join from the batch's messages `m` to their records' followers `f`. On
+    PostgreSQL each message's followers are read through the (record_id, partner_id) index:
+    as a plain join, a planner without fresh statistics (autovacuum off, or not yet run
+    after a burst of new records) hashed the whole follower table for every batch: 12 ms a
+    batch with 113,000 followers, against 0.15 ms, and most of the database's work in the
+    gateway bench. OFFSET 0 keeps the subquery from being flattened back into that join.
+    SQLite's planner walks the index by itself."""
+    if is_postgres(db):
+        return ('CROSS JOIN LATERAL (SELECT "partner_id", "subtypes" FROM "follower" '
+                'WHERE "record_id" = m."record_id" OFFSET 0) f ')
+    return 'JOIN "follower" f ON f."record_id" = m."record_id" '
 
 
 def _keep_originals(host, items, now):

@@ -229,3 +229,45 @@ def test_a_plugin_registered_while_the_gateway_runs_gets_each_batch_messages_hoo
     assert sorted((rid, route, mid) for kind, rid, route, mid in
                   (c for c in recorder.calls if c[0] == "routed")) == \
         sorted((ids[f"Request {i}"], "alias", f"<b{i}@client.test>") for i in range(2, 5))
+
+
+def test_on_postgresql_a_batch_reads_only_its_records_followers_whatever_the_statistics(
+        inbound_host, gateway, pg_database):
+    """The batch's notifications are made from the followers of its messages' records,
+    found through the follower index, not by hashing the whole follower table: with 60,000
+    records, messages and followers and no statistics (autovacuum off, nothing analysed: a
+    fresh database after a burst), the plain join's plan read every follower for every
+    batch of eight."""
+    host = inbound_host(db_url=pg_database)
+    aliases.add_alias(host, "support", "generic")
+    db = host.db
+    for table in ("record", "follower", "message", "partner"):  # stay without statistics
+        db.execute_sql(f'ALTER TABLE "{table}" SET (autovacuum_enabled = false)')
+    with host.transaction():
+        db.execute_sql('INSERT INTO "partner" ("name", "email", "email_normalized", "notification_type", '
+                       '"active", "message_bounce", "created_at") SELECT \'p\' || i, \'p\' || i || \'@bulk.test\', '
+                       '\'p\' || i || \'@bulk.test\', \'email\', true, 0, now() FROM generate_series(1, 200) i')
+        db.execute_sql('INSERT INTO "record" ("model", "name", "created_at") '
+                       'SELECT \'generic\', \'r\' || i, now() FROM generate_series(1, 60000) i')
+        db.execute_sql('INSERT INTO "follower" ("record_id", "partner_id") SELECT r."id", '
+                       '(SELECT MIN("id") FROM "partner") + MOD(r."id", 200) FROM "record" r')
+        db.execute_sql('INSERT INTO "message" ("record_id", "body", "message_type", "is_internal", "message_id", "created_at") '
+                       'SELECT r."id", \'earlier\', \'comment\', false, \'<old\' || r."id" || \'@bulk.test>\', now() FROM "record" r')
+    service = gateway(host)
+    seen = []
+    execute = db.execute_sql
+
+    def spy(sql, params=None, *args, **kwargs):
+        if sql.startswith('INSERT INTO "notification"'):
+            seen.append((sql, params))
+        return execute(sql, params, *args, **kwargs)
+    db.execute_sql = spy
+    try:
+        replies, _ = _one_batch(service, [("ann@client.test", "support@example.com", _mail(i)) for i in range(8)])
+    finally:
+        db.execute_sql = execute
+    assert [code for code, _ in replies] == [250] * 8
+    assert seen, "the batch made no notifications statement"
+    sql, params = seen[-1]
+    plan = "\n".join(row[0] for row in execute("EXPLAIN " + sql, params).fetchall())
+    assert "Seq Scan on follower" not in plan, plan
