@@ -6,7 +6,9 @@ are understood. Every datetime column stores naive UTC and gives back aware UTC.
 import contextlib
 import datetime as dt
 import itertools
+import json
 import operator
+import sqlite3
 from urllib.parse import unquote, urlparse
 
 import peewee as pw
@@ -76,8 +78,9 @@ def _inserts(db, model, fields, rows):
     columns = ", ".join(f'"{f.column_name}"' for f in fields)
     one = "(" + ", ".join([db.param] * len(fields)) + ")"
     table = model._meta.table_name
+    adapt = _sqlite_bound if getattr(db, "engine", "") == "sqlite" else None
     for part in chunks(rows):
-        converted = [_column_values(f, column) for f, column in zip(fields, zip(*part))]
+        converted = [_column_values(f, column, adapt) for f, column in zip(fields, zip(*part))]
         params = list(itertools.chain.from_iterable(zip(*converted)))
         yield f'INSERT INTO "{table}" ({columns}) VALUES ' + ", ".join([one] * len(part)), params, len(part)
 
@@ -100,24 +103,40 @@ def _as_is_kind(field):
     return kind
 
 
-def _column_values(field, values) -> list | tuple:
+def _sqlite_bound(value):
+    """What the sqlite3 driver binds for a datetime: its registered adapter's text (Python's
+    own before 3.12, peewee's after), asked of the driver itself, so the text is the one a
+    parameter would have become."""
+    return sqlite3.adapt(value, sqlite3.PrepareProtocol, value)
+
+
+def _column_values(field, values, adapt=None) -> list | tuple:
     """`field.db_value` of each of one column's values. A column whose values are all equal
     and of one type (a batch's timestamps, flags, subject and body; a document only when it
     is the very same object) is converted once; a column of plain text, integers, flags or
     ids goes as it is; the others are converted once per distinct value (converting a
     datetime costs microseconds); unhashable values (JSON documents) each on their own.
     The tests run in C (count, a set of types): a Python test per value cost as much as
-    what it saved."""
+    what it saved. `adapt` (SQLite's `_sqlite_bound`): a datetime is also turned into the
+    text the driver would bind, once per distinct value rather than once per parameter (a
+    campaign batch binds four timestamps per recipient, and the driver's adapter is Python)."""
     first, types = values[0], set(map(type, values))
     if len(types) == 1 and (values.count(first) == len(values) if type(first) in _SCALARS
                             else len(set(map(id, values))) == 1):  # a document: the very same one
-        return [field.db_value(first)] * len(values)
+        value = field.db_value(first)
+        if adapt is not None and type(value) is dt.datetime:
+            value = adapt(value)
+        return [value] * len(values)
     kind = _as_is_kind(field)
     if kind is not None:
         types.discard(_NONE)
         if not types or types == {kind}:
             return values
     convert, seen, out = field.db_value, {}, []
+    if adapt is not None and isinstance(field, UTCDateTimeField):
+        def convert(v, db_value=field.db_value):
+            v = db_value(v)
+            return adapt(v) if type(v) is dt.datetime else v
     for v in values:
         try:
             key = (type(v), v)
@@ -476,11 +495,14 @@ class JSONField(pw.TextField):
     """Small JSON documents stored as text on both engines."""
 
     def db_value(self, value):
-        import json
-        return None if value is None else json.dumps(value, sort_keys=True)
+        return None if value is None else _JSON_TEXT(value)
 
     def python_value(self, value):
-        import json
         return None if value is None else json.loads(value)
+
+
+# json.dumps(value, sort_keys=True), with its encoder built once: dumps builds one per
+# call when given an option, which cost more than encoding a mail's few headers.
+_JSON_TEXT = json.JSONEncoder(sort_keys=True).encode
 
 

@@ -69,6 +69,23 @@ def test_a_value_every_row_shares_is_stored_as_given_and_equal_values_of_other_t
     assert [r.values for r in Record.select().where(Record.id.in_(doc_ids)).order_by(Record.id)] == [shared, shared]
 
 
+def test_a_time_inserted_set_based_is_stored_as_peewees_own_insert_stores_it(make_host, db_url):
+    host = make_host(db_url=db_url)
+    now = host.clock.now()
+    on_the_second = now.replace(microsecond=0)  # SQLite's text has no fraction then
+    fields = [Partner.name, Partner.email_normalized, Partner.notification_type, Partner.message_bounce,
+              Partner.active, Partner.created_at]
+    with host.transaction():
+        # Shared by a chunk, and one per row.
+        ids = insert_rows(host.db, Partner, fields, [("S", None, "email", 0, True, now)] * 3
+                          + [(f"D{i}", None, "email", 0, True, t) for i, t in enumerate((now, on_the_second))],
+                          returning_ids=True)
+        by_peewee = [Partner.insert(name="P", notification_type="email", created_at=t).execute()
+                     for t in (now, now, now, now, on_the_second)]
+    raw = dict(host.db.execute_sql('SELECT "id", "created_at" FROM "partner"').fetchall())
+    assert [raw[i] for i in ids] == [raw[i] for i in by_peewee]
+
+
 # Every NOT NULL column of a partner (a hand-written INSERT has no peewee defaults).
 FIELDS = [Partner.name, Partner.email_normalized, Partner.notification_type, Partner.message_bounce,
           Partner.active, Partner.created_at]
