@@ -29,8 +29,11 @@ def unsubscribe_token(host, trace_id: int | None, campaign_id: int) -> str:
     """`<value>-<sig>`: `t<trace id>` for a recipient (one trace is one recipient of one
     campaign), `c<campaign id>` for a test copy (which unsubscribes nobody). Signed for this
     purpose only, so neither a bounce token nor a guessed value can opt anyone out."""
-    value = f"t{int(trace_id)}" if trace_id is not None else f"c{int(campaign_id)}"
-    return tokens.sign(host, UNSUBSCRIBE_PURPOSE, value)
+    return tokens.sign(host, UNSUBSCRIBE_PURPOSE, _token_value(trace_id, campaign_id))
+
+
+def _token_value(trace_id: int | None, campaign_id: int) -> str:
+    return f"t{int(trace_id)}" if trace_id is not None else f"c{int(campaign_id)}"
 
 
 def public_url(host) -> str | None:
@@ -42,12 +45,18 @@ def public_url(host) -> str | None:
 class Unsubscribe:
     """The configuration's share of every recipient's unsubscribe address and link
     (`public_url`, the local part, the primary domain), read once per batch rather than
-    three times per recipient; `headers` and `url` add the recipient's token."""
+    three times per recipient, and the purpose's keyed signer; `token` makes a recipient's
+    `unsubscribe_token`, `headers` and `url` add it."""
 
     def __init__(self, host):
         self.base = public_url(host)
         self.mailto_head = f"mailto:{unsubscribe_local(host)}+"
         self.mailto_tail = f"@{host.config.primary_domain}?subject=unsubscribe"
+        self._sign = tokens.signer(host, UNSUBSCRIBE_PURPOSE)
+
+    def token(self, trace_id: int | None, campaign_id: int) -> str:
+        """`unsubscribe_token(host, trace_id, campaign_id)`, signed with the batch's signer."""
+        return self._sign(_token_value(trace_id, campaign_id))
 
     def headers(self, token: str) -> dict:
         mailto = f"<{self.mailto_head}{token}{self.mailto_tail}>"
@@ -146,7 +155,7 @@ def enqueue_traces(host, campaign, traces: list[dict], record=None) -> None:
         compiled, failed = None, [(t["id"], str(exc)) for t in traces]
     links = Unsubscribe(host)
     for t in traces if compiled is not None else ():
-        token = unsubscribe_token(host, t["id"], campaign.id)
+        token = links.token(t["id"], campaign.id)
         try:
             rendered = rendering.render(host, compiled, campaign, t.get("name"), t["email"], links.url(token))
         except templates.TemplateFailure as exc:
