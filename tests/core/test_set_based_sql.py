@@ -86,6 +86,29 @@ def test_a_time_inserted_set_based_is_stored_as_peewees_own_insert_stores_it(mak
     assert [raw[i] for i in ids] == [raw[i] for i in by_peewee]
 
 
+def test_chunks_whose_rows_share_values_are_stored_row_by_row_as_peewees_insert_stores_them(make_host, db_url):
+    host = make_host(db_url=db_url)
+    now = host.clock.now()
+    fields = [Partner.name, Partner.email, Partner.email_normalized, Partner.notification_type,
+              Partner.message_bounce, Partner.active, Partner.created_at]
+    # Every column shared (SQLite lists the first in VALUES all the same); most shared, a
+    # NULL among them; nothing shared; one row alone.
+    chunks_of_rows = [[("Same", "s@example.com", "s@example.com", "email", 0, True, now)] * 4,
+                      [(f"N{i}", None, f"n{i}@example.com", "email", 1, False, now) for i in range(5)],
+                      [(f"V{i}", f"v{i}@x.test", None, ("email", "inbox")[i % 2], i, bool(i % 2),
+                        now + dt.timedelta(seconds=i)) for i in range(5)],
+                      [("One", None, None, "inbox", 3, True, now)]]
+    names = [f.name for f in fields]
+    for rows in chunks_of_rows:
+        with host.transaction():
+            ids = insert_rows(host.db, Partner, fields, rows, returning_ids=True)
+            theirs = [Partner.insert(**dict(zip(names, row))).execute() for row in rows]
+        columns = ", ".join(f'"{f.column_name}"' for f in fields)
+        raw = {r[0]: r[1:] for r in host.db.execute_sql(f'SELECT "id", {columns} FROM "partner"').fetchall()}
+        assert [raw[i] for i in ids] == [raw[i] for i in theirs]
+        assert [raw[i][0] for i in ids] == [row[0] for row in rows]  # each id names its own row
+
+
 # Every NOT NULL column of a partner (a hand-written INSERT has no peewee defaults).
 FIELDS = [Partner.name, Partner.email_normalized, Partner.notification_type, Partner.message_bounce,
           Partner.active, Partner.created_at]
