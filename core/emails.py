@@ -71,6 +71,11 @@ def split_address(text: str) -> tuple[str, str]:
         raise InvalidInput("missing email address")
     check_header_text("email address", text)
     bare = text.strip()
+    # The common case first: an address the pattern takes whole is valid and bare as it is
+    # (no control character is left, so BARE would take it too). A campaign normalises
+    # every recipient at send time, and the two patterns and a second scan cost as much.
+    if _ADDR.match(bare):
+        return "", bare
     if BARE.match(bare):
         if not is_valid_bare(bare):
             raise InvalidInput(f"not a valid email address: {bare!r}")

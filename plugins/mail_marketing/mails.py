@@ -29,8 +29,11 @@ def unsubscribe_token(host, trace_id: int | None, campaign_id: int) -> str:
     """`<value>-<sig>`: `t<trace id>` for a recipient (one trace is one recipient of one
     campaign), `c<campaign id>` for a test copy (which unsubscribes nobody). Signed for this
     purpose only, so neither a bounce token nor a guessed value can opt anyone out."""
-    value = f"t{int(trace_id)}" if trace_id is not None else f"c{int(campaign_id)}"
-    return tokens.sign(host, UNSUBSCRIBE_PURPOSE, value)
+    return tokens.sign(host, UNSUBSCRIBE_PURPOSE, _token_value(trace_id, campaign_id))
+
+
+def _token_value(trace_id: int | None, campaign_id: int) -> str:
+    return f"t{int(trace_id)}" if trace_id is not None else f"c{int(campaign_id)}"
 
 
 def public_url(host) -> str | None:
@@ -42,14 +45,23 @@ def public_url(host) -> str | None:
 class Unsubscribe:
     """The configuration's share of every recipient's unsubscribe address and link
     (`public_url`, the local part, the primary domain), read once per batch rather than
-    three times per recipient; `headers` and `url` add the recipient's token."""
+    three times per recipient, and the purpose's keyed signer; `token` makes a recipient's
+    `unsubscribe_token`, `headers` and `url` add it."""
 
     def __init__(self, host):
         self.base = public_url(host)
         self.mailto_head = f"mailto:{unsubscribe_local(host)}+"
         self.mailto_tail = f"@{host.config.primary_domain}?subject=unsubscribe"
+        self._sign = tokens.signer(host, UNSUBSCRIBE_PURPOSE)
+
+    def token(self, trace_id: int | None, campaign_id: int) -> str:
+        """`unsubscribe_token(host, trace_id, campaign_id)`, signed with the batch's signer."""
+        return self._sign(_token_value(trace_id, campaign_id))
 
     def headers(self, token: str) -> dict:
+        """List-Unsubscribe (web link first, then mailto) and, with a web link, RFC 8058's
+        List-Unsubscribe-Post that lets a mailbox provider unsubscribe in one click: a new
+        dict on each call."""
         mailto = f"<{self.mailto_head}{token}{self.mailto_tail}>"
         if self.base is None:
             return {"List-Unsubscribe": mailto}
@@ -60,15 +72,6 @@ class Unsubscribe:
         if self.base is not None:
             return f"{self.base}/u/{token}"
         return f"{self.mailto_head}{token}{self.mailto_tail}"
-
-
-def list_unsubscribe_headers(host, trace_id: int | None, campaign_id: int, token: str | None = None,
-                             links: Unsubscribe | None = None) -> dict:
-    """List-Unsubscribe (web link first, then mailto) and, with a web link, RFC 8058's
-    List-Unsubscribe-Post that lets a mailbox provider unsubscribe in one click. `token`:
-    the recipient's `unsubscribe_token`, when the caller has it already; `links`: the
-    batch's `Unsubscribe`."""
-    return (links or Unsubscribe(host)).headers(token or unsubscribe_token(host, trace_id, campaign_id))
 
 
 def unsubscribe_url(host, trace_id: int | None, campaign_id: int, token: str | None = None,
@@ -102,6 +105,9 @@ def attachment_ids(campaign) -> list[int]:
     return [a.id for a in attachments.of(ATTACHMENT_HOLDER, campaign.id)]
 
 
+BULK_HEADERS = {"Precedence": "bulk", "Auto-Submitted": "auto-generated"}
+
+
 def build(host, campaign, address: str, name: str | None, trace_id: int | None, test: bool = False,
           record=None, message_id: str | None = None, files: list[int] | None = None,
           rendered: tuple | None = None, token: str | None = None, links: Unsubscribe | None = None) -> dict:
@@ -113,6 +119,9 @@ def build(host, campaign, address: str, name: str | None, trace_id: int | None, 
     batch's `Unsubscribe`."""
     record = record if record is not None else campaign_record(campaign)
     files = attachment_ids(campaign) if files is None else files
+    links = links if links is not None else Unsubscribe(host)
+    headers = links.headers(token or links.token(trace_id, campaign.id))  # a dict of its own
+    headers.update(BULK_HEADERS)
     return {
         "email_to": address,
         "recipient_name": name or None,  # To: "Ann Smith" <ann@…>
@@ -120,8 +129,7 @@ def build(host, campaign, address: str, name: str | None, trace_id: int | None, 
         "body_html": body_for(host, campaign, trace_id, rendered[1] if rendered else None, links),
         "body_text": rendered[2] if rendered else None,
         "email_from": campaign.email_from,
-        "headers": list_unsubscribe_headers(host, trace_id, campaign.id, token, links)
-        | {"Precedence": "bulk", "Auto-Submitted": "auto-generated"},
+        "headers": headers,
         "ref": trace_ref(trace_id) if trace_id is not None else None,
         "message_id": message_id or chatter.make_message_id(host, record),
         "auto_delete": True,
@@ -145,14 +153,16 @@ def enqueue_traces(host, campaign, traces: list[dict], record=None) -> None:
     except templates.TemplateFailure as exc:  # it compiled when created: a plugin's names changed
         compiled, failed = None, [(t["id"], str(exc)) for t in traces]
     links = Unsubscribe(host)
+    campaign_id = campaign.id
     for t in traces if compiled is not None else ():
-        token = unsubscribe_token(host, t["id"], campaign.id)
+        trace_id, address, name = t["id"], t["email"], t.get("name")
+        token = links.token(trace_id, campaign_id)
         try:
-            rendered = rendering.render(host, compiled, campaign, t.get("name"), t["email"], links.url(token))
+            rendered = rendering.render(host, compiled, campaign, name, address, links.url(token))
         except templates.TemplateFailure as exc:
-            failed.append((t["id"], str(exc)))
+            failed.append((trace_id, str(exc)))
             continue
-        batch.append(build(host, campaign, t["email"], t.get("name"), t["id"], record=record,
+        batch.append(build(host, campaign, address, name, trace_id, record=record,
                            message_id=t.get("message_id"), files=files, rendered=rendered, token=token,
                            links=links))
     _render_failed(host, campaign, failed)

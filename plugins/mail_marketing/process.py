@@ -149,6 +149,7 @@ def process_batch(host, campaign, size: int) -> tuple[int, bool]:
         record = mails.campaign_record(campaign)
         new_message_id = chatter.message_id_maker(host, record)
         rows, seen, names = [], set(), []
+        campaign_id = campaign.id
         for c, (norm, reason) in zip(contacts, parsed):
             reason = reason or _reason(c, norm, blacklisted, taken, seen)
             message_id = None
@@ -157,7 +158,7 @@ def process_batch(host, campaign, size: int) -> tuple[int, bool]:
                 # Known before the mail exists, so the trace is written once, complete.
                 message_id = new_message_id()
             names.append(c[1] if reason is None else None)
-            rows.append((campaign.id, c[0], (c[2] or "")[:320] or None, norm,
+            rows.append((campaign_id, c[0], (c[2] or "")[:320] or None, norm,
                          "canceled" if reason else "outgoing", reason, message_id, now))
         fields = [Trace.campaign, Trace.contact_id, Trace.email, Trace.email_normalized, Trace.status,
                   Trace.cancel_reason, Trace.message_id, Trace.created_at]

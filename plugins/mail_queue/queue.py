@@ -2,7 +2,6 @@
 (What an operator does with queued mail is `actions`.)"""
 import datetime as dt
 import email.utils
-import operator
 
 import peewee as pw
 
@@ -21,22 +20,34 @@ _KEYS = frozenset({"email_to", "subject", "body_html", "email_from", "headers", 
                    "attachment_ids", "body_text", "recipient_name"})
 
 
-def _row(host, mail: dict, now, from_default, expires_default, reply_default, expires_now=None) -> dict:
+# The columns of a new mail, in the order of `_row`'s tuples (the INSERT's column list).
+_COLUMNS = ("email_to", "recipient_name", "subject", "body_html", "body_text", "email_from", "headers", "ref",
+            "scheduled_at", "message_id", "notification_id", "message", "auto_delete", "bulk",
+            "attachment_ids", "reply_to", "state", "attempts", "created_at", "updated_at", "expires_at")
+_TO, _SCHEDULED, _MESSAGE_ID, _BULK, _FILES = map(_COLUMNS.index, (
+    "email_to", "scheduled_at", "message_id", "bulk", "attachment_ids"))
+_FIELDS = [OutgoingMail._meta.fields[name] for name in _COLUMNS]
+
+
+def _row(host, mail: dict, now, from_default, expires_default, reply_default, expires_now=None) -> tuple:
+    """One mail's validated column values, in `_COLUMNS` order (a tuple: a dict per mail,
+    read back by name for the INSERT, cost a campaign batch more than the checks)."""
     if not isinstance(mail, dict):
         raise InvalidInput("each mail must be a dict")
     unknown = mail.keys() - _KEYS
     if unknown:
         raise InvalidInput(f"unknown mail keys: {', '.join(sorted(unknown))}")
-    to_text = mail.get("email_to")
-    subject = mail.get("subject") or ""
-    email_from = mail.get("email_from") or from_default
-    message_id = mail.get("message_id") or chatter.make_message_id(host)
-    reply_to = mail.get("reply_to") or reply_default
-    extra = mail.get("headers")
+    get = mail.get
+    to_text = get("email_to")
+    subject = get("subject") or ""
+    email_from = get("email_from") or from_default
+    message_id = get("message_id") or chatter.make_message_id(host)
+    reply_to = get("reply_to") or reply_default
+    extra = get("headers")
     # One scan for control characters over every text that becomes a header: the common
     # case has none, and nine scans cost a campaign mail more than its other checks. Only
     # a hit runs the checks field by field, whose refusal names the field.
-    texts = [to_text or "", mail.get("recipient_name") or "", subject, email_from or "", message_id,
+    texts = [to_text or "", get("recipient_name") or "", subject, email_from or "", message_id,
              reply_to or ""]
     if type(extra) is dict:
         texts.extend(map(str, extra.values()))
@@ -50,7 +61,8 @@ def _row(host, mail: dict, now, from_default, expires_default, reply_default, ex
         name, address = mail["recipient_name"] or None, to_text
         if not clean:
             emails.check_header_text("recipient", to_text + (name or ""))
-        if not emails.is_valid_bare(to_text) and ("<" in to_text or "," in to_text):
+        # The cheap test first: a valid address holds neither, so most never parse.
+        if ("<" in to_text or "," in to_text) and not emails.is_valid_bare(to_text):
             raise InvalidInput(f"email_to must be a bare address when recipient_name is given, not {to_text!r}")
     elif to_text:
         if not clean:
@@ -66,10 +78,10 @@ def _row(host, mail: dict, now, from_default, expires_default, reply_default, ex
     if not clean:
         emails.check_header_text("subject", subject)
         emails.check_header_text("sender", email_from)
-    ref = mail.get("ref")
+    ref = get("ref")
     if ref is not None and (not str(ref).isalnum() or not str(ref).isascii()):
         raise InvalidInput(f"ref must be letters and digits (it goes into the bounce address), not {ref!r}")
-    scheduled = mail.get("scheduled_at")
+    scheduled = get("scheduled_at")
     if scheduled is not None and (not isinstance(scheduled, dt.datetime) or scheduled.tzinfo is None):
         raise InvalidInput("scheduled_at must be an aware datetime")
     if not clean:
@@ -80,17 +92,12 @@ def _row(host, mail: dict, now, from_default, expires_default, reply_default, ex
         emails.check_header_text("Reply-To", reply_to)
     if scheduled is not None or expires_now is None:
         expires_now = (max(now, scheduled) if scheduled else now) + expires_default
-    body_html = mail.get("body_html") or ""
-    return {"email_to": address, "recipient_name": name or None, "subject": subject,
-            "body_html": body_html, "body_text": textpack.pack(body_html, mail.get("body_text") or None),
-            "email_from": email_from,
-            "headers": compose.check_headers(extra, values_scanned=extra_scanned) or None, "ref": ref,
-            "scheduled_at": scheduled, "message_id": message_id,
-            "notification_id": mail.get("notification_id"), "message": mail.get("message"),
-            "auto_delete": bool(mail.get("auto_delete", True)), "bulk": bool(mail.get("bulk", True)),
-            "attachment_ids": _attachment_ids(mail.get("attachment_ids")),
-            "reply_to": reply_to, "state": "outgoing", "attempts": 0, "created_at": now,
-            "updated_at": now, "expires_at": expires_now}
+    body_html = get("body_html") or ""
+    return (address, name or None, subject, body_html, textpack.pack(body_html, get("body_text") or None),
+            email_from, compose.check_headers(extra, values_scanned=extra_scanned) or None, ref,
+            scheduled, message_id, get("notification_id"), get("message"),
+            bool(get("auto_delete", True)), bool(get("bulk", True)), _attachment_ids(get("attachment_ids")),
+            reply_to, "outgoing", 0, now, now, expires_now)
 
 
 def _attachment_ids(value) -> list[int] | None:
@@ -103,7 +110,7 @@ def _attachment_ids(value) -> list[int] | None:
 
 def _check_attachments(rows) -> None:
     """Every attachment a mail names exists (one query for the whole call)."""
-    wanted = {i for r in rows for i in (r["attachment_ids"] or ())}
+    wanted = {i for r in rows for i in (r[_FILES] or ())}
     if wanted:
         found = {a.id for a in attachments.by_ids(sorted(wanted))}
         missing = sorted(wanted - found)
@@ -111,14 +118,12 @@ def _check_attachments(rows) -> None:
             raise InvalidInput(f"no attachment with id {', '.join(map(str, missing))}")
 
 
-def insert_rows(host, rows: list[dict]) -> list[int]:
-    """Multi-row INSERTs in chunks; returns the new ids in order (inside a transaction).
-    Every row of one call has the same keys (`_row` makes them)."""
+def insert_rows(host, rows: list[tuple]) -> list[int]:
+    """Multi-row INSERTs in chunks of `_row`'s tuples; returns the new ids in order (inside
+    a transaction)."""
     if not rows:
         return []
-    fields = [OutgoingMail._meta.fields[name] for name in rows[0]]
-    values = operator.itemgetter(*rows[0])
-    return db_insert_rows(host.db, OutgoingMail, fields, [values(r) for r in rows], returning_ids=True)
+    return db_insert_rows(host.db, OutgoingMail, _FIELDS, rows, returning_ids=True)
 
 
 def enqueue(host, mails: list[dict]) -> list[int]:
@@ -134,17 +139,17 @@ def enqueue(host, mails: list[dict]) -> list[int]:
     _check_attachments(rows)
     with host.transaction():
         ids = insert_rows(host, rows)
-        scheduled = [r["scheduled_at"] for r in rows if r["scheduled_at"] and r["scheduled_at"] > now]
+        scheduled = [r[_SCHEDULED] for r in rows if r[_SCHEDULED] and r[_SCHEDULED] > now]
         for at in sorted(set(scheduled))[:20]:  # later ones: the regular runs pick them up
             scheduler.trigger(host, ACTION_CODE, at)
-        urgent = [i for i, r in zip(ids, rows) if not r["bulk"] and not
-                  (r["scheduled_at"] and r["scheduled_at"] > now)]
+        urgent = [i for i, r in zip(ids, rows) if not r[_BULK] and not
+                  (r[_SCHEDULED] and r[_SCHEDULED] > now)]
         if urgent:
             host.after_commit(lambda: sending.send_ids(host, urgent), network=True)
     for mail_id, row in zip(ids, rows):
-        host.log.info("mail %s msgid=%s enqueued to %s (%s)", mail_id, row["message_id"], row["email_to"],
-                      "scheduled at " + row["scheduled_at"].isoformat() if row["scheduled_at"]
-                      else "bulk" if row["bulk"] else "urgent")
+        host.log.info("mail %s msgid=%s enqueued to %s (%s)", mail_id, row[_MESSAGE_ID], row[_TO],
+                      "scheduled at " + row[_SCHEDULED].isoformat() if row[_SCHEDULED]
+                      else "bulk" if row[_BULK] else "urgent")
     return ids
 
 

@@ -21,7 +21,7 @@ import peewee as pw
 
 from postroom.core import emails, scheduler
 from postroom.core.clock import aware
-from postroom.core.db import run_prepared
+from postroom.core.db import JSONField, run_prepared
 from postroom.core.errors import PostroomError
 
 from . import addressing, compose, daily_limit, journal_ahead, pacing, servers, signing, smtp_client
@@ -228,19 +228,32 @@ SEND_FIELDS = (M_.id, M_.chatter_message_id, M_.notification_id, M_.ref, M_.emai
 SendRow = collections.namedtuple("SendRow", [f.name for f in SEND_FIELDS])
 # Only these columns need converting from what the driver returns (dates, JSON, SQLite's
 # 0/1 booleans); peewee converting all 22 per row was a tenth of the drain's time.
-_CONVERTED = [(i, f.python_value) for i, f in enumerate(SEND_FIELDS)
-              if type(f) not in (pw.AutoField, pw.IntegerField, pw.CharField, pw.TextField, pw.ForeignKeyField)]
+_CONVERTED = [(i, f.python_value, not isinstance(f, JSONField)) for i, f in enumerate(SEND_FIELDS)
+              if type(f) not in (pw.IntegerField, pw.CharField, pw.TextField, pw.ForeignKeyField)
+              and not isinstance(f, pw.AutoField)]  # the id is the driver's integer already
+
+
 def _claimed_rows(host, token) -> list:
     """The mails claimed under `token`, in id order, as read-only named tuples (what sending
-    and postroom_mail_prepare need), with the SQL rendered once per engine."""
+    and postroom_mail_prepare need), with the SQL rendered once per engine. A date or flag
+    is converted once per distinct stored value (a batch enqueued together shares its
+    expiry: parsing it on every row was a twentieth of a claim); a JSON document, which
+    the row's reader may change, on every row."""
     cursor = run_prepared(host.db, "claimed-rows", lambda t: OutgoingMail.select(*SEND_FIELDS).where(
         OutgoingMail.lease_owner == t).order_by(OutgoingMail.id), token)
     rows = []
+    seen = [{} for _ in _CONVERTED]
     for raw in cursor.fetchall():
         values = list(raw)
-        for i, convert in _CONVERTED:
-            if values[i] is not None:
-                values[i] = convert(values[i])
+        for (i, convert, shareable), memo in zip(_CONVERTED, seen):
+            value = values[i]
+            if value is None:
+                continue
+            if not shareable:
+                values[i] = convert(value)
+            else:
+                found = memo.get(value)
+                values[i] = found if found is not None else memo.setdefault(value, convert(value))
         rows.append(SendRow(*values))
     return rows
 

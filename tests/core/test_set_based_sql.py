@@ -69,6 +69,46 @@ def test_a_value_every_row_shares_is_stored_as_given_and_equal_values_of_other_t
     assert [r.values for r in Record.select().where(Record.id.in_(doc_ids)).order_by(Record.id)] == [shared, shared]
 
 
+def test_a_time_inserted_set_based_is_stored_as_peewees_own_insert_stores_it(make_host, db_url):
+    host = make_host(db_url=db_url)
+    now = host.clock.now()
+    on_the_second = now.replace(microsecond=0)  # SQLite's text has no fraction then
+    fields = [Partner.name, Partner.email_normalized, Partner.notification_type, Partner.message_bounce,
+              Partner.active, Partner.created_at]
+    with host.transaction():
+        # Shared by a chunk, and one per row.
+        ids = insert_rows(host.db, Partner, fields, [("S", None, "email", 0, True, now)] * 3
+                          + [(f"D{i}", None, "email", 0, True, t) for i, t in enumerate((now, on_the_second))],
+                          returning_ids=True)
+        by_peewee = [Partner.insert(name="P", notification_type="email", created_at=t).execute()
+                     for t in (now, now, now, now, on_the_second)]
+    raw = dict(host.db.execute_sql('SELECT "id", "created_at" FROM "partner"').fetchall())
+    assert [raw[i] for i in ids] == [raw[i] for i in by_peewee]
+
+
+def test_chunks_whose_rows_share_values_are_stored_row_by_row_as_peewees_insert_stores_them(make_host, db_url):
+    host = make_host(db_url=db_url)
+    now = host.clock.now()
+    fields = [Partner.name, Partner.email, Partner.email_normalized, Partner.notification_type,
+              Partner.message_bounce, Partner.active, Partner.created_at]
+    # Every column shared (SQLite lists the first in VALUES all the same); most shared, a
+    # NULL among them; nothing shared; one row alone.
+    chunks_of_rows = [[("Same", "s@example.com", "s@example.com", "email", 0, True, now)] * 4,
+                      [(f"N{i}", None, f"n{i}@example.com", "email", 1, False, now) for i in range(5)],
+                      [(f"V{i}", f"v{i}@x.test", None, ("email", "inbox")[i % 2], i, bool(i % 2),
+                        now + dt.timedelta(seconds=i)) for i in range(5)],
+                      [("One", None, None, "inbox", 3, True, now)]]
+    names = [f.name for f in fields]
+    for rows in chunks_of_rows:
+        with host.transaction():
+            ids = insert_rows(host.db, Partner, fields, rows, returning_ids=True)
+            theirs = [Partner.insert(**dict(zip(names, row))).execute() for row in rows]
+        columns = ", ".join(f'"{f.column_name}"' for f in fields)
+        raw = {r[0]: r[1:] for r in host.db.execute_sql(f'SELECT "id", {columns} FROM "partner"').fetchall()}
+        assert [raw[i] for i in ids] == [raw[i] for i in theirs]
+        assert [raw[i][0] for i in ids] == [row[0] for row in rows]  # each id names its own row
+
+
 # Every NOT NULL column of a partner (a hand-written INSERT has no peewee defaults).
 FIELDS = [Partner.name, Partner.email_normalized, Partner.notification_type, Partner.message_bounce,
           Partner.active, Partner.created_at]
@@ -108,6 +148,24 @@ def test_update_ids_changes_only_the_named_rows_that_match(make_host, db_url):
     assert renamed == sorted(set(chosen) - {ids[2]})
     assert all(rows[i].created_at == later and rows[i].message_bounce == 3 for i in renamed)
     assert update_ids(Partner, [], {Partner.name: "nobody"}) == 0
+
+
+def test_update_ids_finds_its_rows_by_id_even_when_its_condition_has_an_index(make_host):
+    # Without statistics SQLite's planner preferred the index of the condition's column and
+    # read every row of that value for each chunk (a campaign's outgoing traces).
+    host = make_host()
+    ids = _partners(host, [(f"P{i}", "same@example.com") for i in range(20)])
+    statements, execute = [], host.db.execute_sql
+    host.db.execute_sql = lambda sql, params=None: (statements.append((sql, params)), execute(sql, params))[1]
+    try:
+        with host.transaction():
+            assert update_ids(Partner, ids[:5], {Partner.name: "x"}, '"email_normalized" = {p}',
+                              ("same@example.com",)) == 5
+    finally:
+        host.db.execute_sql = execute
+    [(sql, params)] = [s for s in statements if s[0].startswith("UPDATE")]
+    plan = " ".join(row[3] for row in host.db.execute_sql("EXPLAIN QUERY PLAN " + sql, params).fetchall())
+    assert "PRIMARY KEY" in plan and "email_normalized" not in plan, plan
 
 
 def test_built_instances_hold_what_peewees_constructor_gives_them():

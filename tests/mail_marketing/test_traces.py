@@ -177,6 +177,21 @@ def test_an_unsubscribe_token_cannot_be_forged_for_another_address(mk, run, sink
     assert host.hook.postroom_inbound_recipient(host=host, local_part="sales", domain="example.com") is None
 
 
+def test_a_batch_signs_each_recipient_the_unsubscribe_token_signed_one_at_a_time(mk, run, sink, tmp_path):
+    host = mk()
+    links = mails.Unsubscribe(host)
+    for trace_id, campaign_id in ((1, 1), (1, 1), (987654, 3), (None, 5), (None, 6)):
+        assert links.token(trace_id, campaign_id) == mails.unsubscribe_token(host, trace_id, campaign_id)
+    # And the mail a campaign sends carries that very token (it unsubscribes its recipient).
+    make_list(run, host, tmp_path, "news", ["ann@example.org,Ann"])
+    run(host, "campaign", "send", make_campaign(run, host, tmp_path, "news"))
+    drain(host)
+    ann = Trace.get(Trace.email_normalized == "ann@example.org")
+    (received,) = sink.wait_for(1)
+    assert received.message["List-Unsubscribe"].startswith(
+        f"<mailto:unsubscribe+{mails.unsubscribe_token(host, ann.id, ann.campaign_id)}@")
+
+
 def test_a_temporary_failure_leaves_the_trace_outgoing_until_it_is_settled(mk, run, sink, tmp_path):
     sink.data_reply = "451 4.3.0 try later"
     host = mk()
