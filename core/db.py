@@ -79,21 +79,30 @@ def _inserts(db, model, fields, rows):
     On SQLite a value that every row of the chunk shares (a batch's times, flags, subject,
     body, sender) is bound once, in a SELECT list over the chunk's VALUES of the other
     columns: binding it again on every row cost more than storing it (16 of a campaign
-    mail's 21 columns; its chunk's INSERT took 40% less). PostgreSQL keeps plain VALUES,
-    whose parameters take their types from the columns they go into."""
+    mail's 21 columns; its chunk's INSERT took 40% less), from SHARED_MIN_ROWS rows on.
+    PostgreSQL keeps plain VALUES, whose parameters take their types from the columns they
+    go into."""
     table = model._meta.table_name
     sqlite = getattr(db, "engine", "") == "sqlite"
     adapt = _sqlite_bound if sqlite else None
     for part in chunks(rows):
         converted = [_column_values(f, column, adapt) for f, column in zip(fields, zip(*part))]
         shared = [shared for _, shared in converted]
-        if sqlite and len(part) > 1 and any(shared):
+        if sqlite and len(part) >= SHARED_MIN_ROWS and any(shared):
             yield _insert_select(db, table, fields, converted, len(part))
             continue
         columns = ", ".join(f'"{f.column_name}"' for f in fields)
         one = "(" + ", ".join([db.param] * len(fields)) + ")"
         params = list(itertools.chain.from_iterable(zip(*(values for values, _ in converted))))
         yield f'INSERT INTO "{table}" ({columns}) VALUES ' + ", ".join([one] * len(part)), params, len(part)
+
+
+# Rows from which a chunk binds its shared values once: below it the longer statement cost
+# more to run than the parameters it saved (thread CPU per transaction, a partner row of
+# seven columns, four shared: 68 against 62 us at 4 rows, even at 8, 142 against 157 at 32),
+# and the gateway's small batches, whose shared columns change from batch to batch, would
+# each have given the driver's statement cache a text of its own.
+SHARED_MIN_ROWS = 8
 
 
 def _insert_select(db, table, fields, converted, n):

@@ -4,7 +4,7 @@ import datetime as dt
 
 import pytest
 
-from postroom.core.db import CHUNK, built, insert_new_rows, insert_rows, update_ids, values_present
+from postroom.core.db import CHUNK, SHARED_MIN_ROWS, built, insert_new_rows, insert_rows, update_ids, values_present
 from postroom.core.models import Message, Partner, Record
 
 
@@ -77,11 +77,11 @@ def test_a_time_inserted_set_based_is_stored_as_peewees_own_insert_stores_it(mak
               Partner.active, Partner.created_at]
     with host.transaction():
         # Shared by a chunk, and one per row.
-        ids = insert_rows(host.db, Partner, fields, [("S", None, "email", 0, True, now)] * 3
+        ids = insert_rows(host.db, Partner, fields, [("S", None, "email", 0, True, now)] * SHARED_MIN_ROWS
                           + [(f"D{i}", None, "email", 0, True, t) for i, t in enumerate((now, on_the_second))],
                           returning_ids=True)
         by_peewee = [Partner.insert(name="P", notification_type="email", created_at=t).execute()
-                     for t in (now, now, now, now, on_the_second)]
+                     for t in [now] * (SHARED_MIN_ROWS + 1) + [on_the_second]]
     raw = dict(host.db.execute_sql('SELECT "id", "created_at" FROM "partner"').fetchall())
     assert [raw[i] for i in ids] == [raw[i] for i in by_peewee]
 
@@ -92,11 +92,13 @@ def test_chunks_whose_rows_share_values_are_stored_row_by_row_as_peewees_insert_
     fields = [Partner.name, Partner.email, Partner.email_normalized, Partner.notification_type,
               Partner.message_bounce, Partner.active, Partner.created_at]
     # Every column shared (SQLite lists the first in VALUES all the same); most shared, a
-    # NULL among them; nothing shared; one row alone.
-    chunks_of_rows = [[("Same", "s@example.com", "s@example.com", "email", 0, True, now)] * 4,
-                      [(f"N{i}", None, f"n{i}@example.com", "email", 1, False, now) for i in range(5)],
+    # NULL among them; nothing shared; too few rows to bind shared values once; one row alone.
+    n = SHARED_MIN_ROWS
+    chunks_of_rows = [[("Same", "s@example.com", "s@example.com", "email", 0, True, now)] * n,
+                      [(f"N{i}", None, f"n{i}@example.com", "email", 1, False, now) for i in range(n + 1)],
                       [(f"V{i}", f"v{i}@x.test", None, ("email", "inbox")[i % 2], i, bool(i % 2),
-                        now + dt.timedelta(seconds=i)) for i in range(5)],
+                        now + dt.timedelta(seconds=i)) for i in range(n)],
+                      [(f"F{i}", None, f"f{i}@example.com", "email", 1, False, now) for i in range(n - 1)],
                       [("One", None, None, "inbox", 3, True, now)]]
     names = [f.name for f in fields]
     for rows in chunks_of_rows:
