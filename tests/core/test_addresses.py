@@ -1,5 +1,4 @@
 """core.emails reads addresses as it always did: its shortcuts are pinned to the full path."""
-import email.utils
 
 import pytest
 
@@ -12,18 +11,7 @@ def _split_address_in_full(text):
     if text is None or not text.strip():
         raise InvalidInput("missing email address")
     emails.check_header_text("email address", text)
-    bare = text.strip()
-    if emails.BARE.match(bare):
-        if not emails.is_valid_bare(bare):
-            raise InvalidInput(f"not a valid email address: {bare!r}")
-        return "", bare
-    pairs = [p for p in email.utils.getaddresses([text.strip()]) if any(p)]
-    if len(pairs) > 1:
-        raise InvalidInput(f"several addresses where one is expected: {text.strip()!r}")
-    name, addr = pairs[0] if pairs else ("", "")
-    if not addr or not emails.is_valid_bare(addr):
-        raise InvalidInput(f"not a valid email address: {text.strip()!r}")
-    return name, addr
+    return emails._split_checked(text.strip())
 
 
 ADDRESSES = ["ann@example.org", "  Ann@Example.ORG ", "ann@example.org\n", "ann@exa\x01mple.org",
