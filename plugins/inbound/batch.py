@@ -18,8 +18,10 @@ speed, never a guarantee. Runs inside the writer's transaction; touches only the
 """
 from logging import INFO
 
+import peewee as pw
+
 from postroom.core import chatter, emails, subtypes
-from postroom.core.db import built, insert_rows, is_postgres, select_all
+from postroom.core.db import built, insert_rows, insert_rows_later, is_postgres, rows_later, select_all_later
 from postroom.core.errors import InvalidInput
 from postroom.core.html import sanitize, text_to_html
 from postroom.core.models import Message, Notification, Partner, Record
@@ -32,8 +34,19 @@ from .settings import settings
 
 def store_batch(host, items, lmtp=False) -> list:
     """[(rcpt, reply line)] for each prepared message (`routing.Received`) of `items`, in
-    their order, all written in the caller's transaction."""
-    aliases = recipients.find_aliases(host, [a for r in items if r.error is None for a in r.rcpts])
+    their order, all written in the caller's transaction.
+
+    Within `db.pipeline()` (the writer's, on PostgreSQL) every read the common case needs
+    goes out at once, asked for each message that might be one, and is answered in one
+    round trip; the pipeline ends before `routing.store`, which is not written for it."""
+    aliases_later = recipients.find_aliases_later(host, [a for r in items if r.error is None for a in r.rcpts])
+    maybe = [r for r in items if r.error is None and r.mail is not None]
+    ids_later = _stored_message_ids_later(host, [r.mail.message_id for r in maybe if r.mail.message_id])
+    partners_later = _partners_later(host, {routing.sender_of(r.mail, r.mail_from) for r in maybe} - {""})
+    loop = _Loop(host)
+    for r in maybe:
+        loop.ask((r.mail_from or "").lower(), routing.sender_of(r.mail, r.mail_from), r.client)
+    aliases = aliases_later()
     common, rest = [], []
     for index, r in enumerate(items):
         verdicts = [recipients.check(host, a, aliases) for a in r.rcpts] if r.error is None else None
@@ -41,7 +54,8 @@ def store_batch(host, items, lmtp=False) -> list:
         (common if alias is not None else rest).append((index, r, verdicts, alias))
     results = [None] * len(items)
     if common:
-        rest += _store_common(host, common, results)
+        rest += _store_common(host, common, results, ids_later, partners_later, loop)
+    host.db.end_pipeline()
     for index, r, _, _ in sorted(rest, key=lambda item: item[0]):
         results[index] = routing.store(host, r, lmtp)
     return results
@@ -72,15 +86,23 @@ class _Loop:
     """Loop protection over a batch: each key's count, read once, plus what the batch adds."""
 
     def __init__(self, host):
-        self.host, self.s, self.counted, self.added = host, settings(host), {}, {}
+        self.host, self.s, self.counted, self.added, self.asked = host, settings(host), {}, {}, {}
+
+    def ask(self, envelope, sender, client):
+        """Send the count of one key now (see `decisions.recent_counts_later`)."""
+        key = (envelope, sender, client)
+        if key not in self.asked:  # the same call (and cache) as routing.loop_refusal
+            s = self.s
+            self.asked[key] = decisions.recent_counts_later(
+                self.host, s.loop_minutes, envelope=envelope, sender=sender, client=client,
+                caps={"envelope": s.loop_max, "from": s.loop_max, "peer": s.loop_max_peer})
 
     def allows(self, envelope, sender, client) -> bool:
         s = self.s
         key = (envelope, sender, client)
-        if key not in self.counted:  # the same call (and cache) as routing.loop_refusal
-            self.counted[key] = decisions.recent_counts(
-                self.host, s.loop_minutes, envelope=envelope, sender=sender, client=client,
-                caps={"envelope": s.loop_max, "from": s.loop_max, "peer": s.loop_max_peer})
+        if key not in self.counted:
+            self.ask(envelope, sender, client)
+            self.counted[key] = self.asked[key]()
         counts = self.counted[key]
         keys = (("envelope", envelope, s.loop_max), ("from", sender, s.loop_max), ("peer", client, s.loop_max_peer))
         return all(counts[name] + self.added.get((name, value), 0) < limit
@@ -97,14 +119,12 @@ class _Item:
                  "email_from", "record", "message", "original_id", "message_id")
 
 
-def _store_common(host, common, results) -> list:
+def _store_common(host, common, results, ids_later, partners_later, loop) -> list:
     """Store the common messages set-based; returns those that turned out not to be (a
-    duplicate, a sender over a loop limit, a value a check refuses), for `routing.store`."""
+    duplicate, a sender over a loop limit, a value a check refuses), for `routing.store`.
+    The reads were sent by `store_batch` (`*_later`: call for the answer)."""
     back, items, seen = [], [], set()
-    known = _stored_message_ids(host, [r.mail.message_id for _, r, _, _ in common if r.mail.message_id])
-    senders = {routing.sender_of(r.mail, r.mail_from) for _, r, _, _ in common} - {""}
-    partners = _partners(host, senders)
-    loop = _Loop(host)
+    known, partners = ids_later(), partners_later()
     for entry in common:
         index, r, verdicts, alias = entry
         mail, sender = r.mail, routing.sender_of(r.mail, r.mail_from)
@@ -167,29 +187,40 @@ def _item(host, index, r, alias, sender, author):
     return item
 
 
-def _stored_message_ids(host, ids) -> set:
-    """Which of `ids` a message or a kept original already has (one query)."""
+def _stored_message_ids_later(host, ids):
+    """A function giving which of `ids` a message or a kept original already has (one
+    query, sent now within `db.pipeline()`)."""
     if not ids:
-        return set()
+        return set
     db, marks = host.db, ", ".join([host.db.param] * len(ids))
     sql = (f'SELECT "message_id" FROM "{Message._meta.table_name}" WHERE "message_id" IN ({marks}) UNION ALL '
            f'SELECT "message_id" FROM "{InboundOriginal._meta.table_name}" WHERE "message_id" IN ({marks})')
-    return {row[0] for row in db.execute_sql(sql, list(ids) * 2).fetchall()}
+    rows = rows_later(db, sql, list(ids) * 2)
+    return lambda: {row[0] for row in rows()}
 
 
-def _partners(host, senders) -> dict:
-    """{address: the partner `records.find_partner` would give} for `senders`, one query."""
+def _partners_later(host, senders):
+    """A function giving {address: the partner `records.find_partner` would give} for
+    `senders` (one query, sent now within `db.pipeline()`)."""
     if not senders:
-        return {}
-    found = {}
+        return dict
     marks = ", ".join(["{p}"] * len(senders))
-    for partner in select_all(Partner, f'SELECT * FROM "partner" WHERE "email_normalized" IN ({marks}) '
-                                       'ORDER BY "active" DESC, "id"', sorted(senders)):
-        found.setdefault(partner.email_normalized, partner)
-    return found
+    rows = select_all_later(Partner, f'SELECT * FROM "partner" WHERE "email_normalized" IN ({marks}) '
+                                     'ORDER BY "active" DESC, "id"', sorted(senders))
+
+    def result() -> dict:
+        found = {}
+        for partner in rows():
+            found.setdefault(partner.email_normalized, partner)
+        return found
+    return result
 
 
 def _write(host, items, partners):
+    """The rows of the common messages. Within `db.pipeline()` each statement whose answer
+    the next ones do not need goes out with them: the partners and records are waited
+    for, the messages with the originals, the notifications with the followers, the
+    decision rows and the bounce counters."""
     now = host.clock.now()
     db = host.db
     # Partners for senders nobody knows yet (one per address, as the first of its mails names it).
@@ -215,6 +246,8 @@ def _write(host, items, partners):
     # A hook nobody implements is not called per message (pluggy's call costs more than the
     # rows' Python work); asked per batch, so a plugin registered meanwhile is still called.
     created_hook = host.hook.postroom_record_created if host.hook.postroom_record_created.get_hookimpls() else None
+    if created_hook is not None:
+        db.end_pipeline()  # a hook's own statements are not written for a pipeline
     logging = host.log.isEnabledFor(INFO)
     for item, rid in zip(items, ids):
         item.record = built(Record, dict(id=rid, model=item.alias.model, name=item.name,
@@ -223,9 +256,21 @@ def _write(host, items, partners):
             created_hook(host=host, record=item.record, values=item.values)
         if logging:
             host.log.info("record %s,%s created: %s", item.record.model, rid, item.name)
-    _post(host, items, now)
-    _keep_originals(host, items, now)
-    _log(host, items, now)
+    messages_later = _insert_messages(host, items, now)
+    originals_later = _keep_originals(host, items, now)
+    subtype = subtypes.get(host, subtypes.DISCUSSION)
+    message_ids = messages_later()
+    notified_later = _fan_out(host, message_ids, subtype, now)
+    follows = sorted({(i.record.id, i.author.id) for i in items if i.author is not None
+                      and host.record_types[i.record.model].auto_follow})
+    if follows:
+        p = db.param
+        db.execute_sql('INSERT INTO "follower" ("record_id", "partner_id") VALUES '
+                       + ", ".join([f"({p}, {p})"] * len(follows)) + " ON CONFLICT DO NOTHING",
+                       [v for pair in follows for v in pair])
+    for item, oid in zip(items, originals_later()):
+        item.original_id = oid
+    decisions_logged = _log(host, items, now)
     # A normal mail shows its address works (routing._reset_bounce_counter): only for an
     # author whose counter is not already known to be 0.
     stale = sorted({i.sender for i in items if i.sender and not (
@@ -234,17 +279,17 @@ def _write(host, items, partners):
         marks = ", ".join([db.param] * len(stale))
         db.execute_sql(f'UPDATE "partner" SET "message_bounce" = 0 WHERE "email_normalized" IN ({marks}) '
                        'AND "message_bounce" > 0', stale)
+    _posted(host, items, notified_later())
+    decisions_logged()
     if host.hook.postroom_inbound_routed.get_hookimpls():
         for item in items:
             host.after_commit(lambda i=item: host.hook.postroom_inbound_routed(
                 host=host, route="alias", message_id=i.r.mail.message_id, record=i.record))
 
 
-def _post(host, items, now):
-    """The messages on their new records, as `chatter.post_message` posts them: one INSERT
-    for the messages, one INSERT ... SELECT for every follower's notification (a hook may
-    have made followers of a new record), one for the authors following their records."""
-    db = host.db
+def _insert_messages(host, items, now):
+    """The messages on their new records, as `chatter.post_message` posts them (one
+    INSERT); returns a function giving their ids, which also builds each item's message."""
     subtype = subtypes.get(host, subtypes.DISCUSSION)
     fields = [Message.record, Message.model, Message.author, Message.email_from, Message.subject, Message.body,
               Message.message_type, Message.is_internal, Message.parent, Message.message_id,
@@ -259,21 +304,26 @@ def _post(host, items, now):
         body = sanitize(mail.body) if mail.body_is_html else text_to_html(mail.body)
         rows.append((item.record.id, item.record.model, author.id if author else None, email_from,
                      mail.subject or None, body, "email", False, None, item.message_id, now, subtype.name))
-    ids = insert_rows(db, Message, fields, rows, returning_ids=True)
-    for item, row, mid in zip(items, rows, ids):
-        item.message = built(Message, dict(id=mid, model=row[1], email_from=row[3], subject=row[4], body=row[5],
-                                           message_type="email", is_internal=False, message_id=item.message_id,
-                                           created_at=now, subtype=subtype.name),
-                             {"record": item.record, "author": item.author})
-    notified = _fan_out(host, ids, subtype, now)
-    follows = sorted({(i.record.id, i.author.id) for i in items if i.author is not None
-                      and host.record_types[i.record.model].auto_follow})
-    if follows:
-        p = db.param
-        db.execute_sql('INSERT INTO "follower" ("record_id", "partner_id") VALUES '
-                       + ", ".join([f"({p}, {p})"] * len(follows)) + " ON CONFLICT DO NOTHING",
-                       [v for pair in follows for v in pair])
+    ids_later = insert_rows_later(host.db, Message, fields, rows, returning_ids=True)
+
+    def result() -> list:
+        ids = ids_later()
+        for item, row, mid in zip(items, rows, ids):
+            item.message = built(Message, dict(id=mid, model=row[1], email_from=row[3], subject=row[4],
+                                               body=row[5], message_type="email", is_internal=False,
+                                               message_id=item.message_id, created_at=now, subtype=subtype.name),
+                                 {"record": item.record, "author": item.author})
+        return ids
+    return result
+
+
+def _posted(host, items, notified):
+    """What `chatter.post_message` does once a message is in: its hook (the mail queue
+    turns its notifications into mails there) and its log line. Every statement of the
+    batch has been answered first: a hook's own are not written for a pipeline."""
     posted_hook = host.hook.postroom_message_posted if host.hook.postroom_message_posted.get_hookimpls() else None
+    if posted_hook is not None:
+        host.db.end_pipeline()
     logging = host.log.isEnabledFor(INFO)
     for item in items:
         n = notified.get(item.message.id, 0)
@@ -284,9 +334,10 @@ def _post(host, items, now):
                           item.record.model, item.record.id, "email", n, item.message_id)
 
 
-def _fan_out(host, message_ids, subtype, now) -> dict:
-    """{message id: notifications made}: the followers of each message's record subscribed
-    to `subtype`, active, not its author (chatter._fan_out's rule, for many messages)."""
+def _fan_out(host, message_ids, subtype, now):
+    """A function giving {message id: notifications made}: the followers of each message's
+    record subscribed to `subtype`, active, not its author (chatter._fan_out's rule, for
+    many messages; a hook may have made followers of a new record), one INSERT ... SELECT."""
     db, p = host.db, host.db.param
     find = "strpos" if is_postgres(db) else "instr"
     subscribed = f'{find}(f."subtypes", {p}) > 0'
@@ -301,10 +352,18 @@ def _fan_out(host, message_ids, subtype, now) -> dict:
            'AND (m."author_id" IS NULL OR pa."id" <> m."author_id") RETURNING "message_id"')
     params = [Notification.is_read.db_value(False), Notification.updated_at.db_value(now), *message_ids,
               f",{subtype.name},"]
-    counts = {}
-    for (mid,) in db.execute_sql(sql, params).fetchall():
-        counts[mid] = counts.get(mid, 0) + 1
-    return counts
+    # Executed now on either engine: the followers these notifications go to are those of
+    # this moment, before the batch's authors follow their records (as post_message).
+    cursor = db.execute_sql(sql, params)
+
+    def result() -> dict:
+        counts = {}
+        with pw.__exception_wrapper__:
+            found = cursor.fetchall()
+        for (mid,) in found:
+            counts[mid] = counts.get(mid, 0) + 1
+        return counts
+    return result
 
 
 def _followers_of_m(db) -> str:
@@ -322,7 +381,8 @@ def _followers_of_m(db) -> str:
 
 
 def _keep_originals(host, items, now):
-    """The raw messages, with our Authentication-Results line on top (decisions.keep_original)."""
+    """The raw messages, with our Authentication-Results line on top (decisions.keep_original);
+    returns a function giving their ids."""
     fields = [InboundOriginal.message_id, InboundOriginal.mail_from, InboundOriginal.size,
               InboundOriginal.content, InboundOriginal.created_at]
     rows = []
@@ -330,8 +390,7 @@ def _keep_originals(host, items, now):
         r, mail = item.r, item.r.mail
         trace = auth.header(host, r.auth_result) if r.auth_result else b""
         rows.append((mail.message_id, (r.mail_from or "")[:512], len(trace) + mail.size, trace + mail.raw, now))
-    for item, oid in zip(items, insert_rows(host.db, InboundOriginal, fields, rows, returning_ids=True)):
-        item.original_id = oid
+    return insert_rows_later(host.db, InboundOriginal, fields, rows, returning_ids=True)
 
 
 _DECISION_FIELDS = ("created_at", "peer", "mail_from", "sender", "recipients", "message_id", "verdict",
@@ -340,7 +399,9 @@ _DECISION_FIELDS = ("created_at", "peer", "mail_from", "sender", "recipients", "
 
 
 def _log(host, items, now):
-    """One decision row per message (routing._log's), in one INSERT, and their log lines."""
+    """One decision row per message (routing._log's), in one INSERT; returns the function
+    that writes their log lines (once the batch's other lines are out, as routing.store
+    orders them)."""
     rows = []
     for item in items:
         r, rec = item.r, item.record
@@ -352,5 +413,8 @@ def _log(host, items, now):
             auth=r.auth_result.text if r.auth_result else "", created_at=now))
     fields = [InboundDecision._meta.fields[name] for name in _DECISION_FIELDS]
     insert_rows(host.db, InboundDecision, fields, [tuple(v[name] for name in _DECISION_FIELDS) for v in rows])
-    for values in rows:
-        decisions.log(host, values)
+
+    def log_lines():
+        for values in rows:
+            decisions.log(host, values)
+    return log_lines

@@ -7,7 +7,7 @@ import weakref
 import peewee as pw
 
 from postroom.core import vacuum as core_vacuum
-from postroom.core.db import insert_one
+from postroom.core.db import insert_one, rows_later
 from postroom.core.errors import NotFound
 from postroom.core.records import parse_id
 
@@ -125,10 +125,16 @@ def recent_counts(host, minutes: int, envelope="", sender="", client="", caps=No
     its covering index (key, counts, created_at): `counts = true`, not a bare `counts`, or
     SQLite ranges over the key alone and reads the table for the rest. Plain SQL: peewee's
     compiler costs more than the answer."""
+    return recent_counts_later(host, minutes, envelope, sender, client, caps)()
+
+
+def recent_counts_later(host, minutes: int, envelope="", sender="", client="", caps=None):
+    """`recent_counts` as a function to call for the answer: its statement goes out now
+    within `db.pipeline()` (the gateway's writer asks every key of a batch at once)."""
     values = dict(zip(("envelope", "from", "peer"), (envelope, sender, client)))
     keys = [(name, column) for name, column in _LOOP_COLUMNS if values[name]]
     if not keys:
-        return {"envelope": 0, "from": 0, "peer": 0}
+        return lambda: {"envelope": 0, "from": 0, "peer": 0}
     p, caps = host.db.param, caps or {}
     now = host.clock.now()
     since = InboundDecision.created_at.db_value(now - dt.timedelta(minutes=minutes))
@@ -153,19 +159,23 @@ def recent_counts(host, minutes: int, envelope="", sender="", client="", caps=No
     sql = _COUNT_SQL.get(key)
     if sql is None:  # the text of each shape is built once (it was most of a call's cost)
         sql = _COUNT_SQL[key] = _count_sql(host.db.engine, p, shape)
-    row = host.db.execute_sql(sql, params).fetchone()
-    seq, found = int(row[0] or 0), {}
-    if len(known) > _COUNTED_MAX:
-        known.clear()
-    for (name, column), basis, n in zip(keys, bases, row[1:]):
-        n = int(n or 0)
-        if n == -1:
-            found[name] = basis[0] + seq - basis[1]
-            continue
-        found[name] = n
-        if caps.get(name) is not None:
-            known[(column, values[name], minutes)] = (n, seq, now)
-    return {name: found.get(name, 0) for name in ("envelope", "from", "peer")}
+    rows = rows_later(host.db, sql, params)
+
+    def result() -> dict:
+        row = rows()[0]
+        seq, found = int(row[0] or 0), {}
+        if len(known) > _COUNTED_MAX:
+            known.clear()
+        for (name, column), basis, n in zip(keys, bases, row[1:]):
+            n = int(n or 0)
+            if n == -1:
+                found[name] = basis[0] + seq - basis[1]
+                continue
+            found[name] = n
+            if caps.get(name) is not None:
+                known[(column, values[name], minutes)] = (n, seq, now)
+        return {name: found.get(name, 0) for name in ("envelope", "from", "peer")}
+    return result
 
 
 def _count_sql(engine, p, shape) -> str:

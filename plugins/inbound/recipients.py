@@ -7,7 +7,7 @@ mail never reaches DATA.
 """
 import dataclasses
 
-from postroom.core.db import chunks, select_all, select_first
+from postroom.core.db import chunks, select_all_later, select_first
 
 from .models import InboundAlias
 
@@ -95,13 +95,23 @@ def check(host, address: str, aliases: dict | None = None, plugins: bool = True)
 def find_aliases(host, addresses) -> dict:
     """{local part: alias or None} for the local parts of `addresses`, in one query (the
     gateway's writer asks this once for a whole batch of messages)."""
+    return find_aliases_later(host, addresses)()
+
+
+def find_aliases_later(host, addresses):
+    """`find_aliases` as a function to call for the answer (see `db.select_all_later`)."""
     locals_ = sorted({split(a)[0] for a in addresses} - {""})
-    found = dict.fromkeys(locals_)
-    for part in chunks(locals_):
-        for alias in select_all(InboundAlias, 'SELECT * FROM "inbound_alias" WHERE "local_part" IN ('
-                                + ", ".join(["{p}"] * len(part)) + ")", part, memo=_ALIASES):
-            found[alias.local_part] = alias
-    return found
+    pending = [select_all_later(InboundAlias, 'SELECT * FROM "inbound_alias" WHERE "local_part" IN ('
+                                + ", ".join(["{p}"] * len(part)) + ")", part, memo=_ALIASES)
+               for part in chunks(locals_)]
+
+    def result() -> dict:
+        found = dict.fromkeys(locals_)
+        for later in pending:
+            for alias in later():
+                found[alias.local_part] = alias
+        return found
+    return result
 
 
 def system_local_parts(host) -> set:

@@ -170,15 +170,18 @@ class GroupWriter:
         """Run the batch in one transaction; [(ok, result or exception)] once committed.
         With `savepoints`, each message in its own; without, the first message to fail
         rolls back the whole batch (`_OneFailed`)."""
-        outcomes = []
-        with self.host.transaction():
-            if not savepoints and self.store_many is not None and all(p is not None for _, _, p in batch):
+        if not savepoints and self.store_many is not None and all(p is not None for _, _, p in batch):
+            # Pipelined on PostgreSQL: BEGIN goes out with the batch's first reads, and the
+            # statements whose answers are not needed at once with the next ones.
+            with self.host.db.pipeline(), self.host.transaction():
                 try:
                     return [(True, value) for value in self.store_many([p for _, _, p in batch])]
                 except DB_ERRORS:
                     raise
                 except Exception as exc:  # noqa: BLE001 - whose failure is unknown: each alone
                     raise _OneFailed(together=True) from exc
+        outcomes = []
+        with self.host.transaction():
             for fn, _, _ in batch:
                 try:
                     if savepoints:
