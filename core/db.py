@@ -72,25 +72,38 @@ def insert_rows_later(db, model, fields, rows, returning_ids: bool = False):
                 ids.extend(range(cursor.lastrowid - n + 1, cursor.lastrowid + 1))
 
     def result() -> list[int]:
-        with pw.__exception_wrapper__:  # a pipelined statement's error arrives here
-            for cursor in cursors:
-                ids.extend(r[0] for r in cursor.fetchall())
+        for cursor in cursors:
+            ids.extend(r[0] for r in _answer(cursor)[1])
         cursors.clear()
         return ids
     return result
 
 
 def rows_later(db, sql: str, params=()):
-    """A function giving the rows of `sql`: within `db.pipeline()` the statement goes out
-    now and the answer is read when it is called; otherwise it runs then."""
-    if not getattr(db, "pipelined", False):
-        return lambda: db.execute_sql(sql, params).fetchall()
-    cursor = db.execute_sql(sql, params)
+    """A function giving the rows of `sql`, which is executed now on either engine: within
+    `db.pipeline()` its answer is read when the function is called (the statements that
+    follow go out with it), otherwise at once."""
+    return _later(db, sql, params, lambda names, rows: rows)
 
-    def result():
+
+def _later(db, sql, params, then):
+    """A function giving `then(column names, rows)` of `sql`, executed now (see `rows_later`)."""
+    cursor = db.execute_sql(sql, params)
+    if not getattr(db, "pipelined", False):
+        done = then(*_answer(cursor))
+        return lambda: done
+    return lambda: then(*_answer(cursor))
+
+
+def _answer(cursor) -> tuple[list, list]:
+    """(column names, rows) of an executed cursor, which is then closed (SQLite's read of
+    it ends now); a pipelined statement's error arrives here, as peewee's exception."""
+    try:
         with pw.__exception_wrapper__:
-            return cursor.fetchall()
-    return result
+            rows = cursor.fetchall()
+        return [d[0] for d in cursor.description or ()], rows
+    finally:
+        cursor.close()
 
 
 def insert_new_rows(db, model, fields, rows) -> int:
@@ -297,13 +310,11 @@ def _read(model, sql: str, params, one: bool):
     only with `one`."""
     db = model._meta.database
     cursor = db.execute_sql(sql.format(p=db.param), params)
+    if not one:
+        return _answer(cursor)
     try:
-        if one:
-            row = cursor.fetchone()
-            rows = [] if row is None else [row]
-        else:
-            rows = cursor.fetchall()
-        return [d[0] for d in cursor.description or ()], rows
+        row = cursor.fetchone()
+        return [d[0] for d in cursor.description or ()], [] if row is None else [row]
     finally:
         cursor.close()  # ends SQLite's read of it now, not when the cursor is collected
 
@@ -333,15 +344,7 @@ def select_all(model, sql: str, params=(), memo: dict | None = None) -> list:
 def select_all_later(model, sql: str, params=(), memo: dict | None = None):
     """`select_all` as a function to call for its rows: see `rows_later`."""
     db = model._meta.database
-    if not getattr(db, "pipelined", False):
-        return lambda: select_all(model, sql, params, memo)
-    cursor = db.execute_sql(sql.format(p=db.param), params)
-
-    def result():
-        with pw.__exception_wrapper__:
-            rows = cursor.fetchall()
-        return _instances(model, [d[0] for d in cursor.description or ()], rows, memo)
-    return result
+    return _later(db, sql.format(p=db.param), params, lambda names, rows: _instances(model, names, rows, memo))
 
 
 def _instances(model, names, rows, memo) -> list:

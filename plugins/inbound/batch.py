@@ -18,8 +18,6 @@ speed, never a guarantee. Runs inside the writer's transaction; touches only the
 """
 from logging import INFO
 
-import peewee as pw
-
 from postroom.core import chatter, emails, subtypes
 from postroom.core.db import built, insert_rows, insert_rows_later, is_postgres, rows_later, select_all_later
 from postroom.core.errors import InvalidInput
@@ -354,13 +352,11 @@ def _fan_out(host, message_ids, subtype, now):
               f",{subtype.name},"]
     # Executed now on either engine: the followers these notifications go to are those of
     # this moment, before the batch's authors follow their records (as post_message).
-    cursor = db.execute_sql(sql, params)
+    rows = rows_later(db, sql, params)
 
     def result() -> dict:
         counts = {}
-        with pw.__exception_wrapper__:
-            found = cursor.fetchall()
-        for (mid,) in found:
+        for (mid,) in rows():
             counts[mid] = counts.get(mid, 0) + 1
         return counts
     return result
