@@ -134,16 +134,16 @@ def test_duplicates_replies_and_refusals_in_a_batch_are_answered_as_one_by_one(i
     assert not Partner.select().where(Partner.email_normalized == "cy@client.test").exists()
 
 
-def _poison(host, db_url):
-    """A real insert failure for one record name (a trigger), on either engine."""
+def _poison(host, db_url, table="record", column="name", value="Poison"):
+    """A real insert failure for one value of `table`'s `column` (a trigger), on either engine."""
     if db_url.startswith("sqlite"):
-        host.db.execute_sql("CREATE TRIGGER poison BEFORE INSERT ON record WHEN NEW.name = 'Poison' "
-                            "BEGIN SELECT RAISE(ABORT, 'poisoned record'); END")
+        host.db.execute_sql(f"CREATE TRIGGER poison BEFORE INSERT ON {table} WHEN NEW.{column} = '{value}' "
+                            "BEGIN SELECT RAISE(ABORT, 'poisoned row'); END")
     else:
         host.db.execute_sql("CREATE OR REPLACE FUNCTION poison() RETURNS trigger AS $$ BEGIN "
-                            "IF NEW.name = 'Poison' THEN RAISE EXCEPTION 'poisoned record' "
+                            f"IF NEW.{column} = '{value}' THEN RAISE EXCEPTION 'poisoned row' "
                             "USING ERRCODE = 'check_violation'; END IF; RETURN NEW; END $$ LANGUAGE plpgsql")
-        host.db.execute_sql("CREATE TRIGGER poison BEFORE INSERT ON record FOR EACH ROW EXECUTE FUNCTION poison()")
+        host.db.execute_sql(f"CREATE TRIGGER poison BEFORE INSERT ON {table} FOR EACH ROW EXECUTE FUNCTION poison()")
 
 
 def test_a_message_whose_insert_fails_gets_4xx_and_the_others_of_its_batch_are_stored_once_with_250(
@@ -161,6 +161,29 @@ def test_a_message_whose_insert_fails_gets_4xx_and_the_others_of_its_batch_are_s
     for i in range(3):
         assert Message.select().where(Message.message_id == f"<b{i}@client.test>").count() == 1
         assert InboundOriginal.select().where(InboundOriginal.message_id == f"<b{i}@client.test>").count() == 1
+        assert InboundDecision.select().where(InboundDecision.message_id == f"<b{i}@client.test>").count() == 1
+    assert not Message.select().where(Message.message_id == "<poison@client.test>").exists()
+    assert not InboundOriginal.select().where(InboundOriginal.message_id == "<poison@client.test>").exists()
+    assert sorted(r.name for r in Record.select()) == ["Request 0", "Request 1", "Request 2"]
+
+
+def test_a_failure_in_a_write_whose_answer_nobody_reads_still_fails_only_its_own_message(inbound_host, gateway, db_url):
+    """The decision rows' INSERT is one whose answer nobody asks for: on PostgreSQL,
+    pipelined, its error is known only at the next answer read or when the pipeline ends.
+    It must still arrive inside the batch, not at its COMMIT (which would fail the whole
+    batch with 451), so the batch is stored again message by message and only the
+    poisoned one gets 451."""
+    host = inbound_host(db_url=db_url)
+    aliases.add_alias(host, "support", "generic")
+    _poison(host, db_url, "inbound_decision", "message_id", "<poison@client.test>")
+    service = gateway(host)
+    mails = [("ann@client.test", "support@example.com", _mail(i)) for i in range(3)]
+    mails.insert(2, ("ann@client.test", "support@example.com",
+                     message(subject="Poison", sender="Ann <ann@client.test>", message_id="<poison@client.test>")))
+    replies, _ = _one_batch(service, mails)
+    assert [code for code, _ in replies] == [250, 250, 451, 250]
+    for i in range(3):
+        assert Message.select().where(Message.message_id == f"<b{i}@client.test>").count() == 1
         assert InboundDecision.select().where(InboundDecision.message_id == f"<b{i}@client.test>").count() == 1
     assert not Message.select().where(Message.message_id == "<poison@client.test>").exists()
     assert not InboundOriginal.select().where(InboundOriginal.message_id == "<poison@client.test>").exists()
