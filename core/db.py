@@ -14,6 +14,7 @@ from urllib.parse import unquote, urlparse
 
 import peewee as pw
 
+from .checkpoints import BACKSTOP_PAGES
 from .clock import aware, naive
 from .errors import ConfigError, DatabaseUnavailable, first_line
 
@@ -567,8 +568,10 @@ def open_database(url: str) -> pw.Database:
             raise ConfigError(f"bad sqlite URL {url!r}: use sqlite:///relative.db or sqlite:////abs/path.db")
         return SqliteDatabase(
             path,
+            # wal_autocheckpoint: the host's thread does the copying (core.checkpoints);
+            # a commit checkpoints only what is left once the log holds this many pages.
             pragmas={"journal_mode": "wal", "foreign_keys": 1, "busy_timeout": 30000,
-                     "synchronous": "normal"},
+                     "synchronous": "normal", "wal_autocheckpoint": BACKSTOP_PAGES},
             timeout=30,
             check_same_thread=False,
         )

@@ -14,6 +14,7 @@ import peewee as pw
 from playhouse.migrations import Runner
 
 from . import logs, plugins as plugin_loader
+from .checkpoints import BackgroundCheckpoints
 from .clock import SystemClock
 from .config import Config
 from .db import Savepoint, is_postgres, open_database, translate_errors
@@ -114,6 +115,8 @@ class Host:
         self.services: dict = {}
         self._background = None
         self._background_lock = threading.Lock()
+        # On a SQLite file: the thread that copies the write-ahead log back (core.checkpoints).
+        self.checkpoints = None
         self._opened = False
         try:
             self.config_warnings = declare_plugin_keys(config, self.available)
@@ -150,6 +153,9 @@ class Host:
             self._migrate(self._plugin_migrations())
             self._collect_registries()
         self._opened = True
+        path = getattr(self.db, "database", None)
+        if isinstance(self.db, pw.SqliteDatabase) and path and path != ":memory:" and self.checkpoints is None:
+            self.checkpoints = BackgroundCheckpoints(path).start()
         self.pm.hook.postroom_configure(host=self)
         return self
 
@@ -246,6 +252,9 @@ class Host:
         if self._background is not None:
             self._background.shutdown(wait=True)  # offloaded sends finish before we go
             self._background = None
+        if self.checkpoints is not None:
+            self.checkpoints.stop()
+            self.checkpoints = None
         if self._log_handler is not None:
             logs.uninstall(self, self._log_handler)
             self._log_handler = None

@@ -238,7 +238,11 @@ class _Checkpoints:
     `every` batches have committed, when no message is waiting (the clients are then
     still reading their replies and sending the next ones), or after four times as many
     batches whatever waits, so the log stays as small as before. A checkpoint that fails
-    is tried again after the next batch; other connections keep SQLite's own."""
+    is tried again after the next batch; other connections keep SQLite's own (at
+    `core.checkpoints.BACKSTOP_PAGES`). The host's checkpoint thread copies pages too,
+    beside the writer, so the writer's own checkpoint often finds little left to copy;
+    it stays because it is the one that, run between two batches, has the whole log
+    copied and lets the next batch start it over."""
 
     def __init__(self, host, every: int = 16):
         self.host, self.every = host, every

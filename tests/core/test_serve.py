@@ -9,6 +9,7 @@ import time
 from postroom.core import scheduler
 from postroom.core.serve import serve
 from tests.core.plugin_fixtures import Actions
+from tests.support.waiting import wait_for
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -56,15 +57,6 @@ def test_serve_process_exits_cleanly_on_sigterm(tmp_path):
     assert "serve stopped" in log.read_text()
 
 
-def _wait_for(predicate, timeout=30):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
-
-
 def test_serve_with_workers_restarts_a_killed_worker_and_stops_them_all(tmp_path):
     import re
     cfg = tmp_path / "postroom.cfg"
@@ -78,10 +70,10 @@ def test_serve_with_workers_restarts_a_killed_worker_and_stops_them_all(tmp_path
     def started():
         return re.findall(r"worker (\d+) started \(pid (\d+)", log.read_text()) if log.exists() else []
     try:
-        assert _wait_for(lambda: len(started()) == 2 and log.read_text().count("serve started") == 2)
+        assert wait_for(lambda: len(started()) == 2 and log.read_text().count("serve started") == 2)
         victim = int(started()[1][1])
         os.kill(victim, signal.SIGKILL)
-        assert _wait_for(lambda: len(started()) == 3 and log.read_text().count("serve started") == 3), log.read_text()
+        assert wait_for(lambda: len(started()) == 3 and log.read_text().count("serve started") == 3), log.read_text()
         assert f"(pid {victim}) exited with -9; restarting" in log.read_text()
         pids = [int(pid) for _, pid in started()]
     finally:
