@@ -19,9 +19,11 @@ import logging
 import os
 import sqlite3
 import threading
+import time
 
 # wal_autocheckpoint of the host's connections (pages of 4 KiB): the log's bound.
 BACKSTOP_PAGES = 4000
+REPORT_EVERY = 60.0  # seconds between two log lines about the same failing checkpoint
 
 log = logging.getLogger("postroom")
 
@@ -29,15 +31,18 @@ log = logging.getLogger("postroom")
 class BackgroundCheckpoints:
     """The checkpointing thread of one SQLite database file. `start()` begins it, `stop()`
     ends it (joined, its connection closed); `wake()` makes it look now rather than at its
-    next tick. `checkpoints` counts the checkpoints it ran that had pages to copy."""
+    next tick. `checkpoints` counts the checkpoints it ran that had pages to copy,
+    `failures` those that failed (each tried again at the next tick)."""
 
     def __init__(self, path: str, interval: float = 0.1):
         self.path, self.interval = path, interval
         self.checkpoints = 0
+        self.failures = 0
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread = None
         self._seen = None  # (mtime, size) of the log file after the last checkpoint
+        self._reported = {}  # failure -> when it was last logged (time.monotonic)
 
     @property
     def running(self) -> bool:
@@ -58,6 +63,17 @@ class BackgroundCheckpoints:
         if self._thread is not None:
             self._thread.join(timeout=30)
             self._thread = None
+
+    def _report(self, exc) -> None:
+        """A checkpoint that failed (the disk full, an I/O error) in the log, once a minute
+        per cause: the commits still succeed into the log, which grows meanwhile, so this
+        line is where an operator first reads of it."""
+        now, cause = time.monotonic(), str(exc)
+        if self._reported.get(cause, -REPORT_EVERY) > now - REPORT_EVERY:
+            return
+        self._reported[cause] = now
+        log.warning("the write-ahead log of %s could not be copied back into it: %s "
+                    "(the log grows until it can)", self.path, cause)
 
     def _log_state(self):
         try:
@@ -87,7 +103,8 @@ class BackgroundCheckpoints:
                                                check_same_thread=False)
                     busy, frames, _ = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
                 except sqlite3.Error as exc:
-                    log.debug("background checkpoint of %s: %s", self.path, exc)
+                    self.failures += 1
+                    self._report(exc)
                     if conn is not None:
                         conn.close()
                         conn = None

@@ -2,7 +2,10 @@
 (core.checkpoints), and the log stays bounded."""
 import os
 
+import pytest
+
 from postroom.core.checkpoints import BACKSTOP_PAGES, BackgroundCheckpoints
+from tests.support import smallfs
 from tests.support.waiting import wait_for
 
 
@@ -94,3 +97,31 @@ def test_the_thread_ends_when_its_database_is_gone(tmp_path):
 def test_on_postgresql_there_is_no_checkpoint_thread(make_host, pg_database):
     host = make_host(db_url=pg_database)
     assert host.checkpoints is None
+
+
+@pytest.mark.skipif(smallfs.missing() is not None, reason=str(smallfs.missing()))
+def test_a_checkpoint_the_full_disk_refuses_is_reported_once_with_its_cause(tmp_path):
+    import logging
+    import sqlite3
+    lines = []
+    handler = logging.Handler()
+    handler.emit = lambda record: lines.append(record.getMessage())
+    logging.getLogger("postroom").addHandler(handler)
+    with smallfs.small_fs(tmp_path / "fs", "3m") as folder:
+        path = str(folder / "full.db")
+        conn = sqlite3.connect(path, isolation_level=None)
+        conn.execute("PRAGMA journal_mode=wal")
+        conn.execute("PRAGMA wal_autocheckpoint=0")
+        conn.execute("CREATE TABLE t (x BLOB)")
+        conn.execute("INSERT INTO t SELECT randomblob(4000) FROM (WITH RECURSIVE c(i) AS "
+                     "(SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 200) SELECT i FROM c)")
+        smallfs.fill(folder)  # the database file cannot grow to take the log's 200 pages
+        checkpoints = BackgroundCheckpoints(path, interval=0.01).start()
+        try:
+            assert wait_for(lambda: checkpoints.failures >= 10, timeout=10)  # each tick tries again
+        finally:
+            checkpoints.stop()
+            logging.getLogger("postroom").removeHandler(handler)
+            conn.close()
+    assert len(lines) == 1, lines
+    assert "database or disk is full" in lines[0] and path in lines[0]
