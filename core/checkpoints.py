@@ -41,7 +41,7 @@ class BackgroundCheckpoints:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread = None
-        self._seen = None  # (mtime, size) of the log file after the last checkpoint
+        self._seen = None  # (mtime, size) of the log file when the last checkpoint began
         self._reported = {}  # failure -> when it was last logged (time.monotonic)
 
     @property

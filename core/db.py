@@ -592,6 +592,13 @@ def is_postgres(db) -> bool:
     return getattr(db, "engine", "") == "postgresql"
 
 
+def sqlite_file(db) -> str | None:
+    """The path of `db`'s SQLite database file, or None (PostgreSQL, or an in-memory
+    database): where its log, lock files and checkpoint thread belong."""
+    path = getattr(db, "database", None) if isinstance(db, pw.SqliteDatabase) else None
+    return path if path and path != ":memory:" else None
+
+
 def side_connection(db, name: str):
     """A second connection to `db`'s PostgreSQL database, beside peewee's and unknown to it
     (autocommit), for a caller that drives it with libpq's asynchronous calls

@@ -17,7 +17,7 @@ from . import logs, plugins as plugin_loader
 from .checkpoints import BackgroundCheckpoints
 from .clock import SystemClock
 from .config import Config
-from .db import Savepoint, is_postgres, open_database, translate_errors
+from .db import Savepoint, is_postgres, open_database, sqlite_file, translate_errors
 from .errors import ConfigError, Conflict, InvalidInput, NotFound
 from .console.models import CONSOLE_MODELS
 from .models import CORE_MODELS, PluginState
@@ -153,15 +153,15 @@ class Host:
             self._migrate(self._plugin_migrations())
             self._collect_registries()
         self._opened = True
-        path = getattr(self.db, "database", None)
-        if isinstance(self.db, pw.SqliteDatabase) and path and path != ":memory:" and self.checkpoints is None:
+        path = sqlite_file(self.db)
+        if path and self.checkpoints is None:
             self.checkpoints = BackgroundCheckpoints(path).start()
         self.pm.hook.postroom_configure(host=self)
         return self
 
     def _ensure_database_file(self, create: bool) -> None:
-        path = getattr(self.db, "database", None)
-        if not isinstance(self.db, pw.SqliteDatabase) or not path or path == ":memory:":
+        path = sqlite_file(self.db)
+        if path is None:
             return
         if os.path.exists(path):
             return
@@ -213,8 +213,8 @@ class Host:
             finally:
                 self.db.execute_sql("SELECT pg_advisory_unlock(7319001)")
             return
-        path = self.db.database
-        if not path or path == ":memory:":
+        path = sqlite_file(self.db)
+        if path is None:
             yield
             return
         with open(f"{path}.migrate-lock", "a") as lock:

@@ -47,6 +47,7 @@ import threading
 
 import peewee as pw
 
+from postroom.core.db import sqlite_file
 from postroom.core.errors import DatabaseUnavailable
 
 DB_ERRORS = (pw.OperationalError, pw.InterfaceError, DatabaseUnavailable)
@@ -207,9 +208,9 @@ class _WriterTurn:
     PostgreSQL, whose row locks do not serialise the gateways."""
 
     def __init__(self, host):
-        path = getattr(host.db, "database", "") if getattr(host.db, "engine", "") == "sqlite" else ""
+        path = sqlite_file(host.db)
         self.fd = None
-        if path and path != ":memory:":
+        if path:
             try:
                 self.fd = os.open(path + "-inbound-writer.lock", os.O_RDWR | os.O_CREAT, 0o600)
             except OSError:  # a read-only folder: SQLite's busy timeout alone, as before
