@@ -5,6 +5,7 @@ are understood. Every datetime column stores naive UTC and gives back aware UTC.
 """
 import contextlib
 import datetime as dt
+import functools
 import itertools
 import json
 import operator
@@ -66,9 +67,9 @@ def insert_rows_later(db, model, fields, rows, returning_ids: bool = False):
     cursors, ids = [], []
     for sql, params, n in _inserts(db, model, fields, rows):
         if returning_ids and postgres:
-            cursors.append(db.execute_sql(sql + ' RETURNING "id"', params))
+            cursors.append(db.execute_numbered(sql + ' RETURNING "id"', params))
         else:
-            cursor = db.execute_sql(sql, params)
+            cursor = _execute_insert(db, sql, params)
             if returning_ids:
                 ids.extend(range(cursor.lastrowid - n + 1, cursor.lastrowid + 1))
 
@@ -111,8 +112,13 @@ def insert_new_rows(db, model, fields, rows) -> int:
     """`insert_rows` leaving out each row that would break a unique constraint (ON
     CONFLICT DO NOTHING: only uniqueness, not NOT NULL or CHECK, unlike SQLite's OR
     IGNORE); returns how many rows went in."""
-    return sum(db.execute_sql(sql + " ON CONFLICT DO NOTHING", params).rowcount
+    return sum(_execute_insert(db, sql + " ON CONFLICT DO NOTHING", params).rowcount
                for sql, params, _ in _inserts(db, model, fields, rows))
+
+
+def _execute_insert(db, sql, params):
+    """Run one of `_inserts`' statements (numbered placeholders on PostgreSQL)."""
+    return db.execute_numbered(sql, params) if is_postgres(db) else db.execute_sql(sql, params)
 
 
 def _inserts(db, model, fields, rows):
@@ -122,13 +128,18 @@ def _inserts(db, model, fields, rows):
     body, sender) is bound once, in a SELECT list over the chunk's VALUES of the other
     columns: binding it again on every row cost more than storing it (16 of a campaign
     mail's 21 columns; its chunk's INSERT took 40% less), from SHARED_MIN_ROWS rows on.
-    PostgreSQL keeps plain VALUES, whose parameters take their types from the columns they
-    go into."""
+    PostgreSQL's are written with its own numbered placeholders (`execute_numbered`)."""
     table = model._meta.table_name
     sqlite = getattr(db, "engine", "") == "sqlite"
     adapt = _sqlite_bound if sqlite else None
+    postgres = is_postgres(db)
     for part in chunks(rows):
         converted = [_column_values(f, column, adapt) for f, column in zip(fields, zip(*part))]
+        if postgres:
+            columns = tuple(f'"{f.column_name}"' for f in fields)
+            params = list(itertools.chain.from_iterable(zip(*(values for values, _ in converted))))
+            yield _numbered_values(table, columns, len(part)), params, len(part)
+            continue
         shared = [shared for _, shared in converted]
         if sqlite and len(part) >= SHARED_MIN_ROWS and any(shared):
             yield _insert_select(db, table, fields, converted, len(part))
@@ -137,6 +148,15 @@ def _inserts(db, model, fields, rows):
         one = "(" + ", ".join([db.param] * len(fields)) + ")"
         params = list(itertools.chain.from_iterable(zip(*(values for values, _ in converted))))
         yield f'INSERT INTO "{table}" ({columns}) VALUES ' + ", ".join([one] * len(part)), params, len(part)
+
+
+@functools.lru_cache(maxsize=256)
+def _numbered_values(table: str, columns: tuple, n: int) -> str:
+    """PostgreSQL's multi-row INSERT of `n` rows with its own `$1, $2, …` placeholders
+    (`PostgresqlDatabase.execute_numbered`): one text per row count, made once."""
+    width = len(columns)
+    rows = ", ".join("(" + ", ".join(f"${r * width + c}" for c in range(1, width + 1)) + ")" for r in range(n))
+    return f'INSERT INTO "{table}" ({", ".join(columns)}) VALUES {rows}'
 
 
 # Rows from which a chunk binds its shared values once: below it the longer statement cost
@@ -462,6 +482,19 @@ class PostgresqlDatabase(_Counting, pw.PostgresqlDatabase):
     def transaction_block(self):
         return self.atomic()
 
+    def execute_numbered(self, sql, params):
+        """`execute_sql` for a statement written with PostgreSQL's own placeholders ($1,
+        $2, …), which psycopg (its RawCursor) passes on as they are. A `%s` text it parses
+        in Python, on every execution once it has more than 50 parameters (psycopg caches
+        only smaller ones): a gateway batch's decision rows, 18 columns each, are past that
+        at three messages. Measured for 6 such rows (108 parameters): 300 us to convert the
+        query, against 20; a transaction of three such INSERTs, 1.66 ms of CPU against 0.94."""
+        self.statements += 1
+        with pw.__exception_wrapper__:
+            cursor = _RAW_CURSOR(self.connection())
+            cursor.execute(sql, params)
+        return cursor
+
     @property
     def pipelined(self) -> bool:
         """Whether this thread's statements are pipelined (see `pipeline`)."""
@@ -557,6 +590,18 @@ def _pipelines_supported() -> bool:
 
 
 _PIPELINES = _pipelines_supported()
+
+
+def _raw_cursor():
+    """psycopg's cursor for numbered placeholders (psycopg 3.2 on; setup.cfg asks for it)."""
+    try:
+        from psycopg import RawCursor
+    except ImportError:  # no psycopg: PostgreSQL is not used
+        return None
+    return RawCursor
+
+
+_RAW_CURSOR = _raw_cursor()
 
 
 def open_database(url: str) -> pw.Database:

@@ -208,3 +208,31 @@ def test_skipping_duplicates_counts_the_rows_that_went_in_and_keeps_the_rows_alr
         empty = insert_new_rows(host.db, Follower, [Follower.record, Follower.partner], [])
     assert (first, second, empty) == (3, len(partners) - 3, 0)
     assert Follower.select().where(Follower.record == record).count() == len(partners)
+
+
+def test_a_postgresql_insert_with_numbered_placeholders_stores_every_kind_of_value_in_row_order(make_host, pg_database):
+    # PostgreSQL's INSERTs go with $1, $2 … (psycopg parses `%s` texts in Python on every
+    # execution past 50 parameters): values that look like placeholders stay values.
+    host = make_host(db_url=pg_database)
+    now = host.clock.now()
+    fields = [Partner.name, Partner.email, Partner.message_bounce, Partner.active, Partner.created_at,
+              Partner.notification_type]
+    batches = [[(f"P{n}-{i} %s $1 %%", None if i % 2 else f"p{n}-{i}@example.com", i, bool(i % 2), now, "email")
+                for i in range(n)] for n in (1, 3, 40, CHUNK + 3)]
+    before = host.db.statements
+    with host.transaction():
+        ids = [insert_rows(host.db, Partner, fields, rows, returning_ids=True) for rows in batches]
+        # JSON documents (text) with a NULL among them; a column of NULLs only.
+        records = insert_rows(host.db, Record, [Record.model, Record.name, Record.values, Record.created_at],
+                              [("t", "a", {"k": [1, 2]}, now), ("t", "b", None, now)], returning_ids=True)
+        nobody = insert_rows(host.db, Partner, fields, [("N1", None, 0, True, now, "email"),
+                                                      ("N2", None, 1, False, now, "inbox")], returning_ids=True)
+        added = insert_new_rows(host.db, Partner, fields, [("N3", None, 0, True, now, "email")])
+    assert host.db.statements - before == 1 + 1 + 1 + 2 + 1 + 1 + 1  # one per chunk
+    for rows, got in zip(batches, ids):
+        stored = {p.id: p for p in Partner.select().where(Partner.id.in_(got))}
+        assert [(stored[i].name, stored[i].email, stored[i].message_bounce, stored[i].active,
+                 stored[i].created_at) for i in got] == [r[:5] for r in rows]
+    assert [Record.get_by_id(i).values for i in records] == [{"k": [1, 2]}, None]
+    assert [(Partner.get_by_id(i).name, Partner.get_by_id(i).email) for i in nobody] == [("N1", None), ("N2", None)]
+    assert added == 1 and Partner.get(Partner.name == "N3").active
