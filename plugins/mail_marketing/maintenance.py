@@ -5,7 +5,7 @@ from postroom.core import vacuum as core_vacuum
 from postroom.core.doctor import Check
 
 from .feedback import BOUNCE_WINDOW
-from .models import BounceEvent, Trace
+from .models import CANCELED, BounceEvent, Trace
 from .process import head_campaign
 
 TRACE_RETENTION = dt.timedelta(days=182)   # six months
@@ -17,7 +17,7 @@ def vacuum(host, batch_size: int, dry_run: bool) -> dict:
     rule's window. The blacklist itself is never vacuumed."""
     now = host.clock.now()
     result = core_vacuum.sweep(host, "mail_marketing", {
-        "canceled_traces": (Trace, [(Trace.status == "canceled") & (Trace.created_at < now - TRACE_RETENTION)]),
+        "canceled_traces": (Trace, [(Trace.status == CANCELED) & (Trace.created_at < now - TRACE_RETENTION)]),
         "bounce_records": (BounceEvent, [BounceEvent.bounced_at < now - BOUNCE_WINDOW]),
     }, batch_size, dry_run)
     if any(result["removed"].values()):

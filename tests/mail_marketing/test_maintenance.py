@@ -81,3 +81,29 @@ def test_postroom_vacuum_removes_old_canceled_traces_through_the_auto_vacuum_plu
     ours = [p for p in report["plugins"] if p["plugin"] == "mail_marketing"]
     assert ours and ours[0]["removed"]["canceled_traces"] == 3 and ours[0]["error"] is None
     assert [t.status for t in Trace.select()] == ["sent"] and Blacklist.select().count() == 3
+
+
+def test_the_canceled_trace_vacuum_reads_the_partial_index_on_both_engines(mk, run, tmp_path, clock, db_url):
+    # The status goes as a literal: compared with a bound parameter, neither planner may use
+    # an index made for status = 'canceled', and the vacuum would read every trace.
+    host = mk(db_url=db_url)
+    _campaign_with_canceled_traces(run, host, tmp_path, 3)
+    clock.advance(days=183)
+    seen, execute = [], host.db.execute_sql
+
+    def recording(sql, params=None):
+        if sql.startswith("SELECT") and "'canceled'" in sql:
+            seen.append((sql, params))
+        return execute(sql, params)
+    host.db.execute_sql = recording
+    try:
+        assert _vacuum(host, 10)["removed"]["canceled_traces"] == 3
+    finally:
+        del host.db.execute_sql
+    assert seen
+    explain = "EXPLAIN " if host.db.engine == "postgresql" else "EXPLAIN QUERY PLAN "
+    if host.db.engine == "postgresql":
+        host.db.execute_sql("SET enable_seqscan = off")  # a tiny table: judge only whether it could
+    for sql, params in seen:
+        plan = " ".join(str(row) for row in host.db.execute_sql(explain + sql, params).fetchall())
+        assert "marketing_trace_canceled_created_at" in plan, plan
