@@ -9,6 +9,7 @@ import functools
 import itertools
 import json
 import operator
+import re
 import sqlite3
 import threading
 from urllib.parse import unquote, urlparse
@@ -67,9 +68,9 @@ def insert_rows_later(db, model, fields, rows, returning_ids: bool = False):
     cursors, ids = [], []
     for sql, params, n in _inserts(db, model, fields, rows):
         if returning_ids and postgres:
-            cursors.append(db.execute_numbered(sql + ' RETURNING "id"', params))
+            cursors.append(db.execute_sql(sql + ' RETURNING "id"', params))
         else:
-            cursor = _execute_insert(db, sql, params)
+            cursor = db.execute_sql(sql, params)
             if returning_ids:
                 ids.extend(range(cursor.lastrowid - n + 1, cursor.lastrowid + 1))
 
@@ -112,13 +113,8 @@ def insert_new_rows(db, model, fields, rows) -> int:
     """`insert_rows` leaving out each row that would break a unique constraint (ON
     CONFLICT DO NOTHING: only uniqueness, not NOT NULL or CHECK, unlike SQLite's OR
     IGNORE); returns how many rows went in."""
-    return sum(_execute_insert(db, sql + " ON CONFLICT DO NOTHING", params).rowcount
+    return sum(db.execute_sql(sql + " ON CONFLICT DO NOTHING", params).rowcount
                for sql, params, _ in _inserts(db, model, fields, rows))
-
-
-def _execute_insert(db, sql, params):
-    """Run one of `_inserts`' statements (numbered placeholders on PostgreSQL)."""
-    return db.execute_numbered(sql, params) if is_postgres(db) else db.execute_sql(sql, params)
 
 
 def _inserts(db, model, fields, rows):
@@ -128,18 +124,13 @@ def _inserts(db, model, fields, rows):
     body, sender) is bound once, in a SELECT list over the chunk's VALUES of the other
     columns: binding it again on every row cost more than storing it (16 of a campaign
     mail's 21 columns; its chunk's INSERT took 40% less), from SHARED_MIN_ROWS rows on.
-    PostgreSQL's are written with its own numbered placeholders (`execute_numbered`)."""
+    PostgreSQL keeps plain VALUES, whose parameters take their types from the columns they
+    go into."""
     table = model._meta.table_name
     sqlite = getattr(db, "engine", "") == "sqlite"
     adapt = _sqlite_bound if sqlite else None
-    postgres = is_postgres(db)
     for part in chunks(rows):
         converted = [_column_values(f, column, adapt) for f, column in zip(fields, zip(*part))]
-        if postgres:
-            columns = tuple(f'"{f.column_name}"' for f in fields)
-            params = list(itertools.chain.from_iterable(zip(*(values for values, _ in converted))))
-            yield _numbered_values(table, columns, len(part)), params, len(part)
-            continue
         shared = [shared for _, shared in converted]
         if sqlite and len(part) >= SHARED_MIN_ROWS and any(shared):
             yield _insert_select(db, table, fields, converted, len(part))
@@ -148,15 +139,6 @@ def _inserts(db, model, fields, rows):
         one = "(" + ", ".join([db.param] * len(fields)) + ")"
         params = list(itertools.chain.from_iterable(zip(*(values for values, _ in converted))))
         yield f'INSERT INTO "{table}" ({columns}) VALUES ' + ", ".join([one] * len(part)), params, len(part)
-
-
-@functools.lru_cache(maxsize=256)
-def _numbered_values(table: str, columns: tuple, n: int) -> str:
-    """PostgreSQL's multi-row INSERT of `n` rows with its own `$1, $2, …` placeholders
-    (`PostgresqlDatabase.execute_numbered`): one text per row count, made once."""
-    width = len(columns)
-    rows = ", ".join("(" + ", ".join(f"${r * width + c}" for c in range(1, width + 1)) + ")" for r in range(n))
-    return f'INSERT INTO "{table}" ({", ".join(columns)}) VALUES {rows}'
 
 
 # Rows from which a chunk binds its shared values once: below it the longer statement cost
@@ -482,17 +464,22 @@ class PostgresqlDatabase(_Counting, pw.PostgresqlDatabase):
     def transaction_block(self):
         return self.atomic()
 
-    def execute_numbered(self, sql, params):
-        """`execute_sql` for a statement written with PostgreSQL's own placeholders ($1,
-        $2, …), which psycopg (its RawCursor) passes on as they are. A `%s` text it parses
-        in Python, on every execution once it has more than 50 parameters (psycopg caches
-        only smaller ones): a gateway batch's decision rows, 18 columns each, are past that
-        at three messages. Measured for 6 such rows (108 parameters): 300 us to convert the
-        query, against 20; a transaction of three such INSERTs, 1.66 ms of CPU against 0.94."""
+    def execute_sql(self, sql, params=None):
+        """peewee's, but a statement of more than 50 parameters goes with PostgreSQL's own
+        numbered placeholders ($1, $2, …) through psycopg's RawCursor, which passes them on
+        as they are. A `%s` text psycopg parses in Python on every execution, caching that
+        only up to 50 parameters: a gateway batch's decision rows (18 columns) pass that at
+        three messages, a campaign's 500-row INSERT or UPDATE of ids at once. Ours is
+        parsed once per text (`_numbered`). Measured for 6 decision rows (108 parameters):
+        300 us to convert the query against 20; a transaction of three such INSERTs,
+        1.66 ms of CPU against 0.94."""
+        numbered = _numbered(sql) if params and len(params) > _PSYCOPG_CACHED_PARAMS and _RAW_CURSOR else None
+        if numbered is None or numbered[1] != len(params):
+            return super().execute_sql(sql, params)
         self.statements += 1
         with pw.__exception_wrapper__:
             cursor = _RAW_CURSOR(self.connection())
-            cursor.execute(sql, params)
+            cursor.execute(numbered[0], params)
         return cursor
 
     @property
@@ -602,6 +589,30 @@ def _raw_cursor():
 
 
 _RAW_CURSOR = _raw_cursor()
+_PSYCOPG_CACHED_PARAMS = 50  # psycopg's MAX_CACHED_STATEMENT_PARAMS: above it, no cache
+_PLACEHOLDER = re.compile(r"%(.)", re.S)
+
+
+@functools.lru_cache(maxsize=64)
+def _numbered(sql: str) -> tuple[str, int] | None:
+    """(`sql` with each `%s` made `$1`, `$2`, … and `%%` made `%`, how many), psycopg's
+    own reading of such a text; None for any other `%` form (left to psycopg). Cached per
+    text: Postroom's big statements have one text per chunk size, the largest a 500-row
+    INSERT of 21 columns (about 110 kB in and out), so the cache stays under 10 MB."""
+    count, other = 0, False
+
+    def number(match):
+        nonlocal count, other
+        kind = match.group(1)
+        if kind == "s":
+            count += 1
+            return f"${count}"
+        if kind == "%":
+            return "%"
+        other = True
+        return match.group(0)
+    text = _PLACEHOLDER.sub(number, sql)
+    return None if other else (text, count)
 
 
 def open_database(url: str) -> pw.Database:

@@ -210,9 +210,10 @@ def test_skipping_duplicates_counts_the_rows_that_went_in_and_keeps_the_rows_alr
     assert Follower.select().where(Follower.record == record).count() == len(partners)
 
 
-def test_a_postgresql_insert_with_numbered_placeholders_stores_every_kind_of_value_in_row_order(make_host, pg_database):
-    # PostgreSQL's INSERTs go with $1, $2 … (psycopg parses `%s` texts in Python on every
-    # execution past 50 parameters): values that look like placeholders stay values.
+def test_postgresql_statements_past_50_parameters_keep_every_kind_of_value_in_row_order(make_host, pg_database):
+    # Past 50 parameters a statement goes with $1, $2 … (psycopg parses `%s` texts in Python
+    # on every execution past 50): values that look like placeholders stay values, and a
+    # literal %% in the text stays a percent sign.
     host = make_host(db_url=pg_database)
     now = host.clock.now()
     fields = [Partner.name, Partner.email, Partner.message_bounce, Partner.active, Partner.created_at,
@@ -236,3 +237,9 @@ def test_a_postgresql_insert_with_numbered_placeholders_stores_every_kind_of_val
     assert [Record.get_by_id(i).values for i in records] == [{"k": [1, 2]}, None]
     assert [(Partner.get_by_id(i).name, Partner.get_by_id(i).email) for i in nobody] == [("N1", None), ("N2", None)]
     assert added == 1 and Partner.get(Partner.name == "N3").active
+    p = host.db.param
+    many = ids[2] + ids[3][:30]
+    found = host.db.execute_sql(f'SELECT \'100%%\', "id" FROM "partner" WHERE "name" LIKE {p} AND "name" LIKE '
+                                f'\'%%$1 %%\' AND "id" IN ({", ".join([p] * len(many))}) ORDER BY "id"',
+                                ["P40-%", *many]).fetchall()
+    assert found == [("100%", i) for i in sorted(ids[2])]
