@@ -17,7 +17,9 @@ bare runs) and reports the median round with every round's ratio, rate and p99: 
 gateway and the bare server are CPU-bound, so on a host that lends its cores to other
 guests one round proves little. `--gateways 1,2` (PostgreSQL) runs
 `postroom serve --role inbound --workers K` processes on one port instead of the in-process
-gateway and prints the rate for each K and the ratio to the first. (Without it, the bare
+gateway and prints the rate for each K and the ratio to the first; with `--repeat R`, R
+rounds of every K (the order turned round every other round), each round's ratio to its own
+first K, the median round reported with every round's ratio. (Without it, the bare
 server runs before and after the in-process gateway: the ratio is to the mean of the two,
 and each side's CPU milliseconds per message in this process are printed too, the gateway's
 also by thread: event-loop, inbound-db pool, writer. `--profile FILE` profiles each gateway
@@ -169,14 +171,30 @@ def smtp_source_run(args, host, tmp):
     if args.gateways:
         # The bare server too, before and after, so that each K has its ratio to the
         # ceiling measured in the same run (SQLite: is K processes a deployment that helps?).
+        # With --repeat R, R rounds of every K, the order turned round every other round
+        # (1,2 then 2,1: a load that grows or fades weighs on each K alike); each round's
+        # scaling is to its own smallest K, and the median round is reported, with every
+        # round's scaling.
         ceilings = [ceiling_run(args)]
-        rates = {}
-        for k in [int(x) for x in args.gateways.split(",")]:
-            rates[k] = gateway_processes(args, host, tmp, k)
+        ks = sorted(int(x) for x in args.gateways.split(","))
+        rounds = []
+        for i in range(max(1, args.repeat)):
+            rates = {}
+            for k in (ks if i % 2 == 0 else ks[::-1]):
+                rates[k] = gateway_processes(args, host, tmp, k)
+            rounds.append({k: rates[k] for k in ks})
         ceilings.append(ceiling_run(args))
-        first = rates[min(rates)]
+
+        def scaling(rates):
+            return {k: r["msgs_per_s"] / rates[ks[0]]["msgs_per_s"] for k, r in rates.items()}
+        last = ks[-1]
+        median = sorted(range(len(rounds)), key=lambda i: scaling(rounds[i])[last])[len(rounds) // 2]
+        rates = rounds[median]
+        result["rounds"] = len(rounds)
         result["gateways"] = {str(k): r for k, r in rates.items()}
-        result["scaling"] = {str(k): round(r["msgs_per_s"] / first["msgs_per_s"], 3) for k, r in rates.items()}
+        result["scaling"] = {str(k): round(v, 3) for k, v in scaling(rates).items()}
+        result["scaling_rounds"] = {str(k): [round(scaling(r)[k], 3) for r in rounds] for k in ks[1:]}
+        result["msgs_per_s_rounds"] = {str(k): [r[k]["msgs_per_s"] for r in rounds] for k in ks}
         result["ceiling_before"], result["ceiling"] = ceilings
         mean = statistics.mean(c["msgs_per_s"] for c in ceilings)
         result["gateways_vs_ceiling"] = {str(k): round(r["msgs_per_s"] / mean, 3) for k, r in rates.items()}
@@ -453,8 +471,9 @@ def main():
                         help="with --client smtp-source (in-process gateway): cProfile every gateway "
                              "thread, write the merged stats to FILE and FILE.txt")
     parser.add_argument("--repeat", type=int, default=1,
-                        help="with --client smtp-source (in-process gateway): rounds of bare server, gateway, "
-                             "bare server; the median round is reported, with every round's figures")
+                        help="with --client smtp-source: rounds of bare server, gateway, bare server (in-process "
+                             "gateway), or of every --gateways K (order turned round every other round); the "
+                             "median round is reported, with every round's figures")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a config key for the gateway (repeatable), e.g. inbound_commit_delay_ms=0")
     parser.add_argument("--gateways", help="with --client smtp-source and a PostgreSQL --db: e.g. 1,2 "
