@@ -16,6 +16,7 @@ from postroom.core.clock import SystemClock
 from postroom.plugins.mail_queue import journal
 from postroom.plugins.mail_queue.models import OutcomeJournal, OutgoingMail
 from tests.support.smtp import SMTPSink, TricklingServer
+from tests.support.waiting import wait_until
 
 WORKER = os.path.join(os.path.dirname(__file__), "crash_worker.py")
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -38,15 +39,6 @@ def _enqueue(host, n):
 def _worker(host, *args):
     return subprocess.Popen([sys.executable, WORKER, host.config.path, *args], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-
-
-def _wait(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _left(host):
@@ -92,8 +84,8 @@ def test_each_kill_of_a_draining_worker_repeats_at_most_one_mail_with_the_same_m
         for k in range(KILLS):
             before = len(sink.received())
             proc = _worker(host)
-            _wait(lambda: len(sink.received()) >= before + 40 or proc.poll() is not None, 60,
-                  "the worker to send some mails")
+            wait_until(lambda: len(sink.received()) >= before + 40 or proc.poll() is not None, 60,
+                       interval=0.02, what="the worker to send some mails")
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait(10)
             windows.append(_in_flight(host))
@@ -124,7 +116,7 @@ def test_a_worker_killed_mid_batch_leaves_its_sent_mails_in_the_journal_and_the_
                                             for i in range(60)])
         wanted = {m.email_to: m.message_id for m in OutgoingMail.select().where(OutgoingMail.id.in_(ids))}
         proc = _worker(host)
-        _wait(lambda: len(sink.received()) >= 20 or proc.poll() is not None, 60, "the worker to send 20 mails")
+        wait_until(lambda: len(sink.received()) >= 20 or proc.poll() is not None, 60, interval=0.02, what="the worker to send 20 mails")
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(10)
         host.db.close()
@@ -179,12 +171,12 @@ def test_a_worker_paused_past_its_lease_and_resumed_sends_nothing_twice(make_hos
                      mail_retry_min_minutes=0.2)
         wanted = _enqueue(host, 120)
         paused = _worker(host)
-        _wait(lambda: len(sink.received()) >= 10, 60, "the first worker to start sending")
+        wait_until(lambda: len(sink.received()) >= 10, 60, interval=0.02, what="the first worker to start sending")
         os.kill(paused.pid, signal.SIGSTOP)
         try:
             time.sleep(2)  # past its lease
             other = _worker(host)  # takes the paused worker's batch over
-            _wait(lambda: len(sink.received()) >= 60 or other.poll() is not None, 60, "the takeover")
+            wait_until(lambda: len(sink.received()) >= 60 or other.poll() is not None, 60, interval=0.02, what="the takeover")
         finally:
             os.kill(paused.pid, signal.SIGCONT)
         assert paused.wait(60) == 0, paused.stderr.read().decode()[-2000:]
@@ -207,7 +199,7 @@ def test_sigterm_is_honoured_within_seconds_while_a_server_trickles_its_greeting
         proc = subprocess.Popen([sys.executable, "-m", "postroom.cli", "serve"], cwd=ROOT, env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:
-            _wait(lambda: trickle.connections >= 1, 60, "the worker to connect")
+            wait_until(lambda: trickle.connections >= 1, 60, interval=0.02, what="the worker to connect")
             time.sleep(1)
             t0 = time.monotonic()
             proc.send_signal(signal.SIGTERM)

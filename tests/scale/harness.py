@@ -18,6 +18,7 @@ import time
 import psycopg
 
 from postroom.core.clock import SystemClock
+from tests.support.waiting import wait_until  # noqa: F401 - the scale tests import it from here
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -38,16 +39,6 @@ BASE_CONFIG = {
     "inbound_loop_max": "1000000",
     "inbound_loop_max_peer": "1000000",  # every test client connects from 127.0.0.1
 }
-
-
-def wait_until(predicate, timeout, interval=0.1, what="condition"):
-    """Poll `predicate` until true; AssertionError naming `what` after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 class Serve:
