@@ -477,10 +477,16 @@ class PostgresqlDatabase(_Counting, pw.PostgresqlDatabase):
         if numbered is None or numbered[1] != len(params):
             return super().execute_sql(sql, params)
         self.statements += 1
-        with pw.__exception_wrapper__:
-            cursor = _RAW_CURSOR(self.connection())
-            cursor.execute(numbered[0], params)
-        return cursor
+        # peewee's own execution (its logging, query hooks and error translation), on a raw cursor
+        return self._execute_cursor(numbered[0], params, raw=True)
+
+    def cursor(self, named_cursor=None, raw=False):
+        """peewee's cursor, or with `raw` psycopg's RawCursor (see `execute_sql`)."""
+        if not raw:
+            return super().cursor(named_cursor)
+        if self.is_closed() and not self.autoconnect:
+            raise pw.InterfaceError("Error, database connection not opened.")
+        return _RAW_CURSOR(self.connection())
 
     @property
     def pipelined(self) -> bool:
