@@ -79,6 +79,10 @@ class GatewayHandler:
         # them needs is then reused by the next instead of held by every pool thread.
         self.large_executor = large_executor
         self.open_sessions = 0
+        # Sessions between an accepted MAIL FROM and the hand-over of their message (or
+        # its end otherwise): what the writer may still wait for (see writer.py, `delay`).
+        # Counted on the loop thread; the writer only reads it.
+        self.on_their_way = 0
         self.per_peer = collections.Counter()
         self.refusals = RefusalLog(s.refusal_burst, s.tarpit_refusals, s.tarpit_minutes)
         self.large_lane = asyncio.Semaphore(1)  # see handle_DATA
@@ -175,11 +179,22 @@ class GatewayHandler:
             return f"450 4.7.1 Too many refused commands from client {client}; try again later"
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
+        if not getattr(session, "on_its_way", False):
+            session.on_its_way = True
+            self.on_their_way += 1
         return "250 OK"
 
     async def handle_RSET(self, server, session, envelope):
         session.xforward = {}
+        self.transaction_over(session)
         return "250 OK"
+
+    def transaction_over(self, session):
+        """`session` will not hand the writer a message before its next MAIL FROM (its
+        message was handed over, refused, reset, or the client went away)."""
+        if getattr(session, "on_its_way", False):
+            session.on_its_way = False
+            self.on_their_way -= 1
 
     def flush_refusals(self, everything=False):
         """Write the aggregated refusals of minutes that are over (on a worker thread)."""
@@ -373,6 +388,7 @@ class GatewayHandler:
                 return await self._data(session, envelope, spool, rcpts, large)
         finally:
             session.xforward = {}  # XFORWARD names the client of one transaction
+            self.transaction_over(session)
 
     def _store(self, received):
         with self.host.offloading():  # see _deliver
@@ -421,6 +437,7 @@ class GatewayHandler:
         job = _Job(self._peer(session), envelope.mail_from or "", rcpts, spool.read(), self.client_of(session),
                    self._helo(session), loop, loop.create_future())
         self.writer.submit_from(loop, lambda: self._store(job.received), job.answered, payload=job)
+        self.transaction_over(session)  # after the hand-over: the writer never misses it
         return job.answered
 
     def parse_for_writer(self, job):
@@ -523,7 +540,8 @@ class GatewayService:
         handler = GatewayHandler(self.host, self.lmtp, self.executor, self.large_executor)
         handler.writer = self.writer = GroupWriter(self.host, batch_max=BATCH_MAX, store_many=handler.store_many,
                                                    prepare=handler.parse_for_writer,
-                                                   delay=self.settings.commit_delay)
+                                                   delay=self.settings.commit_delay,
+                                                   expecting=lambda: handler.on_their_way)
         limits = {"data_size_limit": self.settings.max_size, "timeout": self.settings.timeout,
                   "enable_SMTPUTF8": True, "decode_data": False, "ident": IDENT,
                   "hostname": self.host.config.primary_domain}

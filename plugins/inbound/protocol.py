@@ -72,6 +72,8 @@ class _Guarded:
         await super()._handle_client()
 
     def connection_lost(self, error):
+        if self.session is not None:
+            self.event_handler.transaction_over(self.session)
         if self._admitted:
             self._admitted = False
             self.event_handler.release(self)
@@ -146,6 +148,7 @@ class _Guarded:
             elif state == "too big":
                 await self.push("552 Error: Too much mail data")
             if state in ("too long", "too big"):
+                self.event_handler.transaction_over(self.session)
                 self._set_post_data_state()
                 return
             self.envelope.spool = spool

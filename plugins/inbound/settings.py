@@ -25,7 +25,7 @@ KEYS = (
         help="seconds a session may idle (and a DATA may take)"),
     Key("inbound_workers", int, 4, min=1, max=256, help="threads doing the database work"),
     Key("inbound_commit_delay_ms", float, 0.5, min=0, max=100,
-        help="milliseconds the writer waits for one more message before storing a batch; 0: none"),
+        help="at most how many milliseconds the writer waits for messages still on their way before storing a batch; 0: none"),
     Key("inbound_loop_max", int, 20, min=1, max=1_000_000_000,
         help="records/messages one envelope sender or From may create within inbound_loop_minutes"),
     Key("inbound_loop_max_peer", int, 100, min=1, max=1_000_000_000,

@@ -102,4 +102,5 @@ class Raw:
         return self.file.readline() == b""
 
     def close(self):
+        self.file.close()  # else the socket stays open behind the file, and the server never sees the end
         self.sock.close()

@@ -144,6 +144,57 @@ def test_without_a_commit_delay_the_writer_stores_at_once(inbound_host):
         writer.close()
 
 
+def test_with_nobody_on_the_way_the_writer_stores_at_once_whatever_its_delay(inbound_host):
+    host = inbound_host()
+    writer = GroupWriter(host, delay=30.0, expecting=lambda: 0)
+    try:
+        # Within 5 s of a 30 s delay: it did not wait for a message nobody is sending.
+        assert writer.submit(lambda: "alone").result(timeout=5) == "alone"
+    finally:
+        writer.close()
+
+
+def test_the_writer_waits_for_each_message_on_its_way_and_stores_them_together(inbound_host):
+    host = inbound_host()
+    on_the_way, commits = [3], []
+    writer = GroupWriter(host, delay=30.0, expecting=lambda: on_the_way[0])
+    inner = writer._commit
+    writer._commit = lambda batch: (commits.append(len(batch)), inner(batch))
+
+    def store(name):
+        on_the_way[0] -= 1  # handed over, as the gateway counts it
+        return writer.submit(lambda: Record.create(model="generic", name=name, created_at=host.clock.now()).name)
+    try:
+        futures = []
+        for name in ("a", "b", "c"):  # a moment apart: each is on its way while the writer waits
+            futures.append(store(name))
+            threading.Event().wait(0.1)
+        assert [f.result(timeout=5) for f in futures] == ["a", "b", "c"]  # not after 30 s
+        assert commits == [3]
+        assert _names() == ["a", "b", "c"]
+    finally:
+        writer.close()
+
+
+def test_a_message_that_never_comes_holds_the_batch_one_delay_in_all(inbound_host):
+    host = inbound_host()
+    commits = []
+    writer = GroupWriter(host, delay=1.0, expecting=lambda: 1)  # one session that stays silent
+    inner = writer._commit
+    writer._commit = lambda batch: (commits.append(len(batch)), inner(batch))
+    try:
+        started = time.monotonic()
+        first = writer.submit(lambda: "first")
+        threading.Event().wait(0.4)
+        second = writer.submit(lambda: "second")
+        assert (first.result(timeout=10), second.result(timeout=10)) == ("first", "second")
+        # One delay from the first wait, not a fresh one after the second message (1.4 s).
+        assert 0.9 < time.monotonic() - started < 1.35
+        assert commits == [2]
+    finally:
+        writer.close()
+
+
 def test_on_sqlite_the_writer_copies_the_log_back_after_answering_and_it_stays_small(inbound_host):
     """The writer's connection never checkpoints inside a COMMIT (its clients would wait
     for it); it checkpoints after answering, every few batches, so the write-ahead log is
@@ -167,3 +218,51 @@ def test_on_sqlite_the_writer_copies_the_log_back_after_answering_and_it_stays_s
     # Frames in the log now: without the writer's own checkpoints, all 200 batches' pages.
     busy, frames, _ = host.db.execute_sql("PRAGMA wal_checkpoint(PASSIVE)").fetchall()[0]
     assert busy == 0 and frames < 4 * 16 * 4, frames
+
+
+def test_the_gateway_counts_a_session_on_its_way_from_mail_from_until_its_transaction_ends(
+        inbound_host, gateway):
+    """What the writer waits for (`expecting`): every way a transaction ends takes it off
+    the count, so a batch never waits for a session that has nothing more to hand over."""
+    from postroom.plugins.inbound import aliases
+
+    from tests.support.waiting import wait_until
+
+    from .conftest import Raw, message
+
+    host = inbound_host(inbound_max_size=2000)
+    aliases.add_alias(host, "support", "generic")
+    service = gateway(host)
+    handler = service.controller.handler
+
+    def begin(session):
+        assert session.cmd(b"EHLO client.test").startswith(b"250")
+        assert session.cmd(b"MAIL FROM:<ann@client.test>").startswith(b"250")
+        assert session.cmd(b"RCPT TO:<support@example.com>").startswith(b"250")
+
+    stored, reset, gone, too_big = (Raw(service.port) for _ in range(4))
+    try:
+        for session in (stored, reset, gone, too_big):
+            begin(session)
+        assert handler.on_their_way == 4
+        assert stored.cmd(b"DATA").startswith(b"354")
+        stored.sock.sendall(message() + b".\r\n")
+        assert stored.reply().startswith(b"250")
+        assert handler.on_their_way == 3
+        assert reset.cmd(b"RSET").startswith(b"250")
+        assert handler.on_their_way == 2
+        assert too_big.cmd(b"DATA").startswith(b"354")
+        too_big.sock.sendall((b"x" * 70 + b"\r\n") * 40 + b".\r\n")
+        assert too_big.reply().startswith(b"552")
+        assert handler.on_their_way == 1
+        gone.close()
+        wait_until(lambda: handler.on_their_way == 0, timeout=10, interval=0.02,
+                   what="the session that went away to leave the count")
+        begin(stored)  # a new transaction on the same session counts again, once
+        assert stored.cmd(b"MAIL FROM:<bob@client.test>").startswith(b"503")  # nested: refused
+        assert handler.on_their_way == 1
+    finally:
+        for session in (stored, reset, too_big):
+            session.close()
+    wait_until(lambda: handler.on_their_way == 0, timeout=10, interval=0.02, what="every session to leave the count")
+    assert Record.select().count() == 1
