@@ -195,6 +195,18 @@ def smtp_source_run(args, host, tmp):
         result["scaling"] = {str(k): round(v, 3) for k, v in scaling(rates).items()}
         result["scaling_rounds"] = {str(k): [round(scaling(r)[k], 3) for r in rounds] for k in ks[1:]}
         result["msgs_per_s_rounds"] = {str(k): [r[k]["msgs_per_s"] for r in rounds] for k in ks}
+
+        # What K could reach at most on this machine: every core busy (gateways, database,
+        # client) at the CPU each message cost in that round, against the smallest K's rate
+        # in the same round. A scaling goal above this figure cannot be met here whatever
+        # the gateways wait for; only less CPU per message (or more cores) raises it.
+        def at_full_cores(r, k):
+            ms = sum(v for v in r[k]["cpu_ms_per_msg"].values() if v)
+            return (os.cpu_count() * 1000 / ms) / r[ks[0]]["msgs_per_s"]
+        result["scaling_at_full_cores_rounds"] = {
+            str(k): [round(at_full_cores(r, k), 3) for r in rounds] for k in ks[1:]}
+        result["scaling_at_full_cores"] = {
+            str(k): round(statistics.median(at_full_cores(r, k) for r in rounds), 3) for k in ks[1:]}
         result["ceiling_before"], result["ceiling"] = ceilings
         mean = statistics.mean(c["msgs_per_s"] for c in ceilings)
         result["gateways_vs_ceiling"] = {str(k): round(r["msgs_per_s"] / mean, 3) for k, r in rates.items()}
